@@ -1,0 +1,76 @@
+"""The drop-in SB3 DQN callback that applies hypermeta's learning-rate and epsilon schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback
+
+from hypermeta._features import check_spaces
+from hypermeta._space import DQNConfig
+
+
+def as_config(config: DQNConfig | dict[str, Any] | str | Path) -> DQNConfig:
+    """Accept a :class:`DQNConfig`, a mapping of its fields, or a YAML/JSON file path."""
+    if isinstance(config, DQNConfig):
+        return config
+    if isinstance(config, dict):
+        return DQNConfig.from_dict(config)
+    if isinstance(config, (str, Path)):
+        return DQNConfig.load(config)
+    raise TypeError(f"config must be a DQNConfig, a dict or a file path, got {type(config).__name__}")
+
+
+class HyperMetaCallback(BaseCallback):
+    """Applies a :class:`~hypermeta.DQNConfig`'s learning-rate and exploration schedules to SB3 ``DQN``.
+
+    Use it like any SB3 callback::
+
+        model = DQN("MlpPolicy", env, **config.sb3_kwargs())
+        model.learn(50_000, callback=HyperMetaCallback(config))
+
+    When it fires: at every training start (each ``learn`` call, so also after ``DQN.load`` and with
+    ``reset_num_timesteps=False``) it checks the model and replaces ``model.lr_schedule`` and
+    ``model.exploration_schedule``. SB3 then reads them itself: the optimizer's lr is set from
+    ``lr_schedule`` at the start of every ``train()``, and epsilon from ``exploration_schedule`` after
+    every environment step, both at SB3's *progress remaining* (so ``learn(reset_num_timesteps=False)``
+    continues the schedule where it stopped). Writing the optimizer or ``exploration_rate`` directly
+    would be overwritten by SB3 on the same step.
+
+    At every step it records the lr inside the optimizer and the epsilon in use as
+    ``hypermeta/learning_rate`` and ``hypermeta/exploration_rate`` in SB3's logger (stdout, CSV,
+    TensorBoard: whatever the model's logger writes).
+
+    :param config: the configuration whose schedules to apply (a ``DQNConfig``, a dict of its fields
+        or a YAML/JSON file); only its schedule fields are used here, build the model with
+        ``config.sb3_kwargs()`` to apply the rest.
+    :raises TypeError: at training start, if the model is not a ``stable_baselines3.DQN``.
+    :raises ValueError: at training start, if the action space is not Discrete.
+    """
+
+    def __init__(self, config: DQNConfig | dict[str, Any] | str | Path, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.config = as_config(config)
+
+    def _on_training_start(self) -> None:
+        if not isinstance(self.model, DQN):
+            raise TypeError(
+                f"HyperMetaCallback drives DQN's learning-rate and epsilon schedules; got a "
+                f"{type(self.model).__name__} model. Use it with stable_baselines3.DQN (or a DQN subclass)."
+            )
+        check_spaces(self.training_env, "HyperMetaCallback")
+        self.model.lr_schedule = self.config.lr_schedule()
+        self.model.exploration_schedule = self.config.exploration_schedule()
+        # SB3 applies both only after the first step / at the first train(); apply them now so the very
+        # first actions and the logged lr already follow the schedule.
+        self.model._update_learning_rate(self.model.policy.optimizer)
+        self.model.exploration_rate = self.model.exploration_schedule(self.model._current_progress_remaining)
+        if self.verbose:
+            print(f"HyperMetaCallback: lr {self.model.lr_schedule}, epsilon {self.model.exploration_schedule}")
+
+    def _on_step(self) -> bool:
+        self.logger.record("hypermeta/learning_rate", self.model.policy.optimizer.param_groups[0]["lr"])
+        self.logger.record("hypermeta/exploration_rate", self.model.exploration_rate)
+        return True

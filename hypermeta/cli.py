@@ -1,0 +1,163 @@
+"""The ``hypermeta`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hypermeta._space import PARAMS, DQNConfig, get_space
+
+
+def _load_config(path: str | None) -> DQNConfig:
+    return DQNConfig() if path is None else DQNConfig.load(path)
+
+
+def cmd_families(args: argparse.Namespace) -> int:
+    from hypermeta._tasks import families
+
+    fams = families()
+    if args.json:
+        print(json.dumps({n: {"env_id": f.env_id, "context": {k: vars(p) for k, p in f.context_space.items()}}
+                          for n, f in fams.items()}, indent=2, default=str))
+        return 0
+    for name, fam in sorted(fams.items()):
+        print(f"{name}  ({fam.env_id})  {fam.description}")
+        for key, p in fam.context_space.items():
+            print(f"    {key:<18} default {p.default:<8g} sampling [{p.low:g}, {p.high:g}]  {p.doc}")
+    return 0
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    space = get_space(args.space)
+    rows = [{"name": p.name, "range": p.range_text(), "default": p.default, "group": p.group, "doc": p.doc}
+            for p in PARAMS]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    tuned = {p.name for p in space.params}
+    print(f"space {space.name!r}: {len(space.params)} tuned parameters, encoding dimension {space.dim}")
+    for r in rows:
+        mark = "tuned" if r["name"] in tuned else "fixed"
+        print(f"  {r['name']:<24} {mark:<6} default {r['default']!s:<9} {r['range']:<40} {r['doc']}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    config = _load_config(args.schedule)
+    if args.format == "json":
+        print(json.dumps(config.to_dict(), indent=2))
+    elif args.format == "yaml":
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    else:
+        print(yaml.safe_dump(config.to_zoo(args.env, args.timesteps), sort_keys=False), end="")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from hypermeta._features import FEATURE_DOCS, probe_features
+
+    features = probe_features(args.task, seed=args.seed)
+    if args.json:
+        print(json.dumps({"task": features.task, "seed": features.seed, "features": features.as_dict()}, indent=2))
+        return 0
+    print(f"{features.task}: {features.probe_steps} random-policy steps in {features.probe_seconds:.2f} s")
+    for name, value in features.as_dict().items():
+        print(f"  {name:<26} {value:>10.4f}  {FEATURE_DOCS[name]}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hypermeta._tasks import make_env
+    from hypermeta._train import check_timesteps, evaluate, train
+
+    check_timesteps(args.timesteps)
+    config = _load_config(args.schedule)
+    make_env(args.task).close()  # unknown ids fail here, before anything else starts
+    print(f"training DQN on {args.task} for {args.timesteps} steps (seed {args.seed})")
+    print(f"  lr: {config.lr_schedule()}\n  epsilon: {config.exploration_schedule()}")
+    model = train(args.task, config, args.timesteps, args.seed, n_envs=args.n_envs, progress_bar=args.progress,
+                  tensorboard_log=args.tensorboard, verbose=args.verbose)
+    if args.save:
+        model.save(args.save)
+        print(f"saved model to {args.save}")
+    returns = evaluate(model, args.task, args.eval_episodes, args.seed)
+    print(f"mean return over {len(returns)} evaluation episodes: {np.mean(returns):.2f} +/- {np.std(returns):.2f}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from hypermeta._bench import run_overhead_benchmark
+
+    report = run_overhead_benchmark(args.task, args.timesteps, args.repeats, Path(args.out))
+    print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hypermeta", description=__doc__.strip() + " See README.md.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("families", help="list task families and their context features")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_families)
+
+    p = sub.add_parser("space", help="print the search space (every field, range and default)")
+    p.add_argument("--space", choices=["schedule", "full"], default="schedule")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_space)
+
+    p = sub.add_parser("config", help="print a configuration as YAML, JSON or an rl-zoo dqn.yml entry")
+    p.add_argument("--schedule", help="YAML/JSON file of DQNConfig fields (default: the base configuration)")
+    p.add_argument("--format", choices=["yaml", "json", "zoo"], default="yaml")
+    p.add_argument("--env", default="CartPole-v1", help="env id of the rl-zoo entry")
+    p.add_argument("--timesteps", type=int, default=100_000, help="n_timesteps of the rl-zoo entry")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("features", help="probe the task features of an environment")
+    p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("train", help="train SB3 DQN with the hypermeta callback, then evaluate it")
+    p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
+    p.add_argument("--timesteps", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schedule", help="YAML/JSON file of DQNConfig fields (default: the base configuration)")
+    p.add_argument("--n-envs", type=int, default=1)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--progress", action="store_true", help="show SB3's progress bar")
+    p.add_argument("--save", help="save the trained model (DQN.save) to this path")
+    p.add_argument("--tensorboard", help="TensorBoard log directory")
+    p.add_argument("--verbose", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")
+    p.add_argument("which", choices=["overhead"])
+    p.add_argument("--task", default="CartPole-v1")
+    p.add_argument("--timesteps", type=int, default=20_000)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--out", default="studies/reports/overhead.md")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        print(f"hypermeta {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
