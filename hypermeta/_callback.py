@@ -64,7 +64,9 @@ class HyperMetaCallback(BaseCallback):
         self.model.lr_schedule = self.config.lr_schedule()
         self.model.exploration_schedule = self.config.exploration_schedule()
         # SB3 applies both only after the first step / at the first train(); apply them now so the very
-        # first actions and the logged lr already follow the schedule.
+        # first actions and the logged lr already follow the schedule. The stored progress is stale after
+        # DQN.load / learn(reset_num_timesteps=False) until the first step, so recompute it the SB3 way.
+        self.model._update_current_progress_remaining(self.model.num_timesteps, self.model._total_timesteps)
         self.model._update_learning_rate(self.model.policy.optimizer)
         self.model.exploration_rate = self.model.exploration_schedule(self.model._current_progress_remaining)
         if self.verbose:
