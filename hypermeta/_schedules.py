@@ -13,7 +13,7 @@ EXPONENTIAL_RATE = 5.0
 def shape_weight(shape: str, t: float) -> float:
     """Fraction of the way from ``start`` to ``end`` after a fraction ``t`` of the decay window.
 
-    >>> shape_weight("linear", 0.25), shape_weight("constant", 0.9), shape_weight("cosine", 0.5)
+    >>> shape_weight("linear", 0.25), shape_weight("constant", 0.9), round(shape_weight("cosine", 0.5), 12)
     (0.25, 0.0, 0.5)
     >>> round(shape_weight("exponential", 1.0), 6)
     1.0
@@ -56,8 +56,8 @@ class ShapedSchedule:
         self.end_fraction = float(end_fraction)
 
     def __call__(self, progress_remaining: float) -> float:
-        t = (1.0 - progress_remaining) / self.end_fraction
-        return float(self.start + (self.end - self.start) * shape_weight(self.shape, t))
+        w = shape_weight(self.shape, (1.0 - progress_remaining) / self.end_fraction)
+        return float(self.start * (1.0 - w) + self.end * w)  # exactly start at w=0 and end at w=1
 
     def __repr__(self) -> str:
         return (

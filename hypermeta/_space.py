@@ -100,7 +100,8 @@ class Param:
         else:
             value = self.low + u * (self.high - self.low)
         value = min(max(value, self.low), self.high)
-        return int(round(value)) if self.kind == "int" else value
+        # 12 significant digits: exact round trips of typed-in values, far below any effect on training.
+        return int(round(value)) if self.kind == "int" else float(f"{value:.12g}")
 
     def encode(self, value: Any) -> list[float]:
         if self.kind == "choice":

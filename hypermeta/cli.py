@@ -74,12 +74,17 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from hypermeta._features import check_spaces
     from hypermeta._tasks import make_env
     from hypermeta._train import check_timesteps, evaluate, train
 
     check_timesteps(args.timesteps)
     config = _load_config(args.schedule)
-    make_env(args.task).close()  # unknown ids fail here, before anything else starts
+    env = make_env(args.task)  # unknown ids and unsupported spaces fail here, before anything starts
+    try:
+        check_spaces(env)
+    finally:
+        env.close()
     print(f"training DQN on {args.task} for {args.timesteps} steps (seed {args.seed})")
     print(f"  lr: {config.lr_schedule()}\n  epsilon: {config.exploration_schedule()}")
     model = train(args.task, config, args.timesteps, args.seed, n_envs=args.n_envs, progress_bar=args.progress,
