@@ -98,11 +98,86 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hypermeta._bench import run_overhead_benchmark
+    from hypermeta._bench import run_overhead_benchmark, run_workers_benchmark
 
-    report = run_overhead_benchmark(args.task, args.timesteps, args.repeats, Path(args.out))
+    out = Path(args.out or f"studies/reports/{args.which}.md")
+    if args.which == "overhead":
+        report = run_overhead_benchmark(args.task, args.timesteps, args.repeats, out)
+    else:
+        report = run_workers_benchmark(args.task, args.timesteps, args.trials, out)
     print(report)
     return 0
+
+
+def _spec_from_args(args: argparse.Namespace):
+    from hypermeta._study import StudySpec
+
+    return StudySpec(args.task, args.timesteps, args.space, args.seeds_per_trial, args.n_evals,
+                     args.eval_episodes, args.reference)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from hypermeta._study import best_config_of, load_enqueue_file, run_study
+
+    spec = _spec_from_args(args)
+    enqueue = load_enqueue_file(args.enqueue) if args.enqueue else []
+    study = run_study(spec, args.trials, study_name=args.study_name, storage=args.storage, sampler=args.sampler,
+                      pruner=args.pruner, workers=args.workers, seed=args.sampler_seed, enqueue=enqueue,
+                      progress=args.progress)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    print(f"study {study.study_name!r} in {args.storage}: {len(finished)} finished trials")
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("no complete trial yet")
+        return 0
+    print(f"best trial #{best.number}: objective {best.value:.4f} (tuning seeds {best.user_attrs.get('seeds')}; "
+          "re-evaluate it on test seeds with `hypermeta evaluate --study`)")
+    print(json.dumps(best_config_of(study).to_dict(), indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hypermeta._baselines import baseline_config
+    from hypermeta._evaluation import CurveSettings
+    from hypermeta._protocol import Job, RunStore, run_jobs, summarize, test_seeds
+
+    chosen = [x for x in (args.config, args.baseline, args.study) if x]
+    if len(chosen) != 1:
+        raise ValueError("give exactly one of --config FILE, --baseline NAME or --study NAME")
+    if args.config:
+        config, method = DQNConfig.load(args.config), Path(args.config).stem
+    elif args.baseline:
+        config, method = baseline_config(args.baseline, args.task), args.baseline
+    else:
+        config, method = baseline_config(f"study:{args.study}", args.task, args.storage), f"study:{args.study}"
+    settings = CurveSettings(args.timesteps, args.n_evals, args.eval_episodes)
+    jobs = [Job(args.task, method, config, settings, s, args.reference) for s in test_seeds(args.seeds)]
+    runs = run_jobs(jobs, RunStore(args.out), workers=args.workers, progress=args.progress)
+    print(runs[["seed", "auc", "final_return", "final_score", "wall_time"]].to_string(index=False))
+    agg = summarize(runs, [method], [args.task], "auc").iloc[0]
+    print(f"{method} on {args.task}: IQM normalised AUC {agg['iqm']:.3f} [{agg['ci_low']:.3f}, {agg['ci_high']:.3f}] "
+          f"(95% bootstrap CI, {len(runs)} test seeds); per-seed results in {args.out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hypermeta._report import ComparisonSpec, run_comparison
+
+    spec = ComparisonSpec.load(args.spec)
+    path = run_comparison(spec, workers=args.workers, progress=args.progress)
+    print(f"report written to {path}")
+    return 0
+
+
+def _add_measurement_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
+    p.add_argument("--timesteps", type=int, required=True, help="training steps per run")
+    p.add_argument("--n-evals", type=int, default=5, help="evenly spaced evaluations per run")
+    p.add_argument("--eval-episodes", type=int, default=5, help="greedy episodes per evaluation")
+    p.add_argument("--reference", type=float, help="return that normalises to 1 (default: reward_threshold)")
+    p.add_argument("--workers", type=int, default=1, help="processes on this machine")
+    p.add_argument("--progress", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,12 +219,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", type=int, default=0)
     p.set_defaults(func=cmd_train)
 
+    from hypermeta._study import DEFAULT_STORAGE, PRUNERS, SAMPLERS
+
+    p = sub.add_parser("study", help="run or resume an Optuna study over the search space")
+    _add_measurement_args(p)
+    p.add_argument("--space", choices=["schedule", "full"], default="schedule")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    p.add_argument("--sampler-seed", type=int, default=0, help="worker i seeds its sampler with this + i")
+    p.add_argument("--pruner", choices=PRUNERS, default="median")
+    p.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials to reach")
+    p.add_argument("--seeds-per-trial", type=int, default=1)
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL (sqlite:///..., postgresql+psycopg2://...)")
+    p.add_argument("--study-name", help="default: task|space|sampler|T<timesteps>|m<seeds>")
+    p.add_argument("--enqueue", help="YAML/JSON config (or list of configs) to try first")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("evaluate", help="re-train one configuration on fresh test seeds")
+    _add_measurement_args(p)
+    p.add_argument("--config", help="YAML/JSON configuration file")
+    p.add_argument("--baseline", help="sb3-default, rl-zoo or base")
+    p.add_argument("--study", help="name of a study whose best configuration to evaluate")
+    p.add_argument("--storage", default=DEFAULT_STORAGE)
+    p.add_argument("--seeds", type=int, default=5, help="number of test seeds")
+    p.add_argument("--out", default="studies/results/evaluations.csv", help="per-seed results CSV (appended)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="run a comparison file (studies, baselines, test runs) and write its report")
+    p.add_argument("spec", help="comparison YAML, e.g. studies/baselines.yaml")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")
-    p.add_argument("which", choices=["overhead"])
+    p.add_argument("which", choices=["overhead", "workers"])
     p.add_argument("--task", default="CartPole-v1")
-    p.add_argument("--timesteps", type=int, default=20_000)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--out", default="studies/reports/overhead.md")
+    p.add_argument("--timesteps", type=int, default=20_000, help="overhead: steps per run; workers: per trial")
+    p.add_argument("--repeats", type=int, default=7, help="overhead benchmark: interleaved pairs")
+    p.add_argument("--out", help="default: studies/reports/<which>.md")
+    p.add_argument("--trials", type=int, default=8, help="workers benchmark: trials per measurement")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,0 +1,350 @@
+"""Optuna studies over hypermeta's search space: the baselines hypermeta is compared with.
+
+A study is an ordinary Optuna study (it opens in optuna-dashboard and ``study.trials_dataframe()``) whose
+user attributes record how its trials were measured (:class:`StudySpec`). Trials are trained on
+*tuning seeds* (trial ``t`` with ``m`` seeds per trial uses seeds ``t*m .. t*m+m-1``), which are always
+below :data:`TEST_SEED_START`, where the test seeds of ``hypermeta evaluate`` begin.
+
+Fault tolerance: storages are :class:`optuna.storages.RDBStorage` with a heartbeat, so a trial whose
+process was killed is failed after ``grace_period`` seconds and re-queued once by
+:class:`optuna.storages.RetryFailedTrialCallback`; running the same command again resumes the study
+until ``n_trials`` trials have finished (complete or pruned), keeping every finished trial. Several
+processes (``workers``) or machines (a PostgreSQL URL) may work on one study at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from hypermeta._evaluation import CurveSettings, DivergenceError, Normalizer, run_curve
+from hypermeta._space import SPACE_VERSION, DQNConfig, get_space
+from hypermeta._tasks import make_env
+
+DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
+PRUNERS = ("median", "none")
+TEST_SEED_START = 10_000_000
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+_log = logging.getLogger("hypermeta.study")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a study tunes and how each trial is measured (stored as the study's user attributes)."""
+
+    task: str
+    timesteps: int
+    space: str = "schedule"
+    seeds_per_trial: int = 1
+    n_evals: int = 5
+    eval_episodes: int = 5
+    reference: float | None = None
+
+    def __post_init__(self) -> None:
+        get_space(self.space)
+        if self.seeds_per_trial < 1:
+            raise ValueError(f"seeds_per_trial must be >= 1, got {self.seeds_per_trial}")
+        CurveSettings(self.timesteps, self.n_evals, self.eval_episodes)
+
+    @property
+    def settings(self) -> CurveSettings:
+        return CurveSettings(self.timesteps, self.n_evals, self.eval_episodes)
+
+    def tuning_seeds(self, trial_number: int) -> list[int]:
+        seeds = [trial_number * self.seeds_per_trial + j for j in range(self.seeds_per_trial)]
+        if seeds[-1] >= TEST_SEED_START:
+            raise ValueError(f"trial {trial_number} would use a test seed; start a new study")
+        return seeds
+
+    def attrs(self) -> dict[str, Any]:
+        return {**asdict(self), "space_version": SPACE_VERSION}
+
+
+def make_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 30) -> RDBStorage:
+    """An RDB storage with heartbeat and one retry of trials whose process died.
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///path.db``, ``postgresql+psycopg2://user:pw@host/db``).
+    The parent folder of a SQLite file is created.
+    """
+    if "://" not in url:
+        raise ValueError(f"storage must be a database URL such as sqlite:///studies/optuna.db, got {url!r}")
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 120}}  # several worker processes share one file
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    return RDBStorage(
+        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+    )
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":  # categorical parameters fall back to independent (random) sampling
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {name!r}")
+
+
+def make_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
+    if name == "median":  # no pruning in the first third of a trial's evaluations
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(spec.n_evals // 3, 1) - 1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"pruner must be one of {PRUNERS}, got {name!r}")
+
+
+def study_spec(study: optuna.Study) -> StudySpec:
+    attrs = study.user_attrs
+    if "task" not in attrs:
+        raise ValueError(f"study {study.study_name!r} was not created by hypermeta (it has no task attribute)")
+    fields = {k: attrs[k] for k in StudySpec.__dataclass_fields__ if k in attrs}
+    return StudySpec(**fields)
+
+
+def open_study(spec: StudySpec, study_name: str, storage: str | RDBStorage, sampler: str = "tpe",
+               pruner: str = "median", sampler_seed: int | None = 0) -> optuna.Study:
+    """Create the study, or load it and check it was made with the same spec (else ``ValueError``)."""
+    storage = make_storage(storage) if isinstance(storage, str) else storage
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=make_sampler(sampler, sampler_seed), pruner=make_pruner(pruner, spec),
+    )
+    if not study.user_attrs:
+        for key, value in {**spec.attrs(), "sampler": sampler, "pruner": pruner}.items():
+            study.set_user_attr(key, value)
+        return study
+    stored = study.user_attrs
+    wanted = {**spec.attrs(), "sampler": sampler, "pruner": pruner}
+    diff = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
+    if diff:
+        text = ", ".join(f"{k}: stored {a!r}, given {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"study {study_name!r} exists with other settings ({text}); resume it with the same "
+                         "options or choose another --study-name")
+    return study
+
+
+class Objective:
+    """Normalised area under the evaluation curve, averaged over the trial's tuning seeds.
+
+    Reports the running mean of the normalised evaluations after each one (so pruners see a value
+    on the same scale as the objective) and stores ``final_return`` (mean over seeds of the last
+    evaluation), ``wall_time``, ``env_steps``, ``seeds``, ``config`` and ``curve`` as user attributes.
+    """
+
+    def __init__(self, spec: StudySpec) -> None:
+        self.spec = spec
+        self.space = get_space(spec.space)
+        self.normalizer = Normalizer.for_task(spec.task, spec.reference)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        spec = self.spec
+        config = self.space.suggest(trial)
+        seeds = spec.tuning_seeds(trial.number)
+        trial.set_user_attr("seeds", seeds)
+        trial.set_user_attr("config", config.to_dict())
+        scores: list[float] = []
+        finals: list[float] = []
+        curves: list[list[float]] = []
+        steps_done = [0]
+        start = time.perf_counter()
+
+        def on_eval(step: int, mean_return: float) -> None:
+            scores.append(float(self.normalizer(mean_return)))
+            trial.report(float(np.mean(scores)), len(scores) - 1)
+            if trial.should_prune():
+                steps_done[0] += step
+                raise optuna.TrialPruned(f"pruned after {len(scores)} evaluations")
+
+        try:
+            for seed in seeds:
+                curve = run_curve(spec.task, config, spec.settings, seed, on_eval)
+                steps_done[0] += curve.env_steps
+                finals.append(curve.returns[-1])
+                curves.append(curve.returns)
+        except DivergenceError as exc:
+            trial.set_user_attr("fail_reason", f"diverged: {exc}")
+            raise
+        finally:
+            trial.set_user_attr("wall_time", time.perf_counter() - start)
+            trial.set_user_attr("env_steps", steps_done[0])
+        trial.set_user_attr("final_return", float(np.mean(finals)))
+        trial.set_user_attr("curve", curves)
+        return float(np.mean(scores))
+
+
+def _count(trials: Sequence[optuna.trial.FrozenTrial], states: Sequence[TrialState]) -> int:
+    return sum(t.state in states for t in trials)
+
+
+def work(study: optuna.Study, objective: Objective, n_trials: int, poll_seconds: float = 1.0,
+         max_diverged: int | None = None, on_progress: Any = None) -> None:
+    """Run trials until the study has ``n_trials`` finished ones (complete or pruned).
+
+    Safe to run in several processes at once. Trials of dead processes turn stale after the storage's
+    grace period and are retried; while other live trials could still complete the budget, it waits.
+    """
+    max_diverged = n_trials if max_diverged is None else max_diverged
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        finished = _count(trials, FINISHED)
+        if on_progress is not None:
+            on_progress(finished)
+        if finished >= n_trials:
+            return
+        diverged = sum(t.state == TrialState.FAIL and "fail_reason" in t.user_attrs for t in trials)
+        if diverged >= max_diverged:
+            _log.warning("stopping: %d trials diverged (limit %d)", diverged, max_diverged)
+            return
+        if finished + _count(trials, (TrialState.RUNNING,)) >= n_trials and not _count(trials, (TrialState.WAITING,)):
+            time.sleep(poll_seconds)  # the running trials may still finish the budget, or turn stale
+            continue
+        study.optimize(objective, n_trials=1, catch=(DivergenceError,), gc_after_trial=False)
+
+
+def _worker_main(kwargs: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = StudySpec(**kwargs["spec"])
+    storage = make_storage(kwargs["storage"], kwargs["heartbeat_interval"], kwargs["grace_period"])
+    study = open_study(spec, kwargs["study_name"], storage, kwargs["sampler"], kwargs["pruner"], kwargs["seed"])
+    work(study, Objective(spec), kwargs["n_trials"])
+
+
+def load_enqueue_file(path: str | Path) -> list[DQNConfig]:
+    """Configurations to warm-start with: a YAML/JSON mapping (one config) or a list of mappings."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"enqueue file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"enqueue file {str(path)!r} is not valid YAML/JSON: {exc}") from None
+    items = data if isinstance(data, list) else [data]
+    return [DQNConfig.from_dict(d, source=f"enqueue file {str(path)!r} item {i}") for i, d in enumerate(items)]
+
+
+def run_study(
+    spec: StudySpec,
+    n_trials: int,
+    *,
+    study_name: str | None = None,
+    storage: str = DEFAULT_STORAGE,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    workers: int = 1,
+    seed: int | None = 0,
+    enqueue: Sequence[DQNConfig] = (),
+    progress: bool = False,
+    heartbeat_interval: int = 10,
+    grace_period: int = 30,
+) -> optuna.Study:
+    """Create or resume a study and run it until ``n_trials`` trials have finished.
+
+    ``workers`` processes share the storage (worker ``i`` seeds its sampler with ``seed + i``).
+    Configurations in ``enqueue`` are tried first (once each, even across resumes).
+    """
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    make_env(spec.task).close()  # bad task ids fail now
+    study_name = study_name or default_study_name(spec, sampler)
+    rdb = make_storage(storage, heartbeat_interval, grace_period)
+    study = open_study(spec, study_name, rdb, sampler, pruner, seed)
+    space = get_space(spec.space)
+    for config in enqueue:
+        study.enqueue_trial(space.to_optuna_params(config), skip_if_exists=True)
+    objective = Objective(spec)  # computes the normaliser once, before any worker starts
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_trials, desc=study_name, unit="trial")
+
+    def show(finished: int) -> None:
+        if bar is not None:
+            bar.n = min(finished, n_trials)
+            bar.refresh()
+
+    try:
+        if workers == 1:
+            work(study, objective, n_trials, on_progress=show)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            args = {"spec": asdict(spec), "storage": storage, "study_name": study_name, "sampler": sampler,
+                    "pruner": pruner, "n_trials": n_trials, "heartbeat_interval": heartbeat_interval,
+                    "grace_period": grace_period}
+            procs = [ctx.Process(target=_worker_main, args=({**args, "seed": None if seed is None else seed + i},))
+                     for i in range(workers)]
+            for p in procs:
+                p.start()
+            while any(p.is_alive() for p in procs):
+                show(_count(study.get_trials(deepcopy=False), FINISHED))
+                time.sleep(1.0)
+            bad = [p.exitcode for p in procs if p.exitcode != 0]
+            if bad:
+                raise RuntimeError(f"{len(bad)} worker process(es) failed (exit codes {bad}); rerun to resume")
+            show(_count(study.get_trials(deepcopy=False), FINISHED))
+    finally:
+        if bar is not None:
+            bar.close()
+    return study
+
+
+def default_study_name(spec: StudySpec, sampler: str) -> str:
+    return f"{spec.task}|{spec.space}|{sampler}|T{spec.timesteps}|m{spec.seeds_per_trial}"
+
+
+def completed_in_order(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials ordered by the time they finished (the order a user would have seen them)."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return sorted(trials, key=lambda t: (t.datetime_complete, t.number))
+
+
+def best_config(study_name: str, storage: str | None = None, within_trials: int | None = None) -> DQNConfig:
+    """Configuration of the best complete trial (optionally among the first ``within_trials`` finished)."""
+    study = optuna.load_study(study_name=study_name, storage=make_storage(storage or DEFAULT_STORAGE))
+    return best_config_of(study, within_trials)
+
+
+def best_config_of(study: optuna.Study, within_trials: int | None = None) -> DQNConfig:
+    spec = study_spec(study)
+    finished = sorted((t for t in study.get_trials(deepcopy=False) if t.state in FINISHED),
+                      key=lambda t: (t.datetime_complete, t.number))
+    if within_trials is not None:
+        finished = finished[:within_trials]
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise ValueError(f"study {study.study_name!r} has no complete trial yet"
+                         + (f" among its first {within_trials}" if within_trials else ""))
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    return get_space(spec.space).from_optuna_params(best.params)
