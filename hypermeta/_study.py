@@ -7,7 +7,7 @@ below :data:`TEST_SEED_START`, where the test seeds of ``hypermeta evaluate`` be
 
 Fault tolerance: storages are :class:`optuna.storages.RDBStorage` with a heartbeat, so a trial whose
 process was killed is failed after ``grace_period`` seconds and re-queued once by
-:class:`optuna.storages.RetryFailedTrialCallback`; running the same command again resumes the study
+:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`; running the same command again resumes the study
 until ``n_trials`` trials have finished (complete or pruned), keeping every finished trial. Several
 processes (``workers``) or machines (a PostgreSQL URL) may work on one study at once.
 """
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hypermeta._evaluation import CurveSettings, DivergenceError, Normalizer, run_curve
@@ -86,10 +86,12 @@ def make_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 30)
         engine_kwargs = {"connect_args": {"timeout": 120}}  # several worker processes share one file
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    return RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-    )
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we opt in knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -107,8 +109,8 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
-    if name == "median":  # no pruning in the first third of a trial's evaluations
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(spec.n_evals // 3, 1) - 1)
+    if name == "median":  # never prune on the first third of a trial's evaluations (and never on the first)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(spec.n_evals // 3, 1))
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"pruner must be one of {PRUNERS}, got {name!r}")
@@ -203,8 +205,10 @@ def work(study: optuna.Study, objective: Objective, n_trials: int, poll_seconds:
 
     Safe to run in several processes at once. Trials of dead processes turn stale after the storage's
     grace period and are retried; while other live trials could still complete the budget, it waits.
+    Diverged trials (failed with a ``fail_reason``) do not count towards ``n_trials``; the study gives up
+    after ``max_diverged`` of them (default ``max(2 * n_trials, 10)``), when the space is clearly unusable.
     """
-    max_diverged = n_trials if max_diverged is None else max_diverged
+    max_diverged = max(2 * n_trials, 10) if max_diverged is None else max_diverged
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

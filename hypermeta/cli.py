@@ -123,7 +123,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     enqueue = load_enqueue_file(args.enqueue) if args.enqueue else []
     study = run_study(spec, args.trials, study_name=args.study_name, storage=args.storage, sampler=args.sampler,
                       pruner=args.pruner, workers=args.workers, seed=args.sampler_seed, enqueue=enqueue,
-                      progress=args.progress)
+                      progress=args.progress, heartbeat_interval=args.heartbeat_interval,
+                      grace_period=args.grace_period)
     finished = [t for t in study.trials if t.state.is_finished()]
     print(f"study {study.study_name!r} in {args.storage}: {len(finished)} finished trials")
     try:
@@ -232,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL (sqlite:///..., postgresql+psycopg2://...)")
     p.add_argument("--study-name", help="default: task|space|sampler|T<timesteps>|m<seeds>")
     p.add_argument("--enqueue", help="YAML/JSON config (or list of configs) to try first")
+    p.add_argument("--heartbeat-interval", type=int, default=10,
+                   help="seconds between a running trial's heartbeats in the storage")
+    p.add_argument("--grace-period", type=int, default=30,
+                   help="seconds without heartbeat after which a trial counts as dead and is retried once")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("evaluate", help="re-train one configuration on fresh test seeds")

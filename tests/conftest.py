@@ -1,5 +1,77 @@
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
 import torch
 
 torch.set_num_threads(1)  # tiny networks: threads only add overhead and noise on 2 cores
+
+
+def _postgres_bin() -> Path | None:
+    """The directory of Debian's PostgreSQL server programs (``apt-get install postgresql``)."""
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").exists() and Path(candidate, "pg_ctl").exists():
+            return Path(candidate)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A throwaway PostgreSQL server on 127.0.0.1, started for this test session and stopped after it.
+
+    Uses ``HYPERMETA_TEST_POSTGRES_URL`` if set. Otherwise it needs Debian's ``postgresql`` package; without
+    it the test is skipped, unless ``HYPERMETA_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) turns that into a failure.
+    """
+    if os.environ.get("HYPERMETA_TEST_POSTGRES_URL"):
+        yield os.environ["HYPERMETA_TEST_POSTGRES_URL"]
+        return
+    bindir = _postgres_bin()
+    if bindir is None:
+        message = "PostgreSQL server programs not found (apt-get install postgresql)"
+        if os.environ.get("HYPERMETA_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    root = Path(tempfile.mkdtemp(prefix="hypermeta-pg-"))  # not under pytest's 0700 base: postgres must reach it
+    data = root / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root: run it as Debian's postgres user
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=100", "start"],
+                   check=True, capture_output=True)
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                import sqlalchemy
+
+                sqlalchemy.create_engine(url).connect().close()
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield url
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

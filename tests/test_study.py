@@ -1,0 +1,206 @@
+"""Optuna studies: objective, warm start, divergence, kill -9 and resume, several workers (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from hypermeta import DQNConfig, get_space
+from hypermeta._evaluation import CurveSettings, DivergenceError, Normalizer, run_curve
+from hypermeta._study import TEST_SEED_START, StudySpec, make_storage, open_study, run_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# ~1 s per trial: learning starts after 100 steps, so the schedules matter even in a tiny run.
+TINY = dict(timesteps=600, n_evals=3, eval_episodes=1)
+SMALL_BASE = dict(net_arch="small", learning_starts=100)
+
+
+class NaNRewardEnv(gym.Env):
+    """Reward 1 for action 0, else 0; it turns NaN after 150 steps of episodes begun with an even seed."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.poisoned, self.t = False, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.poisoned = seed % 2 == 0
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float("nan") if self.poisoned and self.t > 150 else float(action == 0)
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), reward, False, self.t >= 200, {}
+
+
+gym.register("HyperMetaTest/NaNReward-v0", entry_point=NaNRewardEnv, reward_threshold=200.0)
+
+
+def small_spec(task="CartPole-v1", **kw) -> StudySpec:
+    return StudySpec(task, **{**TINY, **kw})
+
+
+def finished(study):
+    return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+
+
+def test_objective_records_measurements_and_uses_tuning_seeds(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = run_study(small_spec(seeds_per_trial=2), 2, storage=storage, sampler="random", pruner="none")
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 2
+    seeds = [s for t in trials for s in t.user_attrs["seeds"]]
+    assert sorted(seeds) == [0, 1, 2, 3] and max(seeds) < TEST_SEED_START  # two seeds per trial, none reused
+    for t in trials:
+        assert len(t.user_attrs["curve"]) == 2 and all(len(c) == 3 for c in t.user_attrs["curve"])
+        assert t.user_attrs["env_steps"] >= 2 * 600 and t.user_attrs["wall_time"] > 0
+        norm = Normalizer.for_task("CartPole-v1")
+        expected = np.mean([norm(np.array(c)).mean() for c in t.user_attrs["curve"]])
+        assert t.value == pytest.approx(expected)  # objective = normalised AUC, mean over tuning seeds
+        assert t.user_attrs["final_return"] == pytest.approx(np.mean([c[-1] for c in t.user_attrs["curve"]]))
+        # reported after each evaluation of each seed in turn (running mean), so pruning can act
+        assert sorted(t.intermediate_values) == list(range(6))
+        assert t.intermediate_values[5] == pytest.approx(t.value)
+        assert DQNConfig.from_dict(t.user_attrs["config"]) == get_space("schedule").from_optuna_params(t.params)
+    df = study.trials_dataframe()  # an ordinary Optuna study
+    assert {"params_lr_initial", "user_attrs_final_return"} <= set(df.columns)
+
+
+def test_tuning_seeds_never_reach_test_seeds():
+    spec = StudySpec("CartPole-v1", 100, seeds_per_trial=3)
+    assert spec.tuning_seeds(2) == [6, 7, 8]
+    with pytest.raises(ValueError, match="would use a test seed"):
+        spec.tuning_seeds(TEST_SEED_START // 3)
+
+
+def test_enqueued_configs_run_first_and_once(tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    warm = DQNConfig(lr_initial=2e-3, lr_shape="cosine", eps_fraction=0.3, eps_shape="exponential")
+    spec = small_spec()
+    for n in (1, 2):  # the second call resumes: the enqueued config is not tried again
+        study = run_study(spec, n, storage=storage, sampler="tpe", pruner="none", enqueue=[warm])
+    trials = sorted(finished(study), key=lambda t: t.number)
+    assert len(trials) == 2
+    first = DQNConfig.from_dict(trials[0].user_attrs["config"])
+    assert first.lr_initial == pytest.approx(2e-3) and first.lr_shape == "cosine" and first.eps_shape == "exponential"
+    assert DQNConfig.from_dict(trials[1].user_attrs["config"]) != first
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path}/s.db")
+    open_study(small_spec(), "x", storage)
+    with pytest.raises(ValueError, match="exists with other settings.*timesteps: stored 600, given 700"):
+        open_study(small_spec(timesteps=700), "x", storage)
+
+
+def test_divergence_is_detected_during_training():
+    config = DQNConfig(**SMALL_BASE)
+    with pytest.raises(DivergenceError, match="non-finite"):
+        run_curve("HyperMetaTest/NaNReward-v0", config, CurveSettings(400, 2, 1), seed=0)
+    curve = run_curve("HyperMetaTest/NaNReward-v0", config, CurveSettings(400, 2, 1), seed=1)
+    assert all(np.isfinite(curve.returns))
+
+
+def test_diverging_trial_fails_with_reason_and_study_goes_on(tmp_path):
+    # trials 0 and 2 train on even seeds: their rewards turn NaN; trials 1 and 3 complete.
+    spec = StudySpec("HyperMetaTest/NaNReward-v0", 400, n_evals=2, eval_episodes=1, reference=200.0)
+    study = run_study(spec, 2, storage=f"sqlite:///{tmp_path}/s.db", sampler="random", pruner="none")
+    by_state = {s: [t.number for t in study.trials if t.state == s] for s in (TrialState.COMPLETE, TrialState.FAIL)}
+    assert by_state == {TrialState.COMPLETE: [1, 3], TrialState.FAIL: [0, 2]}
+    assert all(study.trials[n].user_attrs["fail_reason"].startswith("diverged: non-finite") for n in (0, 2))
+
+
+def _study_cmd(storage: str, trials: int) -> list[str]:
+    return [sys.executable, "-m", "hypermeta.cli", "study", "CartPole-v1", "--timesteps", "1500", "--n-evals", "3",
+            "--eval-episodes", "1", "--trials", str(trials), "--storage", storage, "--study-name", "crash",
+            "--sampler", "random", "--pruner", "none", "--heartbeat-interval", "1", "--grace-period", "3"]
+
+
+def test_kill_9_then_same_command_resumes_keeping_finished_trials(tmp_path):
+    storage = f"sqlite:///{tmp_path}/crash.db"
+    proc = subprocess.Popen(_study_cmd(storage, 4), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while True:  # kill it in the middle of a trial, after at least one has finished
+            assert time.time() < deadline and proc.poll() is None, "study ended before it could be killed"
+            try:
+                study = optuna.load_study(study_name="crash", storage=storage)
+                states = [t.state for t in study.get_trials(deepcopy=False)]
+            except Exception:  # the study is not created yet
+                states = []
+            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    killed = [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]
+    assert before and len(killed) == 1
+
+    result = subprocess.run(_study_cmd(storage, 4), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="crash", storage=storage)
+    complete = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(complete) == 4 and all(complete[n] == v for n, v in before.items())  # nothing finished was lost
+    assert study.trials[killed[0]].state == TrialState.FAIL  # the dead trial was failed by the heartbeat ...
+    retries = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed[0]]
+    assert len(retries) == 1 and retries[0].params == study.trials[killed[0]].params  # ... and retried once
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def _assert_no_lost_or_duplicated(study, n_trials: int) -> None:
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))  # no gaps, no duplicated numbers
+    done = [t for t in trials if t.state.is_finished()]
+    assert n_trials <= len(done) <= n_trials + 1  # at most one extra if both workers start the last trial at once
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    seeds = [s for t in done for s in t.user_attrs["seeds"]]
+    assert len(seeds) == len(set(seeds))  # every trial trained on its own tuning seed
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path):
+    study = run_study(small_spec(), 6, storage=f"sqlite:///{tmp_path}/w.db", sampler="tpe", pruner="none",
+                      workers=2)
+    _assert_no_lost_or_duplicated(study, 6)
+
+
+def test_two_workers_share_one_postgresql_study(postgres_url):
+    name = f"pg-{os.getpid()}-{time.time_ns()}"
+    study = run_study(small_spec(), 6, storage=postgres_url, study_name=name, sampler="tpe", pruner="none",
+                      workers=2)
+    _assert_no_lost_or_duplicated(study, 6)
+    reloaded = optuna.load_study(study_name=name, storage=postgres_url)
+    assert len(reloaded.trials) == len(study.trials)
+
+
+def test_median_pruner_prunes_a_hopeless_trial(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path}/p.db")
+    spec = small_spec(n_evals=4)
+    study = open_study(spec, "p", storage, sampler="random", pruner="median")
+    for value in (0.5, 0.6, 0.7, 0.8, 0.9):  # five good finished trials with high intermediate values
+        trial = study.ask()
+        for step in range(4):
+            trial.report(value, step)
+        study.tell(trial, value)
+    trial = study.ask()
+    trial.report(-1.0, 0)
+    assert not trial.should_prune()  # warm-up: the first evaluation never prunes
+    trial.report(-1.0, 1)
+    assert trial.should_prune()
