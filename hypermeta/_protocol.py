@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ RUN_COLUMNS = ["task", "method", "config_key", "seed", "timesteps", "n_evals", "
                "final_return", "final_score", "wall_time", "env_steps", "curve", "config"]
 
 
-def test_seeds(n: int) -> list[int]:
+def seeds_for_testing(n: int) -> list[int]:
     if n < 1:
         raise ValueError(f"the number of test seeds must be >= 1, got {n}")
     return [TEST_SEED_START + i for i in range(n)]
@@ -157,10 +158,12 @@ def iqm_with_ci(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) 
     from rliable import library as rly
     from rliable import metrics
 
-    point, ci = rly.get_interval_estimates(
-        scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
-        random_state=np.random.RandomState(seed),
-    )
+    with warnings.catch_warnings():  # rliable 1.2 passes arch's deprecated random_state; results are unchanged
+        warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+        point, ci = rly.get_interval_estimates(
+            scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
     return pd.DataFrame(
         [{"method": m, "iqm": float(point[m][0]), "ci_low": float(ci[m][0, 0]), "ci_high": float(ci[m][1, 0]),
           "runs": int(scores[m].size)} for m in scores]

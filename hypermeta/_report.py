@@ -17,7 +17,7 @@ import pandas as pd
 
 from hypermeta._baselines import BASELINES, RL_ZOO_SOURCE, baseline_config
 from hypermeta._evaluation import CurveSettings, Normalizer
-from hypermeta._protocol import Job, RunStore, run_jobs, summarize, test_seeds
+from hypermeta._protocol import Job, RunStore, run_jobs, seeds_for_testing, summarize
 from hypermeta._study import FINISHED, SAMPLERS, StudySpec, best_config_of, make_storage, run_study
 from hypermeta._tasks import make_env
 
@@ -111,7 +111,7 @@ def run_comparison(spec: ComparisonSpec, workers: int = 1, progress: bool = Fals
             for k in spec.best_so_far:
                 configs[spec.method(sampler, k)] = best_config_of(studies[task, sampler], k)
         for method, config in configs.items():
-            jobs += [Job(task, method, config, settings, seed) for seed in test_seeds(spec.test_seeds)]
+            jobs += [Job(task, method, config, settings, seed) for seed in seeds_for_testing(spec.test_seeds)]
     runs = run_jobs(jobs, RunStore(out / "runs.csv"), workers=workers, progress=progress)
     return write_report(spec, studies, runs)
 

@@ -271,6 +271,8 @@ def make_env(env_id: str | Task, **make_kwargs: Any) -> gym.Env:
         if isinstance(exc, (gym.error.NameNotFound, gym.error.NamespaceNotFound, gym.error.VersionNotFound,
                             gym.error.UnregisteredEnv)):
             raise _unknown_env_error(env_id) from None
+        if isinstance(exc, gym.error.DeprecatedEnv):  # e.g. Taxi-v3: the message names the current version
+            raise ValueError(f"cannot create {env_id!r}: {exc}") from None
         raise
     except ModuleNotFoundError as exc:
         raise ValueError(f"cannot create {env_id!r}: {exc}. Install the package that provides it.") from None
