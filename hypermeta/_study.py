@@ -336,7 +336,12 @@ def completed_in_order(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def best_config(study_name: str, storage: str | None = None, within_trials: int | None = None) -> DQNConfig:
     """Configuration of the best complete trial (optionally among the first ``within_trials`` finished)."""
-    study = optuna.load_study(study_name=study_name, storage=make_storage(storage or DEFAULT_STORAGE))
+    rdb = make_storage(storage or DEFAULT_STORAGE)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=rdb)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
+        raise ValueError(f"no study named {study_name!r} in {storage or DEFAULT_STORAGE}; it has {names}") from None
     return best_config_of(study, within_trials)
 
 

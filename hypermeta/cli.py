@@ -140,7 +140,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from hypermeta._baselines import baseline_config
-    from hypermeta._evaluation import CurveSettings
+    from hypermeta._evaluation import CurveSettings, Normalizer
     from hypermeta._protocol import Job, RunStore, run_jobs, seeds_for_testing, summarize
 
     chosen = [x for x in (args.config, args.baseline, args.study) if x]
@@ -153,6 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         config, method = baseline_config(f"study:{args.study}", args.task, args.storage), f"study:{args.study}"
     settings = CurveSettings(args.timesteps, args.n_evals, args.eval_episodes)
+    Normalizer.for_task(args.task, args.reference)  # unknown task ids and missing references fail before training
     jobs = [Job(args.task, method, config, settings, s, args.reference) for s in seeds_for_testing(args.seeds)]
     runs = run_jobs(jobs, RunStore(args.out), workers=args.workers, progress=args.progress)
     print(runs[["seed", "auc", "final_return", "final_score", "wall_time"]].to_string(index=False))

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from stable_baselines3 import DQN
 
@@ -66,3 +67,50 @@ def test_config_space_and_families(capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "hypermeta.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "features" in out.stdout and "train" in out.stdout
+
+
+def test_study_evaluate_and_compare_commands(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    common = ["--timesteps", "300", "--n-evals", "2", "--eval-episodes", "1"]
+    code, out, _ = run(capsys, "study", "cartpole", *common, "--trials", "2", "--storage", storage,
+                       "--study-name", "s", "--sampler", "random", "--pruner", "none")
+    assert code == 0 and "2 finished trials" in out and '"lr_initial"' in out
+    csv = tmp_path / "runs.csv"
+    code, out, _ = run(capsys, "evaluate", "cartpole", *common, "--study", "s", "--storage", storage,
+                       "--seeds", "2", "--out", str(csv))
+    assert code == 0 and "study:s on cartpole: IQM normalised AUC" in out and "2 test seeds" in out
+    code, out, _ = run(capsys, "evaluate", "cartpole", *common, "--baseline", "rl-zoo", "--seeds", "1",
+                       "--out", str(csv))
+    assert code == 0 and "rl-zoo on cartpole" in out
+    assert len(pd.read_csv(csv)) == 3  # per-seed rows, appended
+    spec = tmp_path / "c.yaml"
+    spec.write_text(f"name: c\ntasks: {{cartpole: 300}}\nsamplers: [random]\ntrials: 1\nn_evals: 2\n"
+                    f"eval_episodes: 1\ntest_seeds: 1\nbest_so_far: [1]\nbaselines: [base]\n"
+                    f"storage: {storage}\nout_dir: {tmp_path / 'report'}\n")
+    code, out, _ = run(capsys, "compare", str(spec))
+    assert code == 0 and (tmp_path / "report" / "report.md").exists()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["study", "cartpole", "--timesteps", "100", "--trials", "0"], "n_trials must be >= 1, got 0"),
+    (["study", "cartpole", "--timesteps", "100", "--trials", "2", "--workers", "0"], "workers must be >= 1"),
+    (["study", "cartpole", "--timesteps", "100", "--trials", "2", "--storage", "studies.db"],
+     "storage must be a database URL such as sqlite:///"),
+    (["study", "cartpol", "--timesteps", "100", "--trials", "2"], "Did you mean cartpole"),
+    (["study", "cartpole", "--timesteps", "100", "--trials", "2", "--enqueue", "nope.yaml"], "does not exist"),
+    (["evaluate", "cartpole", "--timesteps", "100", "--baseline", "base", "--config", "c.yaml"],
+     "give exactly one of"),
+    (["evaluate", "cartpole", "--timesteps", "100", "--baseline", "tuned"], "unknown baseline 'tuned'"),
+    (["evaluate", "Blackjack-v1", "--timesteps", "100", "--baseline", "base"], "--reference R"),
+])
+def test_study_and_evaluate_bad_input(capsys, tmp_path, argv, match):
+    if "--storage" not in argv and argv[0] == "study":
+        argv = [*argv, "--storage", f"sqlite:///{tmp_path}/s.db"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and match in err
+
+
+def test_evaluate_unknown_study_lists_existing_ones(capsys, tmp_path):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    code, _, err = run(capsys, "evaluate", "cartpole", "--timesteps", "100", "--study", "nope", "--storage", storage)
+    assert code == 2 and "no study named 'nope'" in err
