@@ -10,7 +10,7 @@ import hypermeta._tasks as tasks_mod
 from hypermeta import families, get_family, get_task, make_env
 
 BUILTIN = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1", "mountaincar": "MountainCar-v0",
-           "lunarlander": "LunarLander-v3"}
+           "lunarlander": "LunarLander-v3", "frozenlake": "FrozenLake-v1"}
 
 
 def test_builtin_families_come_from_entry_points():
