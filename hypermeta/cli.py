@@ -172,6 +172,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from hypermeta._collect import TaskDistribution, collect, export_dataset, summary
+
+    dist = TaskDistribution.load(args.distribution)
+    if args.list:
+        for split, tasks in (("train", dist.train_tasks()), ("held-out context", dist.heldout_contexts),
+                             ("held-out family", dist.heldout_family)):
+            for task in tasks:
+                print(f"{split:<17} {dist.budget(task):>7} steps  {task}")
+        return 0
+    if args.export_only:
+        frame = export_dataset(dist)
+    else:
+        frame = collect(dist, workers=args.workers, progress=args.progress, trials=args.trials)
+    print(f"dataset {dist.dataset}: {summary(frame)}")
+    return 0
+
+
 def _add_measurement_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
     p.add_argument("--timesteps", type=int, required=True, help="training steps per run")
@@ -255,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("collect", help="run the training studies of a task distribution and export the dataset")
+    p.add_argument("distribution", help="task distribution YAML, e.g. studies/meta/tasks.yaml")
+    p.add_argument("--workers", type=int, default=1, help="processes on this machine (per study)")
+    p.add_argument("--trials", type=int, help="finished trials per training task (default: the file's)")
+    p.add_argument("--list", action="store_true", help="print the training and held-out tasks, then exit")
+    p.add_argument("--export-only", action="store_true", help="only export the dataset of what exists")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")
     p.add_argument("which", choices=["overhead", "workers"])
