@@ -1,0 +1,157 @@
+"""The meta-learner on synthetic task distributions where the right answer is known."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from hypermeta import FEATURE_NAMES, DQNConfig
+from hypermeta._meta import (METHODS, SPACE, MetaModel, MetaTrainConfig, OutOfDistributionWarning, TaskData,
+                             meta_train)
+
+D = len(FEATURE_NAMES)
+CONT = [i for i, n in enumerate(SPACE.encoded_names) if "=" not in n]  # numeric (non one-hot) code dims
+LR, FRAC = SPACE.encoded_names.index("lr_initial"), SPACE.encoded_names.index("eps_fraction")
+FAST = dict(ensemble=2, meta_iterations=150, surrogate_epochs=300, tasks_per_batch=4, inner_steps=3)
+
+
+def optimum(features: np.ndarray) -> np.ndarray:
+    """The known best code: lr and epsilon fraction follow the first two features, the rest sit mid-range."""
+    best = np.full(SPACE.dim, 0.5)
+    best[LR] = 1 / (1 + np.exp(-1.5 * features[0]))
+    best[FRAC] = 1 / (1 + np.exp(1.5 * features[1]))
+    return best
+
+
+def random_codes(rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.stack([SPACE.encode(SPACE.decode(rng.uniform(size=SPACE.dim))) for _ in range(n)])
+
+
+def objective(codes: np.ndarray, best: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return 1 - 3 * ((codes[:, CONT] - best[CONT]) ** 2).mean(1) + rng.normal(0, 0.01, len(codes))
+
+
+def synthetic_tasks(n_tasks: int, seed: int, trials: int = 40) -> list[TaskData]:
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for k in range(n_tasks):
+        f = rng.normal(size=D)
+        codes = random_codes(rng, trials)
+        tasks.append(TaskData(f"synthetic-{seed}-{k}", f, codes, objective(codes, optimum(f), rng)))
+    return tasks
+
+
+@pytest.fixture(scope="module")
+def train_tasks():
+    return synthetic_tasks(24, seed=0)
+
+
+@pytest.fixture(scope="module")
+def models(train_tasks):
+    return {m: meta_train(train_tasks, MetaTrainConfig(method=m, seed=0, **FAST)) for m in METHODS}
+
+
+def _error(model: MetaModel, tasks: list[TaskData]) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OutOfDistributionWarning)
+        return float(np.mean([np.abs(model.predict(t.features).code[[LR, FRAC]] - optimum(t.features)[[LR, FRAC]]).mean()
+                              for t in tasks]))
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "nearest-task"])
+def test_learned_methods_beat_one_config_for_all(models, train_tasks, method):
+    test_tasks = synthetic_tasks(12, seed=1)
+    constant = np.mean([t.best_code() for t in train_tasks], axis=0)  # the best "one size fits all" guess
+    constant_error = float(np.mean([np.abs(constant[[LR, FRAC]] - optimum(t.features)[[LR, FRAC]]).mean()
+                                    for t in test_tasks]))
+    assert _error(models[method], test_tasks) < 0.8 * constant_error
+
+
+def test_nearest_task_returns_the_best_config_of_the_nearest_training_task(models, train_tasks):
+    model = models["nearest-task"]
+    target = train_tasks[5]
+    pred = model.predict(target.features + 1e-3)
+    assert pred.nearest_task == target.task
+    np.testing.assert_allclose(pred.code, target.best_code())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_predictions_decode_to_valid_configs(models, method):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OutOfDistributionWarning)
+        pred = models[method].predict(np.random.default_rng(3).normal(size=D))
+    assert isinstance(pred.config, DQNConfig) and np.all((pred.code >= 0) & (pred.code <= 1))
+    assert json.loads(json.dumps(pred.to_dict()))["config"] == pred.config.to_dict()
+
+
+@pytest.mark.parametrize("method", ["reptile", "maml"])
+def test_meta_training_is_deterministic(train_tasks, method):
+    cfg = MetaTrainConfig(method=method, seed=7, ensemble=1, meta_iterations=20, inner_steps=2)
+    a, b = meta_train(train_tasks, cfg), meta_train(train_tasks, cfg)
+    f = train_tasks[0].features
+    np.testing.assert_array_equal(a.predict(f, warn=False).code, b.predict(f, warn=False).code)
+
+
+def test_out_of_distribution_warning(models, train_tasks):
+    model = models["reptile"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDistributionWarning)
+        assert not model.predict(train_tasks[0].features).out_of_distribution  # a training task: no warning
+    far = train_tasks[0].features + 25.0
+    with pytest.warns(OutOfDistributionWarning, match="from the nearest training task"):
+        assert model.predict(far).out_of_distribution
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_adapt_moves_towards_a_new_tasks_optimum(models, method):
+    rng = np.random.default_rng(11)
+    f = rng.normal(size=D)
+    best = optimum(f)
+    best[LR] = 0.05 if best[LR] > 0.5 else 0.95  # this task's optimum is not what its features suggest
+    codes = np.clip(best + rng.normal(0, 0.05, (8, SPACE.dim)), 0, 1)
+    trials = [(SPACE.decode(c), float(v)) for c, v in zip(codes, objective(codes, best, rng))]
+    model = models[method]
+    before = abs(model.predict(f, warn=False).code[LR] - best[LR])
+    adapted = model.adapt(trials, f, steps=30)
+    after = abs(adapted.predict(f, warn=False).code[LR] - best[LR])
+    assert after < 0.5 * before
+    assert abs(model.predict(f, warn=False).code[LR] - best[LR]) == pytest.approx(before)  # original unchanged
+    with pytest.raises(ValueError, match="at least one"):
+        model.adapt([], f)
+
+
+def test_weights_round_trip_and_refuse_what_they_should(models, tmp_path):
+    model = models["maml"]
+    path = model.save(tmp_path / "w")
+    assert path.suffix == ".safetensors" and (tmp_path / "w.json").exists()
+    loaded = MetaModel.load(path)
+    f = np.random.default_rng(5).normal(size=D)
+    np.testing.assert_allclose(loaded.predict(f, warn=False).code, model.predict(f, warn=False).code, rtol=1e-6)
+    meta = json.loads((tmp_path / "w.json").read_text())
+    assert meta["method"] == "maml" and meta["feature_names"] == list(FEATURE_NAMES) and len(meta["training_tasks"]) == 24
+
+    torch.save({"x": torch.zeros(1)}, tmp_path / "w.pt")
+    with pytest.raises(ValueError, match="pickle files .* are refused"):
+        MetaModel.load(tmp_path / "w.pt")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x80\x04not a safetensors file")
+    (tmp_path / "bad.json").write_text((tmp_path / "w.json").read_text())
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        MetaModel.load(bad)
+    for key, value in (("space_version", "0"), ("feature_version", "0")):
+        (tmp_path / "w.json").write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(ValueError, match=f"written with {key} '0'.*retrain"):
+            MetaModel.load(path)
+
+
+def test_bad_training_settings_fail_clearly(train_tasks):
+    with pytest.raises(ValueError, match="method must be one of"):
+        MetaTrainConfig(method="anil")
+    with pytest.raises(ValueError, match="inner_lr must be > 0"):
+        MetaTrainConfig(inner_lr=0)
+    with pytest.raises(ValueError, match="need as many objectives as codes"):
+        TaskData("t", np.zeros(D), np.zeros((2, SPACE.dim)), np.zeros(3))
