@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from hypermeta._features import check_spaces
 from hypermeta._space import DQNConfig
@@ -43,16 +45,30 @@ class HyperMetaCallback(BaseCallback):
     ``hypermeta/learning_rate`` and ``hypermeta/exploration_rate`` in SB3's logger (stdout, CSV,
     TensorBoard: whatever the model's logger writes).
 
+    With no ``config``, the schedules are **predicted**: at the first training start the callback probes
+    the task features of (a copy of) the training environment, or of ``task`` when given, and asks the
+    meta-learner (``predictor``: a ``MetaModel``, a weights file, or by default the weights shipped with
+    hypermeta) for a configuration; the prediction is kept for later ``learn`` calls and exposed as
+    ``callback.prediction`` (with its out-of-distribution flag, which is also issued as a warning).
+
     :param config: the configuration whose schedules to apply (a ``DQNConfig``, a dict of its fields
         or a YAML/JSON file); only its schedule fields are used here, build the model with
-        ``config.sb3_kwargs()`` to apply the rest.
+        ``config.sb3_kwargs()`` to apply the rest. ``None``: predict it (above).
+    :param predictor: with ``config=None``, the meta-learner to ask (default: the shipped weights).
+    :param task: with ``config=None``, a task id whose features to probe instead of the training env's
+        (needed for ``SubprocVecEnv``, whose environments live in other processes).
     :raises TypeError: at training start, if the model is not a ``stable_baselines3.DQN``.
     :raises ValueError: at training start, if the action space is not Discrete.
     """
 
-    def __init__(self, config: DQNConfig | dict[str, Any] | str | Path, verbose: int = 0) -> None:
+    def __init__(self, config: DQNConfig | dict[str, Any] | str | Path | None = None, verbose: int = 0, *,
+                 predictor: Any = None, task: str | None = None) -> None:
         super().__init__(verbose)
-        self.config = as_config(config)
+        if config is not None and (predictor is not None or task is not None):
+            raise ValueError("give either config, or predictor/task to predict one, not both")
+        self.config = None if config is None else as_config(config)
+        self.predictor, self.task = predictor, task
+        self.prediction: Any = None
 
     def _on_training_start(self) -> None:
         if not isinstance(self.model, DQN):
@@ -61,6 +77,8 @@ class HyperMetaCallback(BaseCallback):
                 f"{type(self.model).__name__} model. Use it with stable_baselines3.DQN (or a DQN subclass)."
             )
         check_spaces(self.training_env, "HyperMetaCallback")
+        if self.config is None:
+            self.config = self._predict()
         self.model.lr_schedule = self.config.lr_schedule()
         self.model.exploration_schedule = self.config.exploration_schedule()
         # SB3 applies both only after the first step / at the first train(); apply them now so the very
@@ -76,3 +94,33 @@ class HyperMetaCallback(BaseCallback):
         self.logger.record("hypermeta/learning_rate", self.model.policy.optimizer.param_groups[0]["lr"])
         self.logger.record("hypermeta/exploration_rate", self.model.exploration_rate)
         return True
+
+    def _predict(self) -> DQNConfig:
+        from hypermeta._collect import FEATURE_SEED
+        from hypermeta._features import probe_features
+        from hypermeta._meta import MetaModel, load_default
+
+        predictor = self.predictor
+        if predictor is None:
+            predictor = load_default()
+        elif isinstance(predictor, (str, Path)):
+            predictor = MetaModel.load(predictor)
+        if self.task is not None:
+            features = probe_features(self.task, seed=FEATURE_SEED)
+        else:
+            env = self.training_env
+            if not isinstance(env, DummyVecEnv):
+                raise ValueError(
+                    f"HyperMetaCallback() cannot probe a {type(env).__name__}'s environments (they live in other "
+                    "processes); pass the task id, HyperMetaCallback(task='cartpole:gravity=12'), or a config"
+                )
+            probe_env = copy.deepcopy(env.envs[0])  # probing must not disturb the training environment
+            try:
+                features = probe_features(probe_env, seed=FEATURE_SEED)
+            finally:
+                probe_env.close()
+        self.prediction = predictor.predict(features)
+        if self.verbose:
+            print(f"HyperMetaCallback: predicted by {predictor.method} (nearest training task "
+                  f"{self.prediction.nearest_task!r}): {self.prediction.config.to_dict()}")
+        return self.prediction.config

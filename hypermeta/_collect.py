@@ -46,6 +46,13 @@ class TaskDistribution:
     storage: str = "sqlite:///studies/meta/collect.db"
     dataset: str = "studies/meta/dataset.csv"
     extra_train: list[str] = field(default_factory=list)  # explicitly named training tasks (e.g. defaults)
+    # --- the held-out evaluation (``hypermeta meta-report``) ---
+    test_seeds: int = 5
+    best_of: list[int] = field(default_factory=lambda: [1, 5, 10, 20])  # Optuna TPE best-of-k on held-out tasks
+    heldout_pruner: str = "median"
+    heldout_storage: str = "sqlite:///studies/meta/heldout.db"
+    weights_dir: str = "studies/meta/weights"
+    report_dir: str = "studies/reports/meta"
 
     def __post_init__(self) -> None:
         for fam in list(self.budgets) + list(self.train):
@@ -68,6 +75,9 @@ class TaskDistribution:
             self.budget(task)
         if self.trials < 1:
             raise ValueError(f"trials must be >= 1, got {self.trials}")
+        if not self.best_of or min(self.best_of) < 1:
+            raise ValueError(f"best_of must be a non-empty list of trial counts >= 1, got {self.best_of}")
+        self.best_of = sorted(set(int(k) for k in self.best_of))
 
     @classmethod
     def load(cls, path: str | Path) -> TaskDistribution:

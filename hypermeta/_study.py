@@ -311,9 +311,16 @@ def run_study(
                      for i in range(workers)]
             for p in procs:
                 p.start()
-            while any(p.is_alive() for p in procs):
-                show(_count(study.get_trials(deepcopy=False), FINISHED))
-                time.sleep(1.0)
+            try:
+                while any(p.is_alive() for p in procs):
+                    show(_count(study.get_trials(deepcopy=False), FINISHED))
+                    time.sleep(1.0)
+            except BaseException:  # Ctrl-C or SIGTERM of this process: stop the workers too (rerun to resume)
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    p.join(10)
+                raise
             bad = [p.exitcode for p in procs if p.exitcode != 0]
             if bad:
                 raise RuntimeError(f"{len(bad)} worker process(es) failed (exit codes {bad}); rerun to resume")

@@ -190,6 +190,61 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_meta_train(args: argparse.Namespace) -> int:
+    import time
+
+    import pandas as pd
+
+    from hypermeta._meta import MetaTrainConfig, meta_train, tasks_from_frame
+
+    cfg = MetaTrainConfig(method=args.method, seed=args.seed, ensemble=args.ensemble,
+                          **({"meta_iterations": args.iterations} if args.iterations else {}))
+    if not Path(args.data).is_file():
+        raise ValueError(f"dataset {args.data!r} does not exist; build it with `hypermeta collect`")
+    tasks = tasks_from_frame(pd.read_csv(args.data))
+    start = time.perf_counter()
+    model = meta_train(tasks, cfg)
+    path = model.save(args.out)
+    print(f"{args.method}: trained on {len(tasks)} tasks ({sum(len(t.codes) for t in tasks)} trials) in "
+          f"{time.perf_counter() - start:.1f} s; wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import warnings
+
+    from hypermeta._collect import FEATURE_SEED
+    from hypermeta._features import probe_features
+    from hypermeta._meta import MetaModel, OutOfDistributionWarning, load_default
+
+    model = MetaModel.load(args.weights) if args.weights else load_default()
+    features = probe_features(args.task, seed=FEATURE_SEED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OutOfDistributionWarning)  # reported below instead
+        pred = model.predict(features)
+    if args.json:
+        print(json.dumps({"task": args.task, "method": model.method, **pred.to_dict()}, indent=2))
+        return 0
+    print(f"{args.task}: predicted by {model.method} ({len(model.members) or 'no'} networks; nearest training task "
+          f"{pred.nearest_task!r}, distance {pred.nearest_distance:.2f})")
+    if pred.out_of_distribution:
+        print("WARNING out of distribution: " + "; ".join(pred.reasons))
+    print(f"  lr: {pred.config.lr_schedule()}\n  epsilon: {pred.config.exploration_schedule()}")
+    print(json.dumps({k: v for k, v in pred.config.to_dict().items() if k in {p.name for p in get_space('schedule').params}},
+                     indent=2))
+    return 0
+
+
+def cmd_meta_report(args: argparse.Namespace) -> int:
+    from hypermeta._collect import TaskDistribution
+    from hypermeta._metareport import run_meta_report
+
+    path = run_meta_report(TaskDistribution.load(args.distribution), workers=args.workers, progress=args.progress,
+                           retrain=args.retrain)
+    print(f"report written to {path}")
+    return 0
+
+
 def _add_measurement_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
     p.add_argument("--timesteps", type=int, required=True, help="training steps per run")
@@ -283,6 +338,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_collect)
 
+    from hypermeta._meta import METHODS
+
+    p = sub.add_parser("meta-train", help="train the meta-learner on a collected dataset")
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--data", default="studies/meta/dataset.csv", help="dataset CSV from `hypermeta collect`")
+    p.add_argument("--out", required=True, help="weights path (writes PATH.safetensors and PATH.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ensemble", type=int, default=5, help="networks in the ensemble")
+    p.add_argument("--iterations", type=int, help="outer steps / epochs (default: the method's)")
+    p.set_defaults(func=cmd_meta_train)
+
+    p = sub.add_parser("predict", help="predict the lr and epsilon schedules of a task with the meta-learner")
+    p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
+    p.add_argument("--weights", help=".safetensors file (default: the weights shipped with hypermeta)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("meta-report", help="zero-shot predictions vs baselines and Optuna on the held-out tasks")
+    p.add_argument("distribution", help="task distribution YAML, e.g. studies/meta/tasks.yaml")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--retrain", action="store_true", help="meta-train every method again even if weights exist")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_meta_report)
+
     p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")
     p.add_argument("which", choices=["overhead", "workers"])
     p.add_argument("--task", default="CartPole-v1")
@@ -294,9 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: worker processes are stopped, storages stay consistent
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return args.func(args)
     except ValueError as exc:
