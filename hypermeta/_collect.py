@@ -53,6 +53,7 @@ class TaskDistribution:
     heldout_storage: str = "sqlite:///studies/meta/heldout.db"
     weights_dir: str = "studies/meta/weights"
     report_dir: str = "studies/reports/meta"
+    meta_train: dict[str, Any] = field(default_factory=dict)  # MetaTrainConfig overrides (e.g. ensemble: 3)
 
     def __post_init__(self) -> None:
         for fam in list(self.budgets) + list(self.train):
@@ -78,6 +79,14 @@ class TaskDistribution:
         if not self.best_of or min(self.best_of) < 1:
             raise ValueError(f"best_of must be a non-empty list of trial counts >= 1, got {self.best_of}")
         self.best_of = sorted(set(int(k) for k in self.best_of))
+        from hypermeta._meta import MetaTrainConfig
+
+        unknown = sorted((set(self.meta_train) - set(MetaTrainConfig.__dataclass_fields__))
+                         | ({"method", "seed"} & set(self.meta_train)))
+        if unknown:
+            raise ValueError(f"meta_train has unknown or reserved key(s) {unknown}; valid keys are "
+                             f"{sorted(set(MetaTrainConfig.__dataclass_fields__) - {'method', 'seed'})}")
+        MetaTrainConfig(**self.meta_train)
 
     @classmethod
     def load(cls, path: str | Path) -> TaskDistribution:

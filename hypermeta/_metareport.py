@@ -45,7 +45,7 @@ def train_all_methods(dist: TaskDistribution, retrain: bool = False) -> dict[str
             models[method] = MetaModel.load(path)
             continue
         start = time.perf_counter()
-        models[method] = meta_train(tasks, MetaTrainConfig(method=method, seed=0))
+        models[method] = meta_train(tasks, MetaTrainConfig(method=method, seed=0, **dist.meta_train))
         models[method].save(path)
         print(f"meta-trained {method} on {len(tasks)} tasks in {time.perf_counter() - start:.1f} s -> {path}")
     return models

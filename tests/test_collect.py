@@ -1,0 +1,147 @@
+"""Task distributions, `hypermeta collect`, the meta-learning CLI, the predicting callback and the meta report."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from stable_baselines3 import DQN
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+from hypermeta import FEATURE_NAMES, DQNConfig, HyperMetaCallback, env_factory, get_space, probe_features
+from hypermeta._collect import FEATURE_SEED, TaskDistribution, collect
+from hypermeta._meta import METHODS, MetaModel, MetaTrainConfig, OutOfDistributionWarning, meta_train, tasks_from_frame
+from hypermeta.cli import main
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def tiny_distribution(tmp_path, **kw) -> TaskDistribution:
+    base = dict(name="tiny", budgets={"cartpole": 300, "acrobot": 300, "mountaincar": 300}, train={"cartpole": 2},
+                extra_train=["acrobot"], heldout_contexts=["cartpole:gravity=12"],
+                heldout_family=["mountaincar:force=0.002"], trials=2, n_evals=2, eval_episodes=1, test_seeds=1,
+                best_of=[1, 2], storage=f"sqlite:///{tmp_path}/c.db", heldout_storage=f"sqlite:///{tmp_path}/h.db",
+                dataset=str(tmp_path / "dataset.csv"), weights_dir=str(tmp_path / "weights"),
+                report_dir=str(tmp_path / "report"),
+                meta_train={"ensemble": 2, "meta_iterations": 10, "surrogate_epochs": 10, "inner_steps": 2})
+    return TaskDistribution(**{**base, **kw})
+
+
+def test_distribution_samples_fixed_contexts_and_validates(tmp_path):
+    dist = tiny_distribution(tmp_path)
+    tasks = dist.train_tasks()
+    assert tasks[0] == "acrobot" and len(tasks) == 3 and tasks == tiny_distribution(tmp_path).train_tasks()
+    assert all(t.startswith("cartpole:gravity=") for t in tasks[1:])
+    with pytest.raises(ValueError, match="is of a training family"):
+        tiny_distribution(tmp_path, heldout_family=["cartpole:gravity=5"])
+    with pytest.raises(ValueError, match="not of a training family"):
+        tiny_distribution(tmp_path, heldout_contexts=["mountaincar:force=0.0015"])
+    with pytest.raises(ValueError, match="also training tasks"):
+        tiny_distribution(tmp_path, heldout_contexts=["acrobot"])
+    with pytest.raises(ValueError, match="no budget for family"):
+        tiny_distribution(tmp_path, budgets={"cartpole": 300, "acrobot": 300})
+    with pytest.raises(ValueError, match="unknown task family"):
+        tiny_distribution(tmp_path, train={"cartpol": 2})
+    with pytest.raises(ValueError, match="meta_train has unknown or reserved key"):
+        tiny_distribution(tmp_path, meta_train={"method": "maml"})
+
+
+def test_collect_exports_one_row_per_trial_and_grows_without_redoing(tmp_path):
+    dist = tiny_distribution(tmp_path)
+    frame = collect(dist, tasks=["acrobot"])
+    assert len(frame) == 2 and set(frame["task"]) == {"acrobot"}
+    assert list(frame.filter(like="f_").columns) == [f"f_{n}" for n in FEATURE_NAMES]
+    np.testing.assert_allclose(frame.filter(like="f_").iloc[0], probe_features("acrobot", FEATURE_SEED).values)
+    space = get_space("schedule")
+    for _, row in frame.iterrows():  # the code column round-trips to the configuration of the trial
+        config = space.decode(row[[f"x_{n}" for n in space.encoded_names]].to_numpy(float))
+        assert config.lr_initial == pytest.approx(row["c_lr_initial"]) and config.eps_shape == row["c_eps_shape"]
+    before = set(zip(frame["trial"], frame["objective"]))
+    grown = collect(dist, tasks=["acrobot"], trials=3)
+    assert len(grown) == 3 and before <= set(zip(grown["trial"], grown["objective"]))  # nothing redone or lost
+    assert pd.read_csv(dist.dataset).shape[0] == 3
+
+
+def _fake_dataset(path, n_tasks=6, seed=0):
+    """A dataset with real feature columns (of real tasks) and random trials."""
+    rng = np.random.default_rng(seed)
+    space = get_space("schedule")
+    rows = []
+    for k, task in enumerate(["cartpole", "acrobot", "cartpole:length=0.8", "acrobot:link_mass_2=1.5",
+                              "cartpole:gravity=15", "acrobot:link_length_1=1.4"][:n_tasks]):
+        feats = probe_features(task, FEATURE_SEED).values
+        for t in range(5):
+            code = space.encode(space.decode(rng.uniform(size=space.dim)))
+            rows.append({"task": task, "objective": float(rng.uniform()), **{f"f_{n}": v for n, v in zip(FEATURE_NAMES, feats)},
+                         **{f"x_{n}": v for n, v in zip(space.encoded_names, code)}})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_meta_train_and_predict_commands(tmp_path, capsys):
+    data = _fake_dataset(tmp_path / "d.csv")
+    for method in METHODS:
+        code = main(["meta-train", "--method", method, "--data", str(data), "--out", str(tmp_path / method),
+                     "--ensemble", "2", "--iterations", "5"])
+        assert code == 0 and (tmp_path / f"{method}.safetensors").exists()
+    capsys.readouterr()
+    assert main(["predict", "cartpole:gravity=11", "--weights", str(tmp_path / "reptile.safetensors"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "reptile" and DQNConfig.from_dict(out["config"])
+    assert main(["predict", "frozenlake", "--weights", str(tmp_path / "reptile.safetensors")]) == 0
+    assert "WARNING out of distribution" in capsys.readouterr().out  # one-hot observations: unlike any training task
+    assert main(["predict", "cartpole", "--weights", str(tmp_path / "model.pt")]) == 2
+    assert "pickle files" in capsys.readouterr().err
+
+
+def test_callback_without_config_predicts_from_the_training_env(tmp_path):
+    tasks = tasks_from_frame(pd.read_csv(_fake_dataset(tmp_path / "d.csv")))
+    predictor = meta_train(tasks, MetaTrainConfig(method="reptile", ensemble=1, meta_iterations=5))
+    expected = predictor.predict(probe_features("cartpole:length=0.8", FEATURE_SEED), warn=False).config
+    model = DQN("MlpPolicy", make_vec_env(env_factory("cartpole:length=0.8"), n_envs=2, seed=1),
+                **DQNConfig(net_arch="small", learning_starts=100).sb3_kwargs())
+    callback = HyperMetaCallback(predictor=predictor)
+    model.learn(200, callback=callback)
+    assert callback.config == expected and callback.prediction.nearest_task == "cartpole:length=0.8"
+    assert model.lr_schedule(1.0) == pytest.approx(expected.lr_initial)
+    assert model.exploration_schedule(0.0) == pytest.approx(expected.eps_final)
+    path = predictor.save(tmp_path / "w")
+    by_task = HyperMetaCallback(predictor=path, task="cartpole:length=0.8")
+    DQN("MlpPolicy", make_vec_env(env_factory("cartpole"), seed=1), learning_starts=50).learn(10, callback=by_task)
+    assert by_task.config == expected
+
+
+def test_callback_cannot_probe_subprocess_envs_without_a_task(tmp_path):
+    tasks = tasks_from_frame(pd.read_csv(_fake_dataset(tmp_path / "d.csv", n_tasks=2)))
+    predictor = meta_train(tasks, MetaTrainConfig(method="nearest-task"))
+    venv = make_vec_env(env_factory("cartpole"), n_envs=2, vec_env_cls=SubprocVecEnv)
+    try:
+        with pytest.raises(ValueError, match="pass the task id"):
+            DQN("MlpPolicy", venv).learn(10, callback=HyperMetaCallback(predictor=predictor))
+    finally:
+        venv.close()
+    with pytest.raises(ValueError, match="not both"):
+        HyperMetaCallback(DQNConfig(), predictor=predictor)
+
+
+def test_meta_report_end_to_end(tmp_path):
+    from hypermeta._metareport import run_meta_report
+
+    dist = tiny_distribution(tmp_path)
+    collect(dist)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OutOfDistributionWarning)
+        path = run_meta_report(dist)
+    text = path.read_text()
+    for method in ("hypermeta-maml", "hypermeta-nearest-task", "sb3-default", "rl-zoo", "base", "optuna-tpe@2"):
+        assert f"| {method} |" in text
+    assert "### held-out family" in text and "Feature probe: median" in text
+    for method in METHODS:
+        assert MetaModel.load(tmp_path / "weights" / f"{method}.safetensors").method == method
+    runs = pd.read_csv(tmp_path / "report" / "runs.csv")
+    assert set(runs["task"]) == {"cartpole:gravity=12", "mountaincar:force=0.002"}
