@@ -79,12 +79,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hypermeta._train import check_timesteps, evaluate, train
 
     check_timesteps(args.timesteps)
-    config = _load_config(args.schedule)
+    if args.schedule and args.weights:
+        raise ValueError("give --schedule FILE (a fixed configuration) or --weights FILE (a meta-learner), not both")
+    config = _load_config(args.schedule) if args.schedule or args.base else None
     env = make_env(args.task)  # unknown ids and unsupported spaces fail here, before anything starts
     try:
         check_spaces(env)
     finally:
         env.close()
+    if config is None:  # what HyperMetaCallback() does at training start, done here to show it first
+        import warnings
+
+        from hypermeta._collect import FEATURE_SEED
+        from hypermeta._features import probe_features
+        from hypermeta._meta import MetaModel, OutOfDistributionWarning, load_default
+
+        model = MetaModel.load(args.weights) if args.weights else load_default()
+        features = probe_features(args.task, seed=FEATURE_SEED)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OutOfDistributionWarning)
+            pred = model.predict(features)
+        print(f"predicted schedules for {args.task} ({model.method} meta-learner; features probed in "
+              f"{features.probe_seconds:.2f} s; nearest training task {pred.nearest_task!r})")
+        if pred.out_of_distribution:
+            print("WARNING out of distribution: " + "; ".join(pred.reasons))
+        config = pred.config
     print(f"training DQN on {args.task} for {args.timesteps} steps (seed {args.seed})")
     print(f"  lr: {config.lr_schedule()}\n  epsilon: {config.exploration_schedule()}")
     model = train(args.task, config, args.timesteps, args.seed, n_envs=args.n_envs, progress_bar=args.progress,
@@ -285,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
     p.add_argument("--timesteps", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--schedule", help="YAML/JSON file of DQNConfig fields (default: the base configuration)")
+    p.add_argument("--schedule", help="YAML/JSON file of DQNConfig fields (default: predicted by the meta-learner)")
+    p.add_argument("--base", action="store_true", help="use the base configuration instead of a prediction")
+    p.add_argument("--weights", help="meta-learner .safetensors (default: the weights shipped with hypermeta)")
     p.add_argument("--n-envs", type=int, default=1)
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--progress", action="store_true", help="show SB3's progress bar")
