@@ -14,6 +14,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.utils import LinearSchedule
 
 from hypermeta._callback import HyperMetaCallback
+from hypermeta._files import write_report
 from hypermeta._space import DQNConfig
 from hypermeta._train import build_model, check_timesteps
 
@@ -70,10 +71,7 @@ def run_overhead_benchmark(task: str, timesteps: int, repeats: int, out: Path) -
         f"**Median ratio: {median_ratio:.3f}** (target >= 0.99: {verdict} it).",
         "",
     ]
-    report = "\n".join(lines)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    return report
+    return write_report(out, lines)
 
 
 def run_workers_benchmark(task: str, timesteps: int, trials: int, out: Path) -> str:
@@ -114,7 +112,4 @@ def run_workers_benchmark(task: str, timesteps: int, trials: int, out: Path) -> 
         f"**Speed-up with 2 workers: {speedup:.2f}x** (target >= 1.8x: {verdict} it).",
         "",
     ]
-    report = "\n".join(lines)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    return report
+    return write_report(out, lines)

@@ -13,7 +13,7 @@ task features, configuration (fields and schedule-space code), objective, final 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
+from hypermeta._files import dataclass_from_yaml
 from hypermeta._features import FEATURE_NAMES, probe_features
 from hypermeta._space import DQNConfig, get_space
 from hypermeta._study import StudySpec, make_storage, run_study
@@ -90,19 +91,7 @@ class TaskDistribution:
 
     @classmethod
     def load(cls, path: str | Path) -> TaskDistribution:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"task distribution file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError(f"task distribution file {str(path)!r} must be a mapping")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"task distribution file {str(path)!r} has unknown key(s) {unknown}; "
-                             f"valid keys are {[f.name for f in fields(cls)]}")
-        return cls(**data)
+        return dataclass_from_yaml(cls, path, "task distribution")
 
     def train_tasks(self) -> list[str]:
         tasks = list(self.extra_train)

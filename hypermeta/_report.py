@@ -7,7 +7,7 @@ stage: studies resume from their storage, test runs from ``runs.csv``; what exis
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hypermeta._baselines import BASELINES, RL_ZOO_SOURCE, baseline_config
+from hypermeta._files import dataclass_from_yaml
 from hypermeta._evaluation import CurveSettings, Normalizer
 from hypermeta._protocol import Job, RunStore, run_jobs, seeds_for_testing, summarize
 from hypermeta._study import FINISHED, SAMPLERS, StudySpec, best_config_of, make_storage, run_study
@@ -56,19 +57,7 @@ class ComparisonSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> ComparisonSpec:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"comparison file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError(f"comparison file {str(path)!r} must be a mapping")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"comparison file {str(path)!r} has unknown key(s) {unknown}; "
-                             f"valid keys are {[f.name for f in fields(cls)]}")
-        return cls(**data)
+        return dataclass_from_yaml(cls, path, "comparison")
 
     def study_spec(self, task: str) -> StudySpec:
         return StudySpec(task, self.tasks[task], self.space, self.seeds_per_trial, self.n_evals, self.eval_episodes)
