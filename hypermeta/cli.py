@@ -79,8 +79,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hypermeta._train import check_timesteps, evaluate, train
 
     check_timesteps(args.timesteps)
-    if args.schedule and args.weights:
-        raise ValueError("give --schedule FILE (a fixed configuration) or --weights FILE (a meta-learner), not both")
+    if sum(map(bool, (args.schedule, args.base, args.weights))) > 1:
+        raise ValueError("give one of --schedule FILE (a fixed configuration), --base (the base configuration) "
+                         "or --weights FILE (a meta-learner); without any, the shipped meta-learner predicts")
     config = _load_config(args.schedule) if args.schedule or args.base else None
     env = make_env(args.task)  # unknown ids and unsupported spaces fail here, before anything starts
     try:

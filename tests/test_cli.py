@@ -41,6 +41,7 @@ def test_train_with_schedule_save_and_tensorboard(tmp_path, capsys):
     (["train", "Pendulum-v1", "--timesteps", "100"], "needs a Discrete action space"),
     (["train", "cartpole", "--timesteps", "0"], "timesteps must be a positive integer, got 0"),
     (["train", "cartpole", "--timesteps", "100", "--schedule", "missing.yaml"], "does not exist"),
+    (["train", "cartpole", "--timesteps", "100", "--base", "--weights", "w.safetensors"], "give one of"),
     (["features", "lunarlander:gravity=3"], "outside its valid range"),
 ])
 def test_bad_input_is_a_clear_error_before_training(capsys, argv, match):
