@@ -199,6 +199,22 @@ def write_meta_report(dist, models, predictions, studies, runs, probe_seconds, p
             f"- vs `sb3-default` (target >= 1.3x): {ratio:.2f}x ({_fmt(ctx.loc['sb3-default'])}).",
             "",
         ]
+    if ctx is not None:
+        pt_mean = runs.groupby(["task", "method"])["auc"].mean()
+        rivals = ["sb3-default", "rl-zoo", "base", f"optuna-tpe@{max(dist.best_of)}"]
+        lines += ["## Where hypermeta loses", "",
+                  f"Tasks where **{best}** (zero-shot) has a lower mean normalised AUC over the test seeds than a rival:",
+                  ""]
+        for task in dist.heldout_tasks():
+            lost = [f"{r} ({pt_mean[task, r]:.2f} vs {pt_mean[task, best]:.2f})" for r in rivals
+                    if pt_mean[task, r] > pt_mean[task, best]]
+            lines.append(f"- `{task}`: " + (", ".join(lost) if lost else "loses to none of them"))
+        fam = tables.get("held-out family")
+        if fam is not None:
+            order = list(fam.sort_values("iqm", ascending=False).index)
+            lines += ["", f"On the held-out family, {best} ranks {order.index(best) + 1} of {len(order)} "
+                      f"(IQM {_fmt(fam.loc[best])}); the best there is {order[0]} ({_fmt(fam.loc[order[0]])})."]
+        lines.append("")
     lines += [
         "## Cost", "",
         f"- Feature probe: median {statistics.median(probe_seconds):.3f} s, max {max(probe_seconds):.3f} s per task "
