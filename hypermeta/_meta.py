@@ -49,6 +49,7 @@ METHODS = ("multitask", "reptile", "maml", "fomaml", "nearest-task")
 #: Bumped when the weights format changes.
 FORMAT_VERSION = "1"
 SPACE = get_space("schedule")
+MIN_FEATURE_STD = 0.05
 
 
 class OutOfDistributionWarning(UserWarning):
@@ -494,7 +495,9 @@ def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> MetaModel:
     feats = np.stack([t.features for t in tasks])
     mean = feats.mean(0)
     std = feats.std(0)
-    std = np.where(std > 1e-8, std, 1.0)  # constant features carry no information: leave them unscaled
+    # Nearly constant features would dominate distances and inputs once scaled: floor their scale. Features
+    # are O(1) by construction (logs, fractions, symlogs), so 0.05 is "no meaningful variation".
+    std = np.maximum(std, MIN_FEATURE_STD)
     best = np.stack([t.best_code() for t in tasks])
     names = [t.task for t in tasks]
     if cfg.method == "nearest-task":
