@@ -37,6 +37,12 @@ def _steps_per_second(task: str, timesteps: int, seed: int, with_callback: bool)
     return model.num_timesteps / elapsed
 
 
+def _load_text() -> str:
+    """The machine's load when the report is written: numbers measured on a busy machine say so."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs at the end of the run"
+
+
 def run_overhead_benchmark(task: str, timesteps: int, repeats: int, out: Path) -> str:
     """Interleaved plain-SB3 / callback runs on the same seed; report the median throughput ratio."""
     check_timesteps(timesteps)
@@ -56,7 +62,7 @@ def run_overhead_benchmark(task: str, timesteps: int, repeats: int, out: Path) -
         "",
         f"Command: `hypermeta bench overhead --task {task} --timesteps {timesteps} --repeats {repeats}`",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread.",
+        f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread; {_load_text()}.",
         "",
         f"Both runs train DQN on `{task}` with the same seed and the same linear lr ({BENCH_CONFIG.lr_initial:g} -> "
         f"{BENCH_CONFIG.lr_initial * BENCH_CONFIG.lr_final_ratio:g}) and epsilon (1.0 -> 0.05 over 10%) schedules; "
@@ -100,7 +106,7 @@ def run_workers_benchmark(task: str, timesteps: int, trials: int, out: Path) -> 
         "",
         f"Command: `hypermeta bench workers --task {task} --timesteps {timesteps} --trials {trials}`",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, torch {torch.__version__}.",
+        f"{platform.python_version()}, torch {torch.__version__}; {_load_text()}.",
         "",
         f"Both measurements run the same study settings (random sampler, no pruner, {timesteps} steps per trial) "
         "on one SQLite storage, one after the other; wall time includes process start-up.",
