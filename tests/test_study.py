@@ -204,3 +204,14 @@ def test_median_pruner_prunes_a_hopeless_trial(tmp_path):
     assert not trial.should_prune()  # warm-up: the first evaluation never prunes
     trial.report(-1.0, 1)
     assert trial.should_prune()
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "gp", "qmc"])
+def test_every_sampler_runs_a_study_over_the_full_space(tmp_path, sampler):
+    spec = StudySpec("CartPole-v1", 300, space="full", n_evals=1, eval_episodes=1)
+    study = run_study(spec, 3, storage=f"sqlite:///{tmp_path}/s.db", sampler=sampler, pruner="none")
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3
+    configs = [DQNConfig.from_dict(t.user_attrs["config"]) for t in trials]
+    assert configs == [get_space("full").from_optuna_params(t.params) for t in trials]
+    assert len({c.gamma for c in configs}) == 3  # the full space is searched, not only the schedules
