@@ -300,8 +300,15 @@ def run_study(
             bar.refresh()
 
     try:
-        if workers == 1:
-            work(study, objective, n_trials, on_progress=show)
+        if workers == 1:  # one torch thread per trial, as in worker processes (tiny networks: threads only cost)
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                work(study, objective, n_trials, on_progress=show)
+            finally:
+                torch.set_num_threads(threads)
         else:
             ctx = multiprocessing.get_context("spawn")
             args = {"spec": asdict(spec), "storage": storage, "study_name": study_name, "sampler": sampler,
