@@ -211,8 +211,8 @@ def write_report(spec: ComparisonSpec, studies: dict, runs: pd.DataFrame) -> Pat
     lines = [
         f"# Comparison `{spec.name}`: Optuna studies vs baselines on test seeds",
         "",
-        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `hypermeta compare {spec.name}.yaml` "
-        "(see the README for the command). Every number below comes from re-training the chosen configuration "
+        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `hypermeta compare` from the comparison file "
+        f"named `{spec.name}` (see the README for the command). Every number below comes from re-training the chosen configuration "
         f"on {spec.test_seeds} test seeds (seeds 10,000,000+) that no study ever tuned on.",
         "",
         "## Protocol",
