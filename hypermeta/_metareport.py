@@ -34,6 +34,17 @@ from hypermeta._protocol import Job, RunStore, run_jobs, seeds_for_testing, summ
 from hypermeta._study import FINISHED, best_config_of, run_study
 
 
+def available_baselines(task: str) -> dict[str, object]:
+    """The named baselines that exist for ``task`` (rl-zoo has entries for four environments only)."""
+    configs = {}
+    for name in BASELINES:
+        try:
+            configs[name] = baseline_config(name, task)
+        except ValueError:  # e.g. no rl-zoo entry for FrozenLake: that baseline is left out on this task
+            continue
+    return configs
+
+
 def train_all_methods(dist: TaskDistribution, retrain: bool = False) -> dict[str, MetaModel]:
     """Meta-train every method on the dataset (or load the weights already written)."""
     frame = pd.read_csv(dist.dataset) if Path(dist.dataset).is_file() else export_dataset(dist)
@@ -80,7 +91,7 @@ def run_meta_report(dist: TaskDistribution, workers: int = 1, progress: bool = F
     for task in heldout:
         settings = CurveSettings(dist.budget(task), dist.n_evals, dist.eval_episodes)
         configs = {f"hypermeta-{m}": predictions[task, m].config for m in models}
-        configs.update({b: baseline_config(b, task) for b in BASELINES})
+        configs.update(available_baselines(task))
         configs.update({f"optuna-tpe@{k}": best_config_of(studies[task], k) for k in dist.best_of})
         for method, config in configs.items():
             jobs += [Job(task, method, config, settings, seed) for seed in seeds_for_testing(dist.test_seeds)]
@@ -105,12 +116,15 @@ def write_meta_report(dist, models, predictions, studies, runs, probe_seconds, p
     learned = [f"hypermeta-{m}" for m in models]
     optuna_methods = [f"optuna-tpe@{k}" for k in dist.best_of]
     methods = learned + list(BASELINES) + optuna_methods
+    zoo_tasks = [t for t in dist.heldout_contexts if "rl-zoo" in available_baselines(t)]
     groups = {"held-out contexts": dist.heldout_contexts, "held-out family": dist.heldout_family,
-              "all held-out tasks": dist.heldout_tasks()}
+              "all held-out tasks": dist.heldout_tasks(),
+              "held-out contexts with an rl-zoo entry": zoo_tasks if len(zoo_tasks) < len(dist.heldout_contexts) else []}
     tables = {}
     for group, tasks in groups.items():
-        if tasks:
-            tables[group] = summarize(runs, methods, tasks, "auc").set_index("method")
+        if tasks:  # a method enters a group's table only if it ran on every task of the group
+            present = [m for m in methods if all(((runs["task"] == t) & (runs["method"] == m)).any() for t in tasks)]
+            tables[group] = summarize(runs, present, tasks, "auc").set_index("method")
             tables[group].assign(group=group).to_csv(out / f"aggregates_{group.replace(' ', '_')}.csv")
 
     # per-task predictions, with the out-of-distribution flags
@@ -126,11 +140,12 @@ def write_meta_report(dist, models, predictions, studies, runs, probe_seconds, p
     ctx = tables.get("held-out contexts")
     fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables), 4.6), squeeze=False)
     for ax, (group, table) in zip(axes[0], tables.items()):
-        t = table.loc[methods]
-        y = np.arange(len(methods))
-        colors = ["tab:blue" if m in learned else "tab:gray" if m in BASELINES else "tab:orange" for m in methods]
+        shown = [m for m in methods if m in table.index]
+        t = table.loc[shown]
+        y = np.arange(len(shown))
+        colors = ["tab:blue" if m in learned else "tab:gray" if m in BASELINES else "tab:orange" for m in shown]
         ax.barh(y, t["iqm"], xerr=[t["iqm"] - t["ci_low"], t["ci_high"] - t["iqm"]], color=colors, alpha=0.8)
-        ax.set_yticks(y, methods, fontsize=7)
+        ax.set_yticks(y, shown, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(group, fontsize=9)
         ax.set_xlabel("IQM normalised AUC, 95% CI")
@@ -207,7 +222,7 @@ def write_meta_report(dist, models, predictions, studies, runs, probe_seconds, p
                   ""]
         for task in dist.heldout_tasks():
             lost = [f"{r} ({pt_mean[task, r]:.2f} vs {pt_mean[task, best]:.2f})" for r in rivals
-                    if pt_mean[task, r] > pt_mean[task, best]]
+                    if (task, r) in pt_mean.index and pt_mean[task, r] > pt_mean[task, best]]
             lines.append(f"- `{task}`: " + (", ".join(lost) if lost else "loses to none of them"))
         fam = tables.get("held-out family")
         if fam is not None:
@@ -236,7 +251,8 @@ def write_meta_report(dist, models, predictions, studies, runs, probe_seconds, p
               "| task | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
     pt = per_task.set_index(["task", "method"])
     for task in dist.heldout_tasks():
-        cells = [f"{pt.loc[(task, m), 'mean']:.2f} ± {pt.loc[(task, m), 'std']:.2f}" for m in methods]
+        cells = [f"{pt.loc[(task, m), 'mean']:.2f} ± {pt.loc[(task, m), 'std']:.2f}" if (task, m) in pt.index
+                 else "n/a" for m in methods]
         lines.append(f"| `{task}` | " + " | ".join(cells) + " |")
     lines += ["", "## Plots", "", "![IQM](iqm.png)", "", "![zero-shot vs Optuna](zero_shot_vs_optuna.png)", "",
               "## Files", "", "`runs.csv` (every test run, resumable cache), `runs_by_method.csv`, `per_task.csv`, "

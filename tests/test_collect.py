@@ -22,8 +22,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def tiny_distribution(tmp_path, **kw) -> TaskDistribution:
-    base = dict(name="tiny", budgets={"cartpole": 300, "acrobot": 300, "mountaincar": 300}, train={"cartpole": 2},
-                extra_train=["acrobot"], heldout_contexts=["cartpole:gravity=12"],
+    base = dict(name="tiny", budgets={"cartpole": 300, "acrobot": 300, "mountaincar": 300, "frozenlake": 300},
+                train={"cartpole": 2}, extra_train=["acrobot", "frozenlake"],
+                heldout_contexts=["cartpole:gravity=12", "frozenlake:success_rate=0.5"],
                 heldout_family=["mountaincar:force=0.002"], trials=2, n_evals=2, eval_episodes=1, test_seeds=1,
                 best_of=[1, 2], storage=f"sqlite:///{tmp_path}/c.db", heldout_storage=f"sqlite:///{tmp_path}/h.db",
                 dataset=str(tmp_path / "dataset.csv"), weights_dir=str(tmp_path / "weights"),
@@ -35,8 +36,9 @@ def tiny_distribution(tmp_path, **kw) -> TaskDistribution:
 def test_distribution_samples_fixed_contexts_and_validates(tmp_path):
     dist = tiny_distribution(tmp_path)
     tasks = dist.train_tasks()
-    assert tasks[0] == "acrobot" and len(tasks) == 3 and tasks == tiny_distribution(tmp_path).train_tasks()
-    assert all(t.startswith("cartpole:gravity=") for t in tasks[1:])
+    assert tasks[:2] == ["acrobot", "frozenlake"] and len(tasks) == 4
+    assert tasks == tiny_distribution(tmp_path).train_tasks()
+    assert all(t.startswith("cartpole:gravity=") for t in tasks[2:])
     with pytest.raises(ValueError, match="is of a training family"):
         tiny_distribution(tmp_path, heldout_family=["cartpole:gravity=5"])
     with pytest.raises(ValueError, match="not of a training family"):
@@ -141,7 +143,9 @@ def test_meta_report_end_to_end(tmp_path):
     for method in ("hypermeta-maml", "hypermeta-nearest-task", "sb3-default", "rl-zoo", "base", "optuna-tpe@2"):
         assert f"| {method} |" in text
     assert "### held-out family" in text and "Feature probe: median" in text
+    # rl-zoo has no FrozenLake entry: it is compared on the held-out contexts that have one, and marked n/a
+    assert "### held-out contexts with an rl-zoo entry" in text and "| n/a |" in text
     for method in METHODS:
         assert MetaModel.load(tmp_path / "weights" / f"{method}.safetensors").method == method
     runs = pd.read_csv(tmp_path / "report" / "runs.csv")
-    assert set(runs["task"]) == {"cartpole:gravity=12", "mountaincar:force=0.002"}
+    assert set(runs["task"]) == {"cartpole:gravity=12", "frozenlake:success_rate=0.5", "mountaincar:force=0.002"}
