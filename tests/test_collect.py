@@ -149,3 +149,18 @@ def test_meta_report_end_to_end(tmp_path):
         assert MetaModel.load(tmp_path / "weights" / f"{method}.safetensors").method == method
     runs = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert set(runs["task"]) == {"cartpole:gravity=12", "frozenlake:success_rate=0.5", "mountaincar:force=0.002"}
+
+
+def test_shipped_default_weights_predict_and_drive_the_callback():
+    from hypermeta._meta import default_weights_path, load_default
+
+    model = load_default()
+    meta = json.loads(default_weights_path().with_suffix(".json").read_text())
+    assert meta["method"] == model.method and len(meta["training_tasks"]) >= 16
+    assert {t.split(":")[0] for t in meta["training_tasks"]} >= {"cartpole", "acrobot", "frozenlake"}
+    pred = model.predict(probe_features(meta["training_tasks"][0], FEATURE_SEED), warn=False)
+    assert not pred.out_of_distribution  # a training task is in distribution
+    callback = HyperMetaCallback()  # no arguments: shipped weights, features of the training env
+    DQN("MlpPolicy", make_vec_env(env_factory("cartpole:gravity=12,length=0.7,masspole=0.15"), seed=0),
+        learning_starts=50).learn(20, callback=callback)
+    assert callback.prediction is not None and callback.config == callback.prediction.config
