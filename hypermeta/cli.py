@@ -89,17 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         env.close()
     if config is None:  # what HyperMetaCallback() does at training start, done here to show it first
-        import warnings
-
-        from hypermeta._collect import FEATURE_SEED
-        from hypermeta._features import probe_features
-        from hypermeta._meta import MetaModel, OutOfDistributionWarning, load_default
-
-        model = MetaModel.load(args.weights) if args.weights else load_default()
-        features = probe_features(args.task, seed=FEATURE_SEED)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OutOfDistributionWarning)
-            pred = model.predict(features)
+        model, features, pred = _predict_task(args.task, args.weights)
         print(f"predicted schedules for {args.task} ({model.method} meta-learner; features probed in "
               f"{features.probe_seconds:.2f} s; nearest training task {pred.nearest_task!r})")
         if pred.out_of_distribution:
@@ -230,18 +220,24 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _predict_task(task: str, weights: str | None):
+    """Probe ``task``'s features and predict with ``weights`` (default: the shipped ones); the caller prints
+    the out-of-distribution verdict, so the warning is not issued here as well."""
     import warnings
 
     from hypermeta._collect import FEATURE_SEED
     from hypermeta._features import probe_features
     from hypermeta._meta import MetaModel, OutOfDistributionWarning, load_default
 
-    model = MetaModel.load(args.weights) if args.weights else load_default()
-    features = probe_features(args.task, seed=FEATURE_SEED)
+    model = MetaModel.load(weights) if weights else load_default()
+    features = probe_features(task, seed=FEATURE_SEED)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OutOfDistributionWarning)  # reported below instead
-        pred = model.predict(features)
+        warnings.simplefilter("ignore", OutOfDistributionWarning)
+        return model, features, model.predict(features)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model, _, pred = _predict_task(args.task, args.weights)
     if args.json:
         print(json.dumps({"task": args.task, "method": model.method, **pred.to_dict()}, indent=2))
         return 0
