@@ -1,47 +1,69 @@
-"""hypermeta: meta-learned learning-rate and exploration schedules for Stable-Baselines3 DQN."""
+"""hypermeta: meta-learned learning-rate and exploration schedules for Stable-Baselines3 DQN.
+
+The public API. Names are imported on first use (so ``import hypermeta`` and the CLI's ``--help`` stay
+fast and do not import torch or Stable-Baselines3).
+"""
 
 from __future__ import annotations
 
-from hypermeta._callback import HyperMetaCallback
-from hypermeta._features import FEATURE_DOCS, FEATURE_NAMES, FEATURE_VERSION, TaskFeatures, check_spaces, probe_features
-from hypermeta._schedules import ShapedSchedule
-from hypermeta._space import PARAMS, SPACE_VERSION, DQNConfig, Param, SearchSpace, get_space
-from hypermeta._tasks import (
-    ContextParam,
-    Task,
-    TaskFamily,
-    env_factory,
-    families,
-    get_family,
-    get_task,
-    make_env,
-    register_family,
-)
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FEATURE_DOCS",
-    "FEATURE_NAMES",
-    "FEATURE_VERSION",
-    "PARAMS",
-    "SPACE_VERSION",
-    "ContextParam",
-    "DQNConfig",
-    "HyperMetaCallback",
-    "Param",
-    "SearchSpace",
-    "ShapedSchedule",
-    "Task",
-    "TaskFamily",
-    "TaskFeatures",
-    "check_spaces",
-    "env_factory",
-    "families",
-    "get_family",
-    "get_space",
-    "get_task",
-    "make_env",
-    "probe_features",
-    "register_family",
-]
+#: public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # core: configurations, the search space, schedules, the callback
+    "DQNConfig": "hypermeta.space",
+    "SearchSpace": "hypermeta.space",
+    "get_space": "hypermeta.space",
+    "ShapedSchedule": "hypermeta.schedules",
+    "HyperMetaCallback": "hypermeta.callback",
+    # tasks and features
+    "ContextParam": "hypermeta.tasks.families",
+    "Task": "hypermeta.tasks.families",
+    "TaskFamily": "hypermeta.tasks.families",
+    "families": "hypermeta.tasks.families",
+    "get_family": "hypermeta.tasks.families",
+    "get_task": "hypermeta.tasks.families",
+    "make_env": "hypermeta.tasks.families",
+    "register_family": "hypermeta.tasks.families",
+    "FEATURE_DOCS": "hypermeta.tasks.features",
+    "FEATURE_NAMES": "hypermeta.tasks.features",
+    "TaskFeatures": "hypermeta.tasks.features",
+    "probe_features": "hypermeta.tasks.features",
+    # the meta-learner
+    "MetaModel": "hypermeta.meta.model",
+    "Prediction": "hypermeta.meta.model",
+    "OutOfDistributionWarning": "hypermeta.meta.model",
+    "load_default": "hypermeta.meta.model",
+    "meta_train": "hypermeta.meta.model",
+    "MetaTrainConfig": "hypermeta.meta.data",
+    "predict_config": "hypermeta.meta.predict",
+    # experiments: train, evaluate, studies
+    "Measurement": "hypermeta.experiments.measurement",
+    "Job": "hypermeta.experiments.runner",
+    "Runner": "hypermeta.experiments.runner",
+    "get_runner": "hypermeta.experiments.runner",
+    "train": "hypermeta.experiments.sb3",
+    "evaluate": "hypermeta.experiments.sb3",
+    "run_jobs": "hypermeta.experiments.pipeline",
+    "StudySpec": "hypermeta.experiments.study",
+    "run_study": "hypermeta.experiments.study",
+    "baseline_config": "hypermeta.experiments.baselines",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hypermeta' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from hypermeta._space import PARAMS, DQNConfig, get_space
 
+def _load_config(path: str | None):
+    from hypermeta.space import DQNConfig
 
-def _load_config(path: str | None) -> DQNConfig:
     return DQNConfig() if path is None else DQNConfig.load(path)
 
 
 def cmd_families(args: argparse.Namespace) -> int:
-    from hypermeta._tasks import families
+    from hypermeta.tasks.families import families
 
     fams = families()
     if args.json:
@@ -31,6 +31,8 @@ def cmd_families(args: argparse.Namespace) -> int:
 
 
 def cmd_space(args: argparse.Namespace) -> int:
+    from hypermeta.space import PARAMS, get_space
+
     space = get_space(args.space)
     rows = [{"name": p.name, "range": p.range_text(), "default": p.default, "group": p.group, "doc": p.doc}
             for p in PARAMS]
@@ -59,7 +61,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from hypermeta._features import FEATURE_DOCS, probe_features
+    from hypermeta.tasks.features import FEATURE_DOCS, probe_features
 
     features = probe_features(args.task, seed=args.seed)
     if args.json:
@@ -74,11 +76,14 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from hypermeta._features import check_spaces
-    from hypermeta._tasks import make_env
-    from hypermeta._train import check_timesteps, evaluate, train
+    from hypermeta.experiments.measurement import check_timesteps
+    from hypermeta.experiments.sb3 import evaluate, train
+    from hypermeta.seeds import check_seed
+    from hypermeta.tasks.features import check_spaces
+    from hypermeta.tasks.families import make_env
 
     check_timesteps(args.timesteps)
+    check_seed(args.seed)
     if sum(map(bool, (args.schedule, args.base, args.weights))) > 1:
         raise ValueError("give one of --schedule FILE (a fixed configuration), --base (the base configuration) "
                          "or --weights FILE (a meta-learner); without any, the shipped meta-learner predicts")
@@ -89,9 +94,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         env.close()
     if config is None:  # what HyperMetaCallback() does at training start, done here to show it first
-        model, features, pred = _predict_task(args.task, args.weights)
-        print(f"predicted schedules for {args.task} ({model.method} meta-learner; features probed in "
-              f"{features.probe_seconds:.2f} s; nearest training task {pred.nearest_task!r})")
+        from hypermeta.meta.predict import predict_config
+
+        result = predict_config(args.task, args.weights, warn=False)
+        pred = result.prediction
+        print(f"predicted schedules for {args.task} ({result.model.method} meta-learner; features probed in "
+              f"{result.features.probe_seconds:.2f} s; nearest training task {pred.nearest_task!r})")
         if pred.out_of_distribution:
             print("WARNING out of distribution: " + "; ".join(pred.reasons))
         config = pred.config
@@ -108,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hypermeta._bench import run_overhead_benchmark, run_workers_benchmark
+    from hypermeta.experiments.bench import run_overhead_benchmark, run_workers_benchmark
 
     out = Path(args.out or f"studies/reports/{args.which}.md")
     if args.which == "overhead":
@@ -120,14 +128,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _spec_from_args(args: argparse.Namespace):
-    from hypermeta._study import StudySpec
+    from hypermeta.experiments.study import StudySpec
 
     return StudySpec(args.task, args.timesteps, args.space, args.seeds_per_trial, args.n_evals,
                      args.eval_episodes, args.reference)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from hypermeta._study import best_config_of, load_enqueue_file, run_study
+    from hypermeta.experiments.study import best_config_of, load_enqueue_file, run_study
 
     spec = _spec_from_args(args)
     enqueue = load_enqueue_file(args.enqueue) if args.enqueue else []
@@ -149,9 +157,12 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hypermeta._baselines import baseline_config
-    from hypermeta._evaluation import CurveSettings, Normalizer
-    from hypermeta._protocol import Job, RunStore, run_jobs, seeds_for_testing, summarize
+    from hypermeta.experiments.baselines import baseline_config
+    from hypermeta.experiments.measurement import Measurement, Normalizer
+    from hypermeta.experiments.pipeline import RunStore, run_jobs, summarize
+    from hypermeta.experiments.runner import Job
+    from hypermeta.seeds import test_seeds
+    from hypermeta.space import DQNConfig
 
     chosen = [x for x in (args.config, args.baseline, args.study) if x]
     if len(chosen) != 1:
@@ -162,9 +173,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         config, method = baseline_config(args.baseline, args.task), args.baseline
     else:
         config, method = baseline_config(f"study:{args.study}", args.task, args.storage), f"study:{args.study}"
-    settings = CurveSettings(args.timesteps, args.n_evals, args.eval_episodes)
+    measurement = Measurement(args.timesteps, args.n_evals, args.eval_episodes)
     Normalizer.for_task(args.task, args.reference)  # unknown task ids and missing references fail before training
-    jobs = [Job(args.task, method, config, settings, s, args.reference) for s in seeds_for_testing(args.seeds)]
+    jobs = [Job(args.task, method, config, measurement, s, args.reference) for s in test_seeds(args.seeds)]
     runs = run_jobs(jobs, RunStore(args.out), workers=args.workers, progress=args.progress)
     print(runs[["seed", "auc", "final_return", "final_score", "wall_time"]].to_string(index=False))
     agg = summarize(runs, [method], [args.task], "auc").iloc[0]
@@ -174,16 +185,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hypermeta._report import ComparisonSpec, run_comparison
+    from hypermeta.experiments.comparison import ComparisonSpec
+    from hypermeta.reports.comparison import compare
 
     spec = ComparisonSpec.load(args.spec)
-    path = run_comparison(spec, workers=args.workers, progress=args.progress)
+    path = compare(spec, workers=args.workers, progress=args.progress)
     print(f"report written to {path}")
     return 0
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from hypermeta._collect import TaskDistribution, collect, export_dataset, summary
+    from hypermeta.experiments.collect import TaskDistribution, collect, export_dataset, summary
 
     dist = TaskDistribution.load(args.distribution)
     if args.list:
@@ -205,7 +217,8 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from hypermeta._meta import MetaTrainConfig, meta_train, tasks_from_frame
+    from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
+    from hypermeta.meta.model import meta_train
 
     cfg = MetaTrainConfig(method=args.method, seed=args.seed, ensemble=args.ensemble,
                           **({"meta_iterations": args.iterations} if args.iterations else {}))
@@ -220,24 +233,12 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_task(task: str, weights: str | None):
-    """Probe ``task``'s features and predict with ``weights`` (default: the shipped ones); the caller prints
-    the out-of-distribution verdict, so the warning is not issued here as well."""
-    import warnings
-
-    from hypermeta._collect import FEATURE_SEED
-    from hypermeta._features import probe_features
-    from hypermeta._meta import MetaModel, OutOfDistributionWarning, load_default
-
-    model = MetaModel.load(weights) if weights else load_default()
-    features = probe_features(task, seed=FEATURE_SEED)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OutOfDistributionWarning)
-        return model, features, model.predict(features)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    model, _, pred = _predict_task(args.task, args.weights)
+    from hypermeta.meta.predict import predict_config
+    from hypermeta.space import get_space
+
+    result = predict_config(args.task, args.weights, warn=False)  # the verdict is printed below instead
+    model, pred = result.model, result.prediction
     if args.json:
         print(json.dumps({"task": args.task, "method": model.method, **pred.to_dict()}, indent=2))
         return 0
@@ -252,20 +253,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_report(args: argparse.Namespace) -> int:
-    from hypermeta._collect import TaskDistribution
-    from hypermeta._metareport import run_meta_report
+    from hypermeta.experiments.collect import TaskDistribution
+    from hypermeta.reports.meta import meta_report
 
-    path = run_meta_report(TaskDistribution.load(args.distribution), workers=args.workers, progress=args.progress,
-                           retrain=args.retrain)
+    path = meta_report(TaskDistribution.load(args.distribution), workers=args.workers, progress=args.progress,
+                       retrain=args.retrain)
     print(f"report written to {path}")
     return 0
 
 
 def _add_measurement_args(p: argparse.ArgumentParser) -> None:
+    from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
     p.add_argument("--timesteps", type=int, required=True, help="training steps per run")
-    p.add_argument("--n-evals", type=int, default=5, help="evenly spaced evaluations per run")
-    p.add_argument("--eval-episodes", type=int, default=5, help="greedy episodes per evaluation")
+    p.add_argument("--n-evals", type=int, default=N_EVALS, help="evenly spaced evaluations per run")
+    p.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="greedy episodes per evaluation")
     p.add_argument("--reference", type=float, help="return that normalises to 1 (default: reward_threshold)")
     p.add_argument("--workers", type=int, default=1, help="processes on this machine")
     p.add_argument("--progress", action="store_true")
@@ -312,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", type=int, default=0)
     p.set_defaults(func=cmd_train)
 
-    from hypermeta._study import DEFAULT_STORAGE, PRUNERS, SAMPLERS
+    from hypermeta.experiments.defaults import (DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS,
+                                                TEST_SEEDS)
 
     p = sub.add_parser("study", help="run or resume an Optuna study over the search space")
     _add_measurement_args(p)
@@ -325,9 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL (sqlite:///..., postgresql+psycopg2://...)")
     p.add_argument("--study-name", help="default: task|space|sampler|T<timesteps>|m<seeds>")
     p.add_argument("--enqueue", help="YAML/JSON config (or list of configs) to try first")
-    p.add_argument("--heartbeat-interval", type=int, default=10,
+    p.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_INTERVAL,
                    help="seconds between a running trial's heartbeats in the storage")
-    p.add_argument("--grace-period", type=int, default=30,
+    p.add_argument("--grace-period", type=int, default=GRACE_PERIOD,
                    help="seconds without heartbeat after which a trial counts as dead and is retried once")
     p.set_defaults(func=cmd_study)
 
@@ -337,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="sb3-default, rl-zoo or base")
     p.add_argument("--study", help="name of a study whose best configuration to evaluate")
     p.add_argument("--storage", default=DEFAULT_STORAGE)
-    p.add_argument("--seeds", type=int, default=5, help="number of test seeds")
+    p.add_argument("--seeds", type=int, default=TEST_SEEDS, help="number of test seeds")
     p.add_argument("--out", default="studies/results/evaluations.csv", help="per-seed results CSV (appended)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -356,10 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_collect)
 
-    from hypermeta._meta import METHODS
+    from hypermeta.meta.method import METHODS
 
     p = sub.add_parser("meta-train", help="train the meta-learner on a collected dataset")
-    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--method", choices=list(METHODS), required=True)
     p.add_argument("--data", default="studies/meta/dataset.csv", help="dataset CSV from `hypermeta collect`")
     p.add_argument("--out", required=True, help="weights path (writes PATH.safetensors and PATH.json)")
     p.add_argument("--seed", type=int, default=0)

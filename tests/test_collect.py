@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 import warnings
 
+import gymnasium as gym
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import SubprocVecEnv
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-from hypermeta import FEATURE_NAMES, DQNConfig, HyperMetaCallback, env_factory, get_space, probe_features
-from hypermeta._collect import FEATURE_SEED, TaskDistribution, collect
-from hypermeta._meta import METHODS, MetaModel, MetaTrainConfig, OutOfDistributionWarning, meta_train, tasks_from_frame
+from hypermeta import (FEATURE_NAMES, DQNConfig, HyperMetaCallback, MetaModel, MetaTrainConfig, OutOfDistributionWarning,
+                       get_space, make_env, meta_train, predict_config, probe_features)
 from hypermeta.cli import main
+from hypermeta.experiments.collect import TaskDistribution, collect
+from hypermeta.meta.data import tasks_from_frame
+from hypermeta.meta.method import METHODS
+from hypermeta.seeds import FEATURE_SEED
+from hypermeta.tasks.families import env_factory
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -118,27 +124,78 @@ def test_callback_without_config_predicts_from_the_training_env(tmp_path):
     assert by_task.config == expected
 
 
-def test_callback_cannot_probe_subprocess_envs_without_a_task(tmp_path):
-    tasks = tasks_from_frame(pd.read_csv(_fake_dataset(tmp_path / "d.csv", n_tasks=2)))
-    predictor = meta_train(tasks, MetaTrainConfig(method="nearest-task"))
-    venv = make_vec_env(env_factory("cartpole"), n_envs=2, vec_env_cls=SubprocVecEnv)
+@pytest.fixture(scope="module")
+def nearest(tmp_path_factory):
+    tasks = tasks_from_frame(pd.read_csv(_fake_dataset(tmp_path_factory.mktemp("d") / "d.csv", n_tasks=3)))
+    return meta_train(tasks, MetaTrainConfig(method="nearest-task"))
+
+
+def _monitored(task, path):
+    return lambda: Monitor(make_env(task), filename=str(path))
+
+
+@pytest.mark.parametrize("kind", ["monitor-file", "monitor-dir", "vecnormalize", "subprocess"])
+def test_default_predictor_probes_a_fresh_env_never_the_training_env(tmp_path, nearest, kind):
+    """rl-zoo3 and make_vec_env(monitor_dir=...) wrap envs in a Monitor writing a file (not deep-copyable);
+    VecNormalize and SubprocVecEnv hide the envs. The probe rebuilds the env from its task id instead."""
+    task = "cartpole:length=0.8"
+    if kind == "monitor-file":
+        venv = DummyVecEnv([_monitored(task, tmp_path / "m")])
+    elif kind == "monitor-dir":
+        venv = make_vec_env(env_factory(task), n_envs=2, seed=1, monitor_dir=str(tmp_path / "mon"))
+    elif kind == "vecnormalize":
+        venv = VecNormalize(make_vec_env(env_factory(task), n_envs=2, seed=1))
+    else:
+        venv = make_vec_env(env_factory(task), n_envs=2, seed=1, vec_env_cls=SubprocVecEnv)
     try:
-        with pytest.raises(ValueError, match="pass the task id"):
-            DQN("MlpPolicy", venv).learn(10, callback=HyperMetaCallback(predictor=predictor))
+        callback = HyperMetaCallback(predictor=nearest)
+        model = DQN("MlpPolicy", venv, learning_starts=50)
+        model.learn(16, callback=callback)
+        expected = predict_config(task, nearest, warn=False).prediction
+        assert callback.prediction.nearest_task == expected.nearest_task
+        assert callback.config == expected.config
+        if kind == "monitor-file":  # the training env took exactly the training steps, no probe steps
+            assert venv.envs[0].get_total_steps() == model.num_timesteps
+    finally:
+        venv.close()
+
+
+class _NoSpecEnv(gym.Env):
+    """An env made without gymnasium's registry or a task id, holding an open file (cannot be copied)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, path):
+        self.log = open(path, "a")  # noqa: SIM115
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, dtype=np.float32), 0.0, True, False, {}
+
+
+def test_unprobeable_env_fails_clearly_naming_the_task_argument(tmp_path, nearest):
+    venv = DummyVecEnv([lambda: _NoSpecEnv(tmp_path / "log")])
+    try:
+        with pytest.raises(ValueError, match=r"cannot make a probe copy.*HyperMetaCallback\(task="):
+            DQN("MlpPolicy", venv).learn(10, callback=HyperMetaCallback(predictor=nearest))
     finally:
         venv.close()
     with pytest.raises(ValueError, match="not both"):
-        HyperMetaCallback(DQNConfig(), predictor=predictor)
+        HyperMetaCallback(DQNConfig(), predictor=nearest)
 
 
 def test_meta_report_end_to_end(tmp_path):
-    from hypermeta._metareport import run_meta_report
+    from hypermeta.reports.meta import meta_report
 
     dist = tiny_distribution(tmp_path)
     collect(dist)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OutOfDistributionWarning)
-        path = run_meta_report(dist)
+        path = meta_report(dist)
     text = path.read_text()
     for method in ("hypermeta-maml", "hypermeta-nearest-task", "sb3-default", "rl-zoo", "base", "optuna-tpe@2"):
         assert f"| {method} |" in text
@@ -152,7 +209,7 @@ def test_meta_report_end_to_end(tmp_path):
 
 
 def test_shipped_default_weights_predict_and_drive_the_callback():
-    from hypermeta._meta import default_weights_path, load_default
+    from hypermeta.meta.model import default_weights_path, load_default
 
     model = load_default()
     meta = json.loads(default_weights_path().with_suffix(".json").read_text())

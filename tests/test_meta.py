@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from hypermeta import FEATURE_NAMES, DQNConfig
-from hypermeta._meta import (METHODS, SPACE, MetaModel, MetaTrainConfig, OutOfDistributionWarning, TaskData,
-                             meta_train)
+from hypermeta import FEATURE_NAMES, DQNConfig, MetaModel, MetaTrainConfig, OutOfDistributionWarning, meta_train
+from hypermeta.meta.data import SPACE, TaskData
+from hypermeta.meta.method import METHODS
 
 D = len(FEATURE_NAMES)
 CONT = [i for i, n in enumerate(SPACE.encoded_names) if "=" not in n]  # numeric (non one-hot) code dims

@@ -11,21 +11,24 @@ import pytest
 from scipy import stats
 
 from hypermeta import DQNConfig, get_space
-from hypermeta._baselines import RL_ZOO, SB3_DEFAULT, baseline_config
-from hypermeta._evaluation import CurveSettings, Normalizer, random_return
-from hypermeta._protocol import Job, RunStore, iqm_with_ci, run_jobs, seeds_for_testing, summarize
-from hypermeta._report import ComparisonSpec, run_comparison
-from hypermeta._study import TEST_SEED_START, StudySpec, best_config_of, make_storage, open_study
+from hypermeta.experiments.baselines import RL_ZOO, SB3_DEFAULT, baseline_config
+from hypermeta import Job, Measurement, run_jobs
+from hypermeta.experiments.measurement import Normalizer, random_return
+from hypermeta.experiments.pipeline import RunStore, iqm_with_ci, summarize
+from hypermeta.experiments.comparison import ComparisonSpec
+from hypermeta.reports.comparison import compare
+from hypermeta.experiments.study import StudySpec, best_config_of, make_storage, open_study
+from hypermeta.seeds import TEST_SEED_START, test_seeds
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-TINY_SETTINGS = CurveSettings(300, 2, 1)
+TINY_SETTINGS = Measurement(300, 2, 1)
 
 
 def test_test_seeds_are_disjoint_from_tuning_seeds():
-    assert seeds_for_testing(3) == [TEST_SEED_START, TEST_SEED_START + 1, TEST_SEED_START + 2]
+    assert test_seeds(3) == [TEST_SEED_START, TEST_SEED_START + 1, TEST_SEED_START + 2]
     assert StudySpec("CartPole-v1", 100, seeds_per_trial=5).tuning_seeds(1000)[-1] < TEST_SEED_START
     with pytest.raises(ValueError, match="must be >= 1"):
-        seeds_for_testing(0)
+        test_seeds(0)
 
 
 def test_normalizer_maps_random_to_zero_and_reference_to_one():
@@ -52,7 +55,7 @@ def test_iqm_with_ci_matches_the_definition():
 
 def test_run_jobs_stores_per_seed_rows_and_resumes_without_retraining(tmp_path, monkeypatch):
     config = DQNConfig(net_arch="small", learning_starts=100)
-    jobs = [Job("CartPole-v1", "mine", config, TINY_SETTINGS, s) for s in seeds_for_testing(2)]
+    jobs = [Job("CartPole-v1", "mine", config, TINY_SETTINGS, s) for s in test_seeds(2)]
     jobs.append(Job("CartPole-v1", "alias", config, TINY_SETTINGS, TEST_SEED_START))  # same run, other name
     store = RunStore(tmp_path / "runs.csv")
     runs = run_jobs(jobs, store)
@@ -62,9 +65,9 @@ def test_run_jobs_stores_per_seed_rows_and_resumes_without_retraining(tmp_path, 
     assert len(curve) == 2 and row["final_return"] == curve[-1]
     assert row["auc"] == pytest.approx(np.mean(Normalizer.for_task("CartPole-v1")(np.array(curve))))
 
-    import hypermeta._protocol as protocol
+    from hypermeta.experiments.sb3 import SB3Runner
 
-    monkeypatch.setattr(protocol, "run_job", lambda job: pytest.fail("a stored run was trained again"))
+    monkeypatch.setattr(SB3Runner, "run", lambda self, job, on_eval=None: pytest.fail("a stored run was trained again"))
     again = run_jobs(jobs, RunStore(tmp_path / "runs.csv"))
     pd.testing.assert_series_equal(again.sort_values(["method", "seed"])["auc"].reset_index(drop=True),
                                    runs.sort_values(["method", "seed"])["auc"].reset_index(drop=True))
@@ -109,7 +112,7 @@ def test_comparison_runs_end_to_end_and_writes_the_report(tmp_path):
     spec = ComparisonSpec(name="tiny", tasks={"cartpole": 300}, samplers=["random"], trials=2, n_evals=2,
                           eval_episodes=1, test_seeds=2, best_so_far=[1, 2], baselines=["base", "rl-zoo"],
                           storage=f"sqlite:///{tmp_path}/c.db", out_dir=str(tmp_path / "report"))
-    path = run_comparison(spec)
+    path = compare(spec)
     text = path.read_text()
     for method in ("base", "rl-zoo", "optuna-random@2"):
         assert f"| {method} |" in text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hypermeta import ShapedSchedule
-from hypermeta._schedules import SHAPES
+from hypermeta.schedules import SHAPES
 
 
 @pytest.mark.parametrize("shape", SHAPES)

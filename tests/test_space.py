@@ -8,8 +8,9 @@ import pytest
 import yaml
 from stable_baselines3 import DQN
 
-from hypermeta import PARAMS, DQNConfig, get_space
-from hypermeta._space import NET_ARCHS
+from hypermeta import DQNConfig, get_space
+from hypermeta.space import PARAMS
+from hypermeta.space import NET_ARCHS
 
 SPACE_NAMES = ["schedule", "full"]
 

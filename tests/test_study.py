@@ -17,8 +17,11 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hypermeta import DQNConfig, get_space
-from hypermeta._evaluation import CurveSettings, DivergenceError, Normalizer, run_curve
-from hypermeta._study import TEST_SEED_START, StudySpec, make_storage, open_study, run_study
+from hypermeta import Measurement
+from hypermeta.experiments.measurement import DivergenceError, Normalizer
+from hypermeta.experiments.sb3 import run_curve
+from hypermeta.experiments.study import StudySpec, make_storage, open_study, run_study
+from hypermeta.seeds import TEST_SEED_START
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -112,8 +115,8 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
 def test_divergence_is_detected_during_training():
     config = DQNConfig(**SMALL_BASE)
     with pytest.raises(DivergenceError, match="non-finite"):
-        run_curve("HyperMetaTest/NaNReward-v0", config, CurveSettings(400, 2, 1), seed=0)
-    curve = run_curve("HyperMetaTest/NaNReward-v0", config, CurveSettings(400, 2, 1), seed=1)
+        run_curve("HyperMetaTest/NaNReward-v0", config, Measurement(400, 2, 1), seed=0)
+    curve = run_curve("HyperMetaTest/NaNReward-v0", config, Measurement(400, 2, 1), seed=1)
     assert all(np.isfinite(curve.returns))
 
 

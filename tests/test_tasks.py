@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import hypermeta._tasks as tasks_mod
+import hypermeta.tasks.families as tasks_mod
 from hypermeta import families, get_family, get_task, make_env
 
 BUILTIN = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1", "mountaincar": "MountainCar-v0",

@@ -1,4 +1,4 @@
-"""Learning curves, normalised scores and divergence detection: what a study trial and a test run measure.
+"""What a study trial and a test run measure: learning curves and normalised scores.
 
 Normalised score of a return ``R`` on a task: ``(R - R_random) / (R_reference - R_random)``, where
 
@@ -13,23 +13,16 @@ Normalised score of a return ``R`` on a task: ``(R - R_random) / (R_reference - 
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
-import torch
-from stable_baselines3 import DQN
-from stable_baselines3.common.callbacks import BaseCallback
 
-from hypermeta._space import DQNConfig
-from hypermeta._tasks import Task, get_task, is_family_task, make_env
-from hypermeta._train import build_model, check_timesteps, evaluate
+from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+from hypermeta.seeds import RANDOM_SEED
+from hypermeta.tasks.families import get_task, is_family_task, make_env
 
 RANDOM_EPISODES = 100
-RANDOM_SEED = 12345
 
 
 class DivergenceError(RuntimeError):
@@ -94,13 +87,24 @@ class Normalizer:
         return (np.asarray(returns, dtype=np.float64) - self.random) / (self.reference - self.random)
 
 
+def check_timesteps(timesteps: int) -> int:
+    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) or timesteps <= 0:
+        raise ValueError(f"timesteps must be a positive integer, got {timesteps!r}")
+    return int(timesteps)
+
+
 @dataclass(frozen=True)
-class CurveSettings:
-    """How one training run is measured: ``n_evals`` evenly spaced greedy evaluations of ``eval_episodes``."""
+class Measurement:
+    """How one training run is measured: ``timesteps`` of training, ``n_evals`` evenly spaced greedy
+    evaluations of ``eval_episodes`` episodes each.
+
+    >>> Measurement(10_000).eval_steps
+    [2000, 4000, 6000, 8000, 10000]
+    """
 
     timesteps: int
-    n_evals: int = 5
-    eval_episodes: int = 5
+    n_evals: int = N_EVALS
+    eval_episodes: int = EVAL_EPISODES
 
     def __post_init__(self) -> None:
         check_timesteps(self.timesteps)
@@ -126,77 +130,3 @@ class Curve:
     def auc(self, normalizer: Normalizer) -> float:
         """Normalised area under the curve: the mean normalised score over the (evenly spaced) evaluations."""
         return float(np.mean(normalizer(np.array(self.returns))))
-
-
-def check_finite(model: DQN, where: str) -> None:
-    """Raise :class:`DivergenceError` if the loss, a weight or a Q-value of recent observations is not finite."""
-    loss = model.logger.name_to_value.get("train/loss")
-    if loss is not None and not math.isfinite(loss):
-        raise DivergenceError(f"non-finite training loss ({loss}) {where}")
-    for name, param in model.q_net.named_parameters():
-        if not torch.isfinite(param).all():
-            raise DivergenceError(f"non-finite weights in q_net.{name} {where}")
-    buffer = model.replay_buffer
-    if buffer is not None and buffer.size() > 0:
-        n = min(buffer.size(), 256)
-        obs = torch.as_tensor(buffer.observations[:n].reshape(n * buffer.n_envs, -1), device=model.device)
-        with torch.no_grad():
-            q = model.q_net(obs.float())
-        if not torch.isfinite(q).all():
-            raise DivergenceError(f"non-finite Q-values {where}")
-
-
-class _CurveCallback(BaseCallback):
-    def __init__(self, task: str, settings: CurveSettings, seed: int, curve: Curve,
-                 on_eval: Callable[[int, float], None] | None) -> None:
-        super().__init__()
-        self.task, self.settings, self.seed, self.curve, self.on_eval = task, settings, seed, curve, on_eval
-        self.pending = list(settings.eval_steps)
-
-    def _on_step(self) -> bool:
-        if self.pending and self.num_timesteps >= self.pending[0]:
-            self.pending.pop(0)
-            self.evaluate()
-        return True
-
-    def evaluate(self) -> None:
-        where = f"at step {self.num_timesteps}"
-        check_finite(self.model, where)
-        returns = evaluate(self.model, self.task, self.settings.eval_episodes, self.seed)
-        if not np.all(np.isfinite(returns)):
-            raise DivergenceError(f"non-finite evaluation return {where}")
-        self.curve.steps.append(self.num_timesteps)
-        self.curve.returns.append(float(np.mean(returns)))
-        if self.on_eval is not None:
-            self.on_eval(self.num_timesteps, self.curve.returns[-1])
-
-
-def run_curve(
-    task: str | Task,
-    config: DQNConfig,
-    settings: CurveSettings,
-    seed: int,
-    on_eval: Callable[[int, float], None] | None = None,
-) -> Curve:
-    """Train DQN (with :class:`~hypermeta.HyperMetaCallback`) and evaluate it ``settings.n_evals`` times.
-
-    Every evaluation uses the same ``settings.eval_episodes`` episodes (seeded from ``seed``), so curve
-    points differ by the policy only. ``on_eval(step, mean_return)`` may raise (e.g. ``optuna.TrialPruned``)
-    to stop early. Raises :class:`DivergenceError` on non-finite loss, weights, Q-values or returns.
-    """
-    from hypermeta._callback import HyperMetaCallback
-
-    task_id = task.id if isinstance(task, Task) else task
-    curve = Curve()
-    start = time.perf_counter()
-    model = build_model(task_id, config, seed)
-    try:
-        cb = _CurveCallback(task_id, settings, seed, curve, on_eval)
-        model.learn(settings.timesteps, callback=[HyperMetaCallback(config), cb])
-        if cb.pending:  # learn() stopped exactly at the last step before the final evaluation fired
-            cb.evaluate()
-    finally:
-        model.env.close()
-    curve.wall_time = time.perf_counter() - start
-    curve.env_steps = model.num_timesteps
-    return curve

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import DummyVecEnv
 
-from hypermeta._features import check_spaces
-from hypermeta._space import DQNConfig
+from hypermeta.tasks.features import check_spaces
+from hypermeta.space import DQNConfig
 
 
 def as_config(config: DQNConfig | dict[str, Any] | str | Path) -> DQNConfig:
@@ -46,7 +44,9 @@ class HyperMetaCallback(BaseCallback):
     TensorBoard: whatever the model's logger writes).
 
     With no ``config``, the schedules are **predicted**: at the first training start the callback probes
-    the task features of (a copy of) the training environment, or of ``task`` when given, and asks the
+    the task features of a fresh environment rebuilt from what the training environment was made from
+    (the hypermeta task id it carries, or its gymnasium ``EnvSpec``; never the training env itself, so
+    ``Monitor`` files, ``VecNormalize`` and ``SubprocVecEnv`` are fine), or of ``task`` when given, and asks the
     meta-learner (``predictor``: a ``MetaModel``, a weights file, or by default the weights shipped with
     hypermeta) for a configuration; the prediction is kept for later ``learn`` calls and exposed as
     ``callback.prediction`` (with its out-of-distribution flag, which is also issued as a warning).
@@ -56,7 +56,7 @@ class HyperMetaCallback(BaseCallback):
         ``config.sb3_kwargs()`` to apply the rest. ``None``: predict it (above).
     :param predictor: with ``config=None``, the meta-learner to ask (default: the shipped weights).
     :param task: with ``config=None``, a task id whose features to probe instead of the training env's
-        (needed for ``SubprocVecEnv``, whose environments live in other processes).
+        (needed only for environments made neither from a task id nor from a registered gymnasium id).
     :raises TypeError: at training start, if the model is not a ``stable_baselines3.DQN``.
     :raises ValueError: at training start, if the action space is not Discrete.
     """
@@ -96,31 +96,12 @@ class HyperMetaCallback(BaseCallback):
         return True
 
     def _predict(self) -> DQNConfig:
-        from hypermeta._collect import FEATURE_SEED
-        from hypermeta._features import probe_features
-        from hypermeta._meta import MetaModel, load_default
+        from hypermeta.meta.predict import predict_config
 
-        predictor = self.predictor
-        if predictor is None:
-            predictor = load_default()
-        elif isinstance(predictor, (str, Path)):
-            predictor = MetaModel.load(predictor)
-        if self.task is not None:
-            features = probe_features(self.task, seed=FEATURE_SEED)
-        else:
-            env = self.training_env
-            if not isinstance(env, DummyVecEnv):
-                raise ValueError(
-                    f"HyperMetaCallback() cannot probe a {type(env).__name__}'s environments (they live in other "
-                    "processes); pass the task id, HyperMetaCallback(task='cartpole:gravity=12'), or a config"
-                )
-            probe_env = copy.deepcopy(env.envs[0])  # probing must not disturb the training environment
-            try:
-                features = probe_features(probe_env, seed=FEATURE_SEED)
-            finally:
-                probe_env.close()
-        self.prediction = predictor.predict(features)
+        # a task id is probed as given; otherwise a fresh env rebuilt from the training env's task id or spec
+        result = predict_config(self.task if self.task is not None else self.training_env, self.predictor)
+        self.prediction = result.prediction
         if self.verbose:
-            print(f"HyperMetaCallback: predicted by {predictor.method} (nearest training task "
+            print(f"HyperMetaCallback: predicted by {result.model.method} (nearest training task "
                   f"{self.prediction.nearest_task!r}): {self.prediction.config.to_dict()}")
         return self.prediction.config

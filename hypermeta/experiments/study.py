@@ -2,8 +2,8 @@
 
 A study is an ordinary Optuna study (it opens in optuna-dashboard and ``study.trials_dataframe()``) whose
 user attributes record how its trials were measured (:class:`StudySpec`). Trials are trained on
-*tuning seeds* (trial ``t`` with ``m`` seeds per trial uses seeds ``t*m .. t*m+m-1``), which are always
-below :data:`TEST_SEED_START`, where the test seeds of ``hypermeta evaluate`` begin.
+*tuning seeds* (:func:`hypermeta.seeds.tuning_seeds`), which never reach the test seeds, by a runner
+(:mod:`hypermeta.experiments.runner`).
 
 Fault tolerance: storages are :class:`optuna.storages.RDBStorage` with a heartbeat, so a trial whose
 process was killed is failed after ``grace_period`` seconds and re-queued once by
@@ -24,17 +24,19 @@ from typing import Any, Sequence
 
 import numpy as np
 import optuna
+import pandas as pd
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hypermeta._evaluation import CurveSettings, DivergenceError, Normalizer, run_curve
-from hypermeta._space import SPACE_VERSION, DQNConfig, get_space
-from hypermeta._tasks import make_env
+from hypermeta.experiments.defaults import (DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL, PRUNERS,
+                                            SAMPLERS)
+from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+from hypermeta.experiments.measurement import DivergenceError, Measurement, Normalizer
+from hypermeta.experiments.runner import DEFAULT_RUNNER, Job, Runner, get_runner
+from hypermeta.seeds import tuning_seeds, worker_seed
+from hypermeta.space import SPACE_VERSION, DQNConfig, get_space
+from hypermeta.tasks.families import make_env
 
-DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
-PRUNERS = ("median", "none")
-TEST_SEED_START = 10_000_000
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 _log = logging.getLogger("hypermeta.study")
@@ -48,31 +50,28 @@ class StudySpec:
     timesteps: int
     space: str = "schedule"
     seeds_per_trial: int = 1
-    n_evals: int = 5
-    eval_episodes: int = 5
+    n_evals: int = N_EVALS
+    eval_episodes: int = EVAL_EPISODES
     reference: float | None = None
 
     def __post_init__(self) -> None:
         get_space(self.space)
         if self.seeds_per_trial < 1:
             raise ValueError(f"seeds_per_trial must be >= 1, got {self.seeds_per_trial}")
-        CurveSettings(self.timesteps, self.n_evals, self.eval_episodes)
+        self.measurement  # validates timesteps, n_evals and eval_episodes
 
     @property
-    def settings(self) -> CurveSettings:
-        return CurveSettings(self.timesteps, self.n_evals, self.eval_episodes)
+    def measurement(self) -> Measurement:
+        return Measurement(self.timesteps, self.n_evals, self.eval_episodes)
 
     def tuning_seeds(self, trial_number: int) -> list[int]:
-        seeds = [trial_number * self.seeds_per_trial + j for j in range(self.seeds_per_trial)]
-        if seeds[-1] >= TEST_SEED_START:
-            raise ValueError(f"trial {trial_number} would use a test seed; start a new study")
-        return seeds
+        return tuning_seeds(trial_number, self.seeds_per_trial)
 
     def attrs(self) -> dict[str, Any]:
         return {**asdict(self), "space_version": SPACE_VERSION}
 
 
-def make_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 30) -> RDBStorage:
+def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> RDBStorage:
     """An RDB storage with heartbeat and one retry of trials whose process died.
 
     ``url`` is a SQLAlchemy URL (``sqlite:///path.db``, ``postgresql+psycopg2://user:pw@host/db``).
@@ -154,8 +153,9 @@ class Objective:
     evaluation), ``wall_time``, ``env_steps``, ``seeds``, ``config`` and ``curve`` as user attributes.
     """
 
-    def __init__(self, spec: StudySpec) -> None:
+    def __init__(self, spec: StudySpec, runner: str | Runner = DEFAULT_RUNNER) -> None:
         self.spec = spec
+        self.runner = get_runner(runner)
         self.space = get_space(spec.space)
         self.normalizer = Normalizer.for_task(spec.task, spec.reference)
 
@@ -180,7 +180,7 @@ class Objective:
 
         try:
             for seed in seeds:
-                curve = run_curve(spec.task, config, spec.settings, seed, on_eval)
+                curve = self.runner.run(Job(spec.task, "trial", config, spec.measurement, seed, spec.reference), on_eval)
                 steps_done[0] += curve.env_steps
                 finals.append(curve.returns[-1])
                 curves.append(curve.returns)
@@ -237,7 +237,7 @@ def _worker_main(kwargs: dict[str, Any]) -> None:
     spec = StudySpec(**kwargs["spec"])
     storage = make_storage(kwargs["storage"], kwargs["heartbeat_interval"], kwargs["grace_period"])
     study = open_study(spec, kwargs["study_name"], storage, kwargs["sampler"], kwargs["pruner"], kwargs["seed"])
-    work(study, Objective(spec), kwargs["n_trials"])
+    work(study, Objective(spec, kwargs["runner"]), kwargs["n_trials"])
 
 
 def load_enqueue_file(path: str | Path) -> list[DQNConfig]:
@@ -267,8 +267,9 @@ def run_study(
     seed: int | None = 0,
     enqueue: Sequence[DQNConfig] = (),
     progress: bool = False,
-    heartbeat_interval: int = 10,
-    grace_period: int = 30,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    grace_period: int = GRACE_PERIOD,
+    runner: str = DEFAULT_RUNNER,
 ) -> optuna.Study:
     """Create or resume a study and run it until ``n_trials`` trials have finished.
 
@@ -286,7 +287,7 @@ def run_study(
     space = get_space(spec.space)
     for config in enqueue:
         study.enqueue_trial(space.to_optuna_params(config), skip_if_exists=True)
-    objective = Objective(spec)  # computes the normaliser once, before any worker starts
+    objective = Objective(spec, runner)  # computes the normaliser once, before any worker starts
 
     bar = None
     if progress:
@@ -313,8 +314,8 @@ def run_study(
             ctx = multiprocessing.get_context("spawn")
             args = {"spec": asdict(spec), "storage": storage, "study_name": study_name, "sampler": sampler,
                     "pruner": pruner, "n_trials": n_trials, "heartbeat_interval": heartbeat_interval,
-                    "grace_period": grace_period}
-            procs = [ctx.Process(target=_worker_main, args=({**args, "seed": None if seed is None else seed + i},))
+                    "grace_period": grace_period, "runner": runner}
+            procs = [ctx.Process(target=_worker_main, args=({**args, "seed": worker_seed(seed, i)},))
                      for i in range(workers)]
             for p in procs:
                 p.start()
@@ -342,10 +343,15 @@ def default_study_name(spec: StudySpec, sampler: str) -> str:
     return f"{spec.task}|{spec.space}|{sampler}|T{spec.timesteps}|m{spec.seeds_per_trial}"
 
 
-def completed_in_order(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Complete trials ordered by the time they finished (the order a user would have seen them)."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+def finished_in_order(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Finished (complete or pruned) trials in the order they finished: the order a user saw them."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state in FINISHED]
     return sorted(trials, key=lambda t: (t.datetime_complete, t.number))
+
+
+def tuning_env_steps(study: optuna.Study) -> list[int]:
+    """Cumulative environment steps spent after each finished trial (in finishing order)."""
+    return [int(x) for x in np.cumsum([t.user_attrs.get("env_steps", 0) for t in finished_in_order(study)])]
 
 
 def best_config(study_name: str, storage: str | None = None, within_trials: int | None = None) -> DQNConfig:
@@ -361,8 +367,7 @@ def best_config(study_name: str, storage: str | None = None, within_trials: int 
 
 def best_config_of(study: optuna.Study, within_trials: int | None = None) -> DQNConfig:
     spec = study_spec(study)
-    finished = sorted((t for t in study.get_trials(deepcopy=False) if t.state in FINISHED),
-                      key=lambda t: (t.datetime_complete, t.number))
+    finished = finished_in_order(study)
     if within_trials is not None:
         finished = finished[:within_trials]
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
@@ -371,3 +376,20 @@ def best_config_of(study: optuna.Study, within_trials: int | None = None) -> DQN
                          + (f" among its first {within_trials}" if within_trials else ""))
     best = max(complete, key=lambda t: (t.value, -t.number))
     return get_space(spec.space).from_optuna_params(best.params)
+
+
+def tuning_cost_frame(studies: dict[tuple[str, str], optuna.Study]) -> pd.DataFrame:
+    """Environment steps spent by each ``(task, sampler)`` study after each finished trial: one row per
+    ``(task, sampler, trials)``; what the reports plot best-so-far results against."""
+    rows = [{"task": task, "sampler": sampler, "trials": k + 1, "env_steps": steps}
+            for (task, sampler), study in studies.items() for k, steps in enumerate(tuning_env_steps(study))]
+    return pd.DataFrame(rows, columns=["task", "sampler", "trials", "env_steps"])
+
+
+def trials_frame(studies: dict[tuple[str, str], optuna.Study]) -> pd.DataFrame:
+    """Every trial of every study (Optuna's ``trials_dataframe``), so reports reproduce without the database."""
+    frames = []
+    for (task, sampler), study in studies.items():
+        df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
+        frames.append(df.assign(study=study.study_name, task=task, sampler=sampler))
+    return pd.concat(frames, ignore_index=True)

@@ -146,7 +146,11 @@ class Task:
         return self.family.name + ":" + ",".join(f"{k}={_format_value(v)}" for k, v in changed.items())
 
     def make_env(self, **make_kwargs: Any) -> gym.Env:
-        return self.family.make_env(self.context, **make_kwargs)
+        env = self.family.make_env(self.context, **make_kwargs)
+        # the task id travels with the env (through any wrapper, vec env or process: SB3's get_attr finds it),
+        # so a fresh copy can be made for probing without touching the training env
+        env.unwrapped.hypermeta_task_id = self.id
+        return env
 
     def __hash__(self) -> int:
         return hash(self.id)

@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from hypermeta._tasks import Task, make_env
+from hypermeta.tasks.families import Task, make_env
 
 #: Bumped whenever a feature is added, removed or computed differently.
 FEATURE_VERSION = "1"

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
-from hypermeta._files import dataclass_from_yaml
-from hypermeta._features import FEATURE_NAMES, probe_features
-from hypermeta._space import DQNConfig, get_space
-from hypermeta._study import StudySpec, make_storage, run_study
-from hypermeta._tasks import get_family, get_task, make_env
-
-FEATURE_SEED = 0  # the probe seed of every task's features (training and prediction alike)
+from hypermeta.experiments.defaults import TEST_SEEDS
+from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+from hypermeta.experiments.study import StudySpec, make_storage, run_study
+from hypermeta.files import dataclass_from_yaml
+from hypermeta.seeds import FEATURE_SEED
+from hypermeta.space import DQNConfig, get_space
+from hypermeta.tasks.features import FEATURE_NAMES, probe_features
+from hypermeta.tasks.families import get_family, get_task, make_env
 
 
 @dataclass
@@ -42,19 +43,20 @@ class TaskDistribution:
     seed: int = 2026
     trials: int = 24
     sampler: str = "tpe"
-    n_evals: int = 5
-    eval_episodes: int = 5
+    n_evals: int = N_EVALS
+    eval_episodes: int = EVAL_EPISODES
     storage: str = "sqlite:///studies/meta/collect.db"
     dataset: str = "studies/meta/dataset.csv"
     extra_train: list[str] = field(default_factory=list)  # explicitly named training tasks (e.g. defaults)
     # --- the held-out evaluation (``hypermeta meta-report``) ---
-    test_seeds: int = 5
+    test_seeds: int = TEST_SEEDS
     best_of: list[int] = field(default_factory=lambda: [1, 5, 10, 20])  # Optuna TPE best-of-k on held-out tasks
     heldout_pruner: str = "median"
     heldout_storage: str = "sqlite:///studies/meta/heldout.db"
     weights_dir: str = "studies/meta/weights"
     report_dir: str = "studies/reports/meta"
     meta_train: dict[str, Any] = field(default_factory=dict)  # MetaTrainConfig overrides (e.g. ensemble: 3)
+    target_vs_sb3_default: float = 1.3  # the report's target: best zero-shot IQM / sb3-default IQM
 
     def __post_init__(self) -> None:
         for fam in list(self.budgets) + list(self.train):
@@ -80,7 +82,7 @@ class TaskDistribution:
         if not self.best_of or min(self.best_of) < 1:
             raise ValueError(f"best_of must be a non-empty list of trial counts >= 1, got {self.best_of}")
         self.best_of = sorted(set(int(k) for k in self.best_of))
-        from hypermeta._meta import MetaTrainConfig
+        from hypermeta.meta.data import MetaTrainConfig
 
         unknown = sorted((set(self.meta_train) - set(MetaTrainConfig.__dataclass_fields__))
                          | ({"method", "seed"} & set(self.meta_train)))

@@ -6,13 +6,13 @@
 * ``rl-zoo``: the tuned values of rl-baselines3-zoo ``hyperparams/dqn.yml`` for CartPole-v1, Acrobot-v1,
   MountainCar-v0 and LunarLander-v3; a family's variants use the entry of the family's environment.
 * ``base``: hypermeta's base configuration with its default schedule (``DQNConfig()``).
-* ``study:NAME``: the best trial's configuration of the Optuna study ``NAME`` (see :mod:`hypermeta._study`).
+* ``study:NAME``: the best trial's configuration of the Optuna study ``NAME`` (see :mod:`hypermeta.experiments.study`).
 """
 
 from __future__ import annotations
 
-from hypermeta._space import DQNConfig
-from hypermeta._tasks import get_task, is_family_task
+from hypermeta.space import DQNConfig
+from hypermeta.tasks.families import get_task, is_family_task
 
 SB3_DEFAULT = DQNConfig(
     lr_initial=1e-4, lr_shape="constant", eps_initial=1.0, eps_final=0.05, eps_fraction=0.1, eps_shape="linear",
@@ -61,7 +61,7 @@ def baseline_config(name: str, task_id: str, storage: str | None = None) -> DQNC
     if name == "base":
         return DQNConfig()
     if name.startswith("study:"):
-        from hypermeta._study import best_config
+        from hypermeta.experiments.study import best_config
 
         return best_config(name.removeprefix("study:"), storage)
     raise ValueError(f"unknown baseline {name!r}; use one of {list(BASELINES)} or study:NAME")

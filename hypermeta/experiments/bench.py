@@ -13,10 +13,11 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.utils import LinearSchedule
 
-from hypermeta._callback import HyperMetaCallback
-from hypermeta._files import write_report
-from hypermeta._space import DQNConfig
-from hypermeta._train import build_model, check_timesteps
+from hypermeta.callback import HyperMetaCallback
+from hypermeta.files import write_report
+from hypermeta.space import DQNConfig
+from hypermeta.experiments.measurement import check_timesteps
+from hypermeta.experiments.sb3 import build_model
 
 #: Linear lr and epsilon, so plain SB3 (its own LinearSchedule) can run the very same schedules.
 BENCH_CONFIG = DQNConfig(lr_initial=1e-3, lr_final_ratio=0.1, lr_shape="linear", eps_shape="linear")
@@ -84,7 +85,7 @@ def run_workers_benchmark(task: str, timesteps: int, trials: int, out: Path) -> 
     """Trials per hour of one study with 1 and with 2 worker processes on one SQLite storage."""
     import tempfile
 
-    from hypermeta._study import StudySpec, run_study
+    from hypermeta.experiments.study import StudySpec, run_study
 
     if trials < 2:
         raise ValueError(f"trials must be >= 2, got {trials}")

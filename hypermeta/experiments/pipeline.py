@@ -1,7 +1,8 @@
-"""The evaluation protocol: re-train chosen configurations on fresh test seeds and aggregate honestly.
+"""The run pipeline: ``(task, configuration, seed)`` jobs -> a runner -> stored runs -> honest aggregates.
 
-* Test seeds are ``TEST_SEED_START + i`` (10,000,000 and up); tuning seeds (study trials) are always
-  below it, so no configuration is ever judged on a seed it was tuned on.
+* Test seeds come from :func:`hypermeta.seeds.test_seeds` (10,000,000 and up); tuning seeds (study trials)
+  are always below them, so no configuration is ever judged on a seed it was tuned on.
+* Jobs are trained by a :class:`~hypermeta.experiments.runner.Runner` chosen by name (default ``sb3``).
 * Each run records the normalised AUC of its evaluation curve (the study objective) and the final
   evaluation return and score; runs are stored one row per (task, configuration, seed) in a CSV that is
   appended to as runs finish, so an interrupted evaluation resumes where it stopped.
@@ -13,28 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from hypermeta._evaluation import CurveSettings, Normalizer, run_curve
-from hypermeta._space import DQNConfig
-from hypermeta._study import TEST_SEED_START
+from hypermeta.experiments.measurement import Curve, Normalizer
+from hypermeta.experiments.runner import DEFAULT_RUNNER, Job, Runner, get_runner
+from hypermeta.space import DQNConfig
+
+#: Bootstrap resamples of every confidence interval.
+BOOTSTRAP_REPS = 2000
 
 RUN_COLUMNS = ["task", "method", "config_key", "seed", "timesteps", "n_evals", "eval_episodes", "auc",
                "final_return", "final_score", "wall_time", "env_steps", "curve", "config"]
-
-
-def seeds_for_testing(n: int) -> list[int]:
-    if n < 1:
-        raise ValueError(f"the number of test seeds must be >= 1, got {n}")
-    return [TEST_SEED_START + i for i in range(n)]
 
 
 def config_key(config: DQNConfig) -> str:
@@ -42,34 +37,22 @@ def config_key(config: DQNConfig) -> str:
     return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class Job:
-    task: str
-    method: str
-    config: DQNConfig
-    settings: CurveSettings
-    seed: int
-    reference: float | None = None
-
-    @property
-    def key(self) -> tuple:
-        s = self.settings
-        return (self.task, config_key(self.config), self.seed, s.timesteps, s.n_evals, s.eval_episodes)
+def job_key(job: Job) -> tuple:
+    """Identical runs (same task, configuration, seed and measurement) share one stored row."""
+    m = job.measurement
+    return (job.task, config_key(job.config), job.seed, m.timesteps, m.n_evals, m.eval_episodes)
 
 
-def run_job(job: Job) -> dict:
-    """Train and evaluate one configuration on one seed; returns a row of :data:`RUN_COLUMNS`."""
-    import torch
-
-    torch.set_num_threads(1)
+def run_row(job: Job, curve: Curve) -> dict:
+    """One row of :data:`RUN_COLUMNS` for a finished job."""
     normalizer = Normalizer.for_task(job.task, job.reference)
-    curve = run_curve(job.task, job.config, job.settings, job.seed)
+    m = job.measurement
     return {
         "task": job.task, "method": job.method, "config_key": config_key(job.config), "seed": job.seed,
-        "timesteps": job.settings.timesteps, "n_evals": job.settings.n_evals,
-        "eval_episodes": job.settings.eval_episodes, "auc": curve.auc(normalizer),
-        "final_return": curve.returns[-1], "final_score": float(normalizer(curve.returns[-1])),
-        "wall_time": curve.wall_time, "env_steps": curve.env_steps, "curve": json.dumps(curve.returns),
+        "timesteps": m.timesteps, "n_evals": m.n_evals, "eval_episodes": m.eval_episodes,
+        "auc": curve.auc(normalizer), "final_return": curve.returns[-1],
+        "final_score": float(normalizer(curve.returns[-1])), "wall_time": curve.wall_time,
+        "env_steps": curve.env_steps, "curve": json.dumps(curve.returns),
         "config": json.dumps(job.config.to_dict(), sort_keys=True),
     }
 
@@ -96,15 +79,17 @@ class RunStore:
         pd.DataFrame([row], columns=RUN_COLUMNS).to_csv(self.path, mode="a", header=header, index=False)
 
     def get(self, job: Job) -> dict | None:
-        row = self.rows.get(job.key)
+        row = self.rows.get(job_key(job))
         return None if row is None else {**row, "method": job.method}
 
 
-def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 1,
-             progress: bool = False) -> pd.DataFrame:
-    """Run every job not already in ``store`` (in ``workers`` processes) and return all their rows."""
+def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 1, progress: bool = False,
+             runner: str | Runner = DEFAULT_RUNNER) -> pd.DataFrame:
+    """Run every job not already in ``store`` through ``runner`` (in ``workers`` processes) and return all
+    their rows, one per job (identical jobs under several method labels are trained once)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    runner = get_runner(runner)
     rows: list[dict] = []
     todo: dict[tuple, list[Job]] = {}
     for job in jobs:
@@ -112,29 +97,20 @@ def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 
         if cached is not None:
             rows.append(cached)
         else:
-            todo.setdefault(job.key, []).append(job)  # identical runs (same config, task, seed) run once
+            todo.setdefault(job_key(job), []).append(job)
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="test runs", unit="run")
-
-    def finish(row: dict, same: list[Job]) -> None:
-        if store is not None:
-            store.add(row)
-        rows.extend({**row, "method": j.method} for j in same)
-        if bar is not None:
-            bar.update()
-
     try:
-        if workers == 1:
-            for same in todo.values():
-                finish(run_job(same[0]), same)
-        else:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(run_job, same[0]): same for same in todo.values()}
-                for fut in as_completed(futures):
-                    finish(fut.result(), futures[fut])
+        for job, curve in runner.run_many([same[0] for same in todo.values()], workers):
+            row = run_row(job, curve)
+            if store is not None:
+                store.add(row)
+            rows.extend({**row, "method": j.method} for j in todo[job_key(job)])
+            if bar is not None:
+                bar.update()
     finally:
         if bar is not None:
             bar.close()
@@ -153,7 +129,7 @@ def score_matrix(runs: pd.DataFrame, method: str, tasks: Sequence[str], metric: 
     return np.stack([c[:n] for c in cols], axis=1)
 
 
-def iqm_with_ci(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+def iqm_with_ci(scores: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS, seed: int = 0) -> pd.DataFrame:
     """IQM and 95% stratified bootstrap CI per method (rliable); ``scores[m]`` is ``(runs, tasks)``."""
     from rliable import library as rly
     from rliable import metrics
@@ -171,5 +147,5 @@ def iqm_with_ci(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) 
 
 
 def summarize(runs: pd.DataFrame, methods: Iterable[str], tasks: Sequence[str], metric: str = "auc",
-              reps: int = 2000) -> pd.DataFrame:
+              reps: int = BOOTSTRAP_REPS) -> pd.DataFrame:
     return iqm_with_ci({m: score_matrix(runs, m, tasks, metric) for m in methods}, reps=reps)

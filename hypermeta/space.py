@@ -16,7 +16,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from hypermeta._schedules import ShapedSchedule
+from hypermeta.schedules import ShapedSchedule
 
 #: Bumped whenever a field, a range or the encoding changes: weights trained on another version are refused.
 SPACE_VERSION = "1"

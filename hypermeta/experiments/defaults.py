@@ -1,0 +1,17 @@
+"""Names and defaults of the experiment commands, importable without optuna, torch or SB3 (the CLI's
+``--help`` reads them)."""
+
+from __future__ import annotations
+
+#: Defaults of every :class:`~hypermeta.experiments.measurement.Measurement` (study trials, test runs, data).
+N_EVALS = 5
+EVAL_EPISODES = 5
+DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
+PRUNERS = ("median", "none")
+#: Seconds between a running trial's heartbeats in the storage.
+HEARTBEAT_INTERVAL = 10
+#: Seconds without a heartbeat after which a running trial counts as dead (failed, then retried once).
+GRACE_PERIOD = 30
+#: Test seeds of ``hypermeta evaluate`` and of the reports, unless a spec says otherwise.
+TEST_SEEDS = 5

@@ -1,0 +1,90 @@
+"""The seam between experiments and training: a :class:`Runner` turns ``(task, configuration, seed)`` jobs
+into learning curves.
+
+Everything that trains DQN for a measurement (study trials, test runs, collected data, reports) goes through
+a runner picked by name (:func:`get_runner`), so another way of training (the batched engine) plugs in here
+with no change elsewhere. Runners are registered in :data:`RUNNERS` as ``"module:Class"`` strings, imported
+only when used.
+
+Call order: the pipeline calls :meth:`Runner.run_many` once with every job still to run, and consumes the
+``(job, curve)`` pairs as they finish; a study calls :meth:`Runner.run` per seed of a trial, with an
+``on_eval`` hook that may raise to prune.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+from abc import ABC, abstractmethod
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator, Sequence
+
+from hypermeta.experiments.measurement import Curve, Measurement
+from hypermeta.space import DQNConfig
+
+#: Runner name -> ``"module:Class"``; add a runner with one line here.
+RUNNERS: dict[str, str] = {
+    "sb3": "hypermeta.experiments.sb3:SB3Runner",
+}
+DEFAULT_RUNNER = "sb3"
+
+OnEval = Callable[[int, float], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: ``config`` on ``task`` with training seed ``seed``, measured by ``measurement``.
+
+    ``method`` is only a label (several methods may share one run); ``reference`` overrides the task's
+    reference return for normalisation.
+    """
+
+    task: str
+    method: str
+    config: DQNConfig
+    measurement: Measurement
+    seed: int
+    reference: float | None = None
+
+
+class Runner(ABC):
+    """Trains DQN on jobs and measures their learning curves (``measurement.n_evals`` greedy evaluations)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, job: Job, on_eval: OnEval | None = None) -> Curve:
+        """Train and evaluate one job. ``on_eval(step, mean_return)`` is called after every evaluation and
+        may raise (e.g. ``optuna.TrialPruned``) to stop early. Raises
+        :class:`~hypermeta.experiments.measurement.DivergenceError` when training diverges."""
+
+    def run_many(self, jobs: Sequence[Job], workers: int = 1) -> Iterator[tuple[Job, Curve]]:
+        """Run every job, yielding ``(job, curve)`` as each finishes (in ``workers`` processes when > 1)."""
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if workers == 1:
+            for job in jobs:
+                yield job, _run_single_thread(self, job)
+            return
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_single_thread, self, job): job for job in jobs}
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+
+
+def _run_single_thread(runner: Runner, job: Job) -> Curve:
+    import torch
+
+    torch.set_num_threads(1)  # tiny networks: more threads only cost
+    return runner.run(job)
+
+
+def get_runner(name: str | Runner = DEFAULT_RUNNER) -> Runner:
+    """The runner registered as ``name`` (a :class:`Runner` instance is returned as it is)."""
+    if isinstance(name, Runner):
+        return name
+    if name not in RUNNERS:
+        raise ValueError(f"unknown runner {name!r}; choose one of {sorted(RUNNERS)}")
+    module, cls = RUNNERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()

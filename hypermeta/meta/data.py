@@ -1,0 +1,185 @@
+"""What meta-learning is trained on and trains: task data, the networks and the meta-training settings.
+
+Data: one row per finished study trial on a *training task* (task id, the task's features, the
+configuration's code in the ``schedule`` space, the normalised objective), see
+:mod:`hypermeta.experiments.collect`.
+
+Network: :class:`SchedulePredictor` maps standardised task features to a code of the ``schedule`` space
+with bounded outputs (sigmoid for numbers, softmax over each unordered choice), so every output decodes
+to a valid :class:`~hypermeta.DQNConfig`.
+
+Per-task loss (what "good for task t" means): a soft regression onto the task's trials, each weighted by
+``softmax(objective / temperature)`` within the task, so the best configurations dominate while close
+runners-up still inform (the objective is noisy, a single best trial is not to be trusted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from hypermeta.meta.method import METHODS
+from hypermeta.space import get_space
+from hypermeta.tasks.features import FEATURE_NAMES
+
+SPACE = get_space("schedule")
+
+
+@dataclass
+class TaskData:
+    """The trials of one task: ``codes`` ``(n, dim)`` in the schedule space and their objectives ``(n,)``."""
+
+    task: str
+    features: np.ndarray
+    codes: np.ndarray
+    objectives: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.features = np.asarray(self.features, dtype=np.float64)
+        self.codes = np.asarray(self.codes, dtype=np.float64).reshape(-1, SPACE.dim)
+        self.objectives = np.asarray(self.objectives, dtype=np.float64).reshape(-1)
+        if len(self.codes) != len(self.objectives) or len(self.codes) == 0:
+            raise ValueError(f"task {self.task!r}: need as many objectives as codes (>= 1), got "
+                             f"{len(self.objectives)} and {len(self.codes)}")
+        if not (np.all(np.isfinite(self.codes)) and np.all(np.isfinite(self.objectives))
+                and np.all(np.isfinite(self.features))):
+            raise ValueError(f"task {self.task!r}: features, codes and objectives must be finite")
+
+    def best_code(self) -> np.ndarray:
+        return self.codes[int(np.argmax(self.objectives))]
+
+
+def tasks_from_frame(frame: Any, feature_names: Sequence[str] = FEATURE_NAMES) -> list[TaskData]:
+    """Group a dataset frame (columns ``task``, ``f_<feature>``, ``x_<code>``, ``objective``) by task."""
+    fcols = [f"f_{n}" for n in feature_names]
+    xcols = [f"x_{n}" for n in SPACE.encoded_names]
+    missing = sorted(set(fcols + xcols + ["task", "objective"]) - set(frame.columns))
+    if missing:
+        raise ValueError(f"dataset lacks column(s) {missing}; build it with `hypermeta collect`")
+    out = []
+    for task, rows in frame.groupby("task", sort=True):
+        rows = rows[np.isfinite(rows["objective"].to_numpy(dtype=float))]
+        if len(rows):
+            out.append(TaskData(task, rows[fcols].iloc[0].to_numpy(float), rows[xcols].to_numpy(float),
+                                rows["objective"].to_numpy(float)))
+    if not out:
+        raise ValueError("dataset has no finished trial with a finite objective")
+    return out
+
+
+def task_weights(objectives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Soft-max weights over one task's trials, best first (objective scale: normalised score)."""
+    return torch.softmax(objectives / temperature, dim=0)
+
+
+# --- networks -----------------------------------------------------------------------------------------------
+def _blocks() -> list[tuple[int, int, bool]]:
+    """(start, length, is_choice) of every block of the schedule-space code."""
+    out, i = [], 0
+    for p in SPACE.params:
+        n = len(p.encoded_names)
+        out.append((i, n, n > 1))
+        i += n
+    return out
+
+
+class SchedulePredictor(nn.Module):
+    """Task features (standardised) -> a bounded code of the ``schedule`` space."""
+
+    def __init__(self, n_features: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_features, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                                  nn.Linear(hidden, SPACE.dim))
+        self.blocks = _blocks()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        raw = self.body(features)
+        parts = [torch.softmax(raw[..., s:s + n], -1) if choice else torch.sigmoid(raw[..., s:s + n])
+                 for s, n, choice in self.blocks]
+        return torch.cat(parts, dim=-1)
+
+
+class Surrogate(nn.Module):
+    """(standardised features, code) -> predicted normalised objective (the ``multitask`` method)."""
+
+    def __init__(self, n_features: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_features + SPACE.dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                  nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([features, codes], dim=-1)).squeeze(-1)
+
+
+@dataclass
+class MetaTrainConfig:
+    """Settings of ``hypermeta meta-train`` (stored with the weights)."""
+
+    method: str = "reptile"
+    seed: int = 0
+    ensemble: int = 5
+    hidden: int = 64
+    temperature: float = 0.05  # softmax temperature over a task's normalised objectives
+    meta_iterations: int = 1500  # outer steps (reptile, maml, fomaml) or epochs (multitask)
+    tasks_per_batch: int = 4
+    inner_steps: int = 5
+    inner_lr: float = 0.1  # SGD (maml, fomaml) / Adam (reptile) step size inside a task
+    outer_lr: float = 1e-3
+    reptile_eps: float = 0.5
+    surrogate_epochs: int = 800
+    anchor: float = 1.0  # multitask: weight of the per-task loss next to the surrogate's objective
+    multitask_lr: float = 3e-3  # multitask: Adam step size of the predictor
+    adam_inner_lr: float = 0.01  # Adam step size inside a task (reptile) and of adapt() for Adam methods
+    surrogate_lr: float = 2e-3  # multitask: Adam step size of the surrogate
+    surrogate_weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.surrogate_weight_decay < 0:
+            raise ValueError(f"surrogate_weight_decay must be >= 0, got {self.surrogate_weight_decay}")
+        for name in ("ensemble", "hidden", "meta_iterations", "tasks_per_batch", "inner_steps", "surrogate_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("temperature", "inner_lr", "outer_lr", "reptile_eps", "multitask_lr", "adam_inner_lr",
+                     "surrogate_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+class TaskBatch:
+    """Tensors of one task, with its features already standardised."""
+
+    def __init__(self, task: TaskData, mean: np.ndarray, std: np.ndarray, temperature: float) -> None:
+        self.task = task.task
+        self.x = torch.as_tensor((task.features - mean) / std, dtype=torch.float32)
+        self.codes = torch.as_tensor(task.codes, dtype=torch.float32)
+        self.y = torch.as_tensor(task.objectives, dtype=torch.float32)
+        self.w = task_weights(self.y, temperature)
+
+    def subset(self, idx: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.codes[idx], task_weights(self.y[idx], temperature)
+
+
+def task_loss(pred: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted squared distance of the predicted code to the task's trials."""
+    return (weights * ((codes - pred) ** 2).sum(-1)).sum()
+
+
+
+
+def init_member(seed: int, n_features: int, hidden: int) -> tuple[SchedulePredictor, np.random.Generator, torch.Generator]:
+    """A freshly initialised member and the random generators of its training, all from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = SchedulePredictor(n_features, hidden)
+    return net, np.random.default_rng(seed), gen
+
+
+def sample_tasks(rng: np.random.Generator, tasks: list[TaskBatch], k: int) -> list[TaskBatch]:
+    """``k`` distinct tasks (all of them when there are fewer)."""
+    return [tasks[i] for i in rng.choice(len(tasks), min(k, len(tasks)), replace=False)]

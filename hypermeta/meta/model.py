@@ -1,0 +1,284 @@
+"""The meta-learner: an ensemble of schedule predictors with its feature normalisation, uncertainty and files.
+
+Methods (:data:`hypermeta.meta.method.METHODS`): ``multitask``, ``reptile``, ``maml``, ``fomaml`` and
+``nearest-task``, one file each under :mod:`hypermeta.meta`.
+
+Uncertainty: :class:`MetaModel` is an ensemble (members differ in seed and in a bootstrap resample of the
+training tasks); a prediction comes with the members' disagreement and the distance to the nearest
+training task, both compared with what was seen on the training tasks (leave-one-out), and an
+out-of-distribution warning when either is well outside it (:data:`OOD_DISTANCE_FACTOR`,
+:data:`OOD_DISAGREEMENT_FACTOR`).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from hypermeta.meta.data import (SPACE, MetaTrainConfig, SchedulePredictor, TaskBatch, TaskData, task_loss)
+from hypermeta.meta.method import Method, get_method
+from hypermeta.seeds import member_seed
+from hypermeta.space import SPACE_VERSION, DQNConfig
+from hypermeta.tasks.features import FEATURE_NAMES, FEATURE_VERSION
+
+#: Bumped when the weights format changes.
+FORMAT_VERSION = "1"
+MIN_FEATURE_STD = 0.05
+#: A task is out of distribution when its nearest training task is farther than this many times the largest
+#: leave-one-out nearest distance among the training tasks ...
+OOD_DISTANCE_FACTOR = 1.5
+#: ... or when the ensemble disagrees more than this many times the most it did on a training task.
+OOD_DISAGREEMENT_FACTOR = 2.0
+
+
+class OutOfDistributionWarning(UserWarning):
+    """The task looks unlike every training task: treat the prediction as a guess, not a tuned value."""
+
+
+@dataclass
+class Prediction:
+    """A predicted configuration with its uncertainty."""
+
+    config: DQNConfig
+    code: np.ndarray
+    disagreement: float  # mean std of the members' codes
+    nearest_task: str
+    nearest_distance: float  # standardised feature distance to the nearest training task
+    out_of_distribution: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "disagreement": self.disagreement, "nearest_task": self.nearest_task,
+                "nearest_distance": self.nearest_distance, "out_of_distribution": self.out_of_distribution,
+                "reasons": self.reasons}
+
+
+class MetaModel:
+    """An ensemble of :class:`SchedulePredictor` (or, for ``nearest-task``, the training tasks' best codes),
+    with feature normalisation and the training tasks it has seen."""
+
+    def __init__(self, method: str, members: list[SchedulePredictor], mean: np.ndarray, std: np.ndarray,
+                 task_names: list[str], task_features: np.ndarray, task_best: np.ndarray,
+                 train_config: MetaTrainConfig, feature_names: Sequence[str] = FEATURE_NAMES,
+                 thresholds: dict[str, float] | None = None) -> None:
+        self.method = method
+        self.members = members
+        self.mean, self.std = np.asarray(mean, float), np.asarray(std, float)
+        self.task_names = list(task_names)
+        self.task_features = np.asarray(task_features, float)
+        self.task_best = np.asarray(task_best, float)
+        self.train_config = train_config
+        self.feature_names = tuple(feature_names)
+        self.thresholds = thresholds or self._calibrate()
+
+    @property
+    def algorithm(self) -> Method:
+        return get_method(self.method)(self.train_config)
+
+    # -- prediction --
+    def _z(self, features: np.ndarray) -> np.ndarray:
+        return (np.asarray(features, float) - self.mean) / self.std
+
+    def _member_codes(self, features: np.ndarray) -> np.ndarray:
+        if not self.members:  # a method without networks (nearest-task): the nearest training task's best
+            return self.task_best[[self._nearest(features)[0]]]
+        x = torch.as_tensor(self._z(features), dtype=torch.float32)
+        with torch.no_grad():
+            return np.stack([m(x).numpy().astype(np.float64) for m in self.members])
+
+    def _nearest(self, features: np.ndarray, exclude: int | None = None) -> tuple[int, float]:
+        d = np.linalg.norm(self._z(self.task_features) - self._z(features), axis=1)
+        if exclude is not None:
+            d[exclude] = np.inf
+        i = int(np.argmin(d))
+        return i, float(d[i])
+
+    def _calibrate(self) -> dict[str, float]:
+        """Leave-one-out nearest distances and member disagreement on the training tasks."""
+        n = len(self.task_names)
+        dists = [self._nearest(self.task_features[i], exclude=i)[1] for i in range(n)] if n > 1 else [0.0]
+        spread = [float(self._member_codes(f).std(0).mean()) for f in self.task_features]
+        return {"distance": OOD_DISTANCE_FACTOR * float(np.max(dists)) + 1e-9,
+                "disagreement": OOD_DISAGREEMENT_FACTOR * float(np.max(spread)) + 1e-9}
+
+    def predict(self, features: np.ndarray | Any, warn: bool = True) -> Prediction:
+        """Predict a configuration for a task's features (a ``TaskFeatures`` or a vector in feature order)."""
+        features = self._check_features(features)
+        codes = self._member_codes(features)
+        code = codes.mean(0)
+        disagreement = float(codes.std(0).mean())
+        i, dist = self._nearest(features)
+        reasons = []
+        if dist > self.thresholds["distance"]:
+            reasons.append(f"its features are {dist:.2f} (standardised) from the nearest training task "
+                           f"{self.task_names[i]!r}; training tasks lie within "
+                           f"{self.thresholds['distance'] / OOD_DISTANCE_FACTOR:.2f} "
+                           "of each other")
+        if disagreement > self.thresholds["disagreement"]:
+            reasons.append(f"the ensemble disagrees ({disagreement:.3f}, more than {OOD_DISAGREEMENT_FACTOR:g} "
+                           "times the most seen on a training task)")
+        pred = Prediction(SPACE.decode(code), code, disagreement, self.task_names[i], dist, bool(reasons), reasons)
+        if reasons and warn:
+            warnings.warn("out of distribution: " + "; ".join(reasons) + ". Consider a few Optuna trials "
+                          "(`hypermeta study --enqueue`) or `adapt()`.", OutOfDistributionWarning, stacklevel=2)
+        return pred
+
+    def _check_features(self, features: Any) -> np.ndarray:
+        names = getattr(features, "names", None)
+        if names is not None:
+            if tuple(names) != self.feature_names:
+                raise ValueError("task features were computed with other feature names than the weights expect; "
+                                 "probe them with this hypermeta version")
+            features = features.values
+        features = np.asarray(features, dtype=np.float64)
+        if features.shape != (len(self.feature_names),) or not np.all(np.isfinite(features)):
+            raise ValueError(f"features must be {len(self.feature_names)} finite numbers in the order "
+                             f"FEATURE_NAMES, got shape {features.shape}")
+        return features
+
+    # -- few-shot adaptation --
+    def adapt(self, trials: Sequence[tuple[DQNConfig, float]], features: np.ndarray | Any, steps: int | None = None,
+              lr: float | None = None) -> MetaModel:
+        """A copy adapted to one new task from a few observed ``(config, normalised objective)`` trials.
+
+        Every member takes ``steps`` inner steps (the method's own inner loop: SGD for MAML/FOMAML, Adam
+        for Reptile and multitask) on the per-task loss of these trials; ``nearest-task`` instead returns
+        the best observed configuration. The original model is unchanged.
+        """
+        features = self._check_features(features)
+        if not trials:
+            raise ValueError("adapt needs at least one (config, objective) trial")
+        codes = np.stack([SPACE.encode(c) for c, _ in trials])
+        objectives = np.array([float(v) for _, v in trials])
+        data = TaskData("adapt", features, codes, objectives)
+        cfg = self.train_config
+        steps = cfg.inner_steps if steps is None else steps
+        clone = MetaModel(self.method, [], self.mean, self.std, self.task_names, self.task_features, self.task_best,
+                          cfg, self.feature_names, self.thresholds)
+        if not self.algorithm.learned:
+            clone.task_names = [*self.task_names, "adapted"]
+            clone.task_features = np.vstack([self.task_features, features])
+            clone.task_best = np.vstack([self.task_best, data.best_code()])
+            return clone
+        batch = TaskBatch(data, self.mean, self.std, cfg.temperature)
+        for member in self.members:
+            net = SchedulePredictor(len(self.feature_names), cfg.hidden)
+            net.load_state_dict(member.state_dict())
+            opt = self.algorithm.adapt_optimizer(net.parameters(), lr)
+            for _ in range(steps):
+                opt.zero_grad()
+                task_loss(net(batch.x), batch.codes, batch.w).backward()
+                opt.step()
+            clone.members.append(net)
+        return clone
+
+    # -- files --
+    def save(self, path: str | Path) -> Path:
+        """Write ``PATH.safetensors`` (tensors) and ``PATH.json`` (metadata); returns the safetensors path."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+        tensors = {"norm.mean": torch.as_tensor(self.mean), "norm.std": torch.as_tensor(self.std),
+                   "tasks.features": torch.as_tensor(self.task_features), "tasks.best": torch.as_tensor(self.task_best)}
+        for i, m in enumerate(self.members):
+            for k, v in m.state_dict().items():
+                tensors[f"member{i}.{k}"] = v.detach().clone().contiguous()
+        meta = {"format_version": FORMAT_VERSION, "space": SPACE.name, "space_version": SPACE_VERSION,
+                "feature_version": FEATURE_VERSION, "feature_names": list(self.feature_names),
+                "code_names": SPACE.encoded_names, "method": self.method, "members": len(self.members),
+                "training_tasks": self.task_names, "train_config": asdict(self.train_config),
+                "thresholds": self.thresholds}
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        weights = stem.with_suffix(".safetensors")
+        save_file(tensors, str(weights), metadata={"hypermeta": json.dumps(meta)})
+        stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        return weights
+
+    @classmethod
+    def load(cls, path: str | Path) -> MetaModel:
+        """Load weights written by :meth:`save`. Only safetensors are read: no code is executed."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if path.suffix == ".json":
+            path = path.with_suffix(".safetensors")
+        elif path.suffix != ".safetensors":
+            raise ValueError(f"{str(path)!r}: hypermeta weights are .safetensors files (with a .json beside them); "
+                             "pickle files (.pt, .pth, .pkl) are refused because loading them can run code")
+        if not path.is_file():
+            raise ValueError(f"weights file {str(path)!r} does not exist")
+        meta_path = path.with_suffix(".json")
+        if not meta_path.is_file():
+            raise ValueError(f"{str(meta_path)!r} (the metadata written beside the weights) does not exist")
+        meta = json.loads(meta_path.read_text())
+        for key, want in (("format_version", FORMAT_VERSION), ("space_version", SPACE_VERSION),
+                          ("feature_version", FEATURE_VERSION)):
+            if meta.get(key) != want:
+                raise ValueError(f"{str(path)!r} was written with {key} {meta.get(key)!r}, this hypermeta needs "
+                                 f"{want!r}: retrain it with `hypermeta meta-train`")
+        if meta.get("space") != SPACE.name or meta.get("code_names") != SPACE.encoded_names:
+            raise ValueError(f"{str(path)!r} predicts another search space ({meta.get('space')!r}); retrain it")
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{str(path)!r} is not a valid safetensors file ({exc}); pickle files are refused") \
+                from None
+        cfg = MetaTrainConfig(**meta["train_config"])
+        members = []
+        for i in range(meta["members"]):
+            net = SchedulePredictor(len(meta["feature_names"]), cfg.hidden)
+            prefix = f"member{i}."
+            net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            members.append(net)
+        return cls(meta["method"], members, tensors["norm.mean"].numpy(), tensors["norm.std"].numpy(),
+                   meta["training_tasks"], tensors["tasks.features"].numpy(), tensors["tasks.best"].numpy(), cfg,
+                   meta["feature_names"], meta["thresholds"])
+
+
+def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> MetaModel:
+    """Train a :class:`MetaModel` on the training tasks. Deterministic for ``cfg.seed``."""
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("meta-training needs at least one task")
+    feats = np.stack([t.features for t in tasks])
+    mean = feats.mean(0)
+    std = feats.std(0)
+    # Nearly constant features would dominate distances and inputs once scaled: floor their scale. Features
+    # are O(1) by construction (logs, fractions, symlogs), so 0.05 is "no meaningful variation".
+    std = np.maximum(std, MIN_FEATURE_STD)
+    best = np.stack([t.best_code() for t in tasks])
+    names = [t.task for t in tasks]
+    algorithm = get_method(cfg.method)(cfg)
+    if not algorithm.learned:
+        return MetaModel(cfg.method, [], mean, std, names, feats, best, cfg)
+    torch.set_num_threads(1)
+    batches = [TaskBatch(t, mean, std, cfg.temperature) for t in tasks]
+    members = []
+    rng = np.random.default_rng(cfg.seed)
+    for k in range(cfg.ensemble):
+        # bootstrap over tasks (all of them for a single member, so one member sees every task)
+        chosen = batches if cfg.ensemble == 1 else [batches[i] for i in rng.choice(len(batches), len(batches))]
+        members.append(algorithm.train_member(chosen, len(mean), member_seed(cfg.seed, k)))
+    return MetaModel(cfg.method, members, mean, std, names, feats, best, cfg)
+
+
+def default_weights_path() -> Path:
+    return Path(__file__).parent.parent / "weights" / "default.safetensors"
+
+
+def load_default() -> MetaModel:
+    """The weights shipped with hypermeta (see ``studies/reports/meta/`` for how they were chosen)."""
+    path = default_weights_path()
+    if not path.is_file():
+        raise ValueError(f"the default weights {str(path)!r} are missing from this installation; train some with "
+                         "`hypermeta meta-train` and pass them explicitly")
+    return MetaModel.load(path)
+

@@ -1,0 +1,106 @@
+"""What every report renderer shares: number formats, the protocol sentences, aggregates, plots and files.
+
+Renderers only read runs (and the small data files the run stage writes beside them) and a spec; every
+number and setting in their text comes from those, never typed in as prose.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hypermeta.experiments.measurement import Measurement, Normalizer
+from hypermeta.experiments.pipeline import BOOTSTRAP_REPS, summarize
+from hypermeta.seeds import TEST_SEED_START
+
+
+def fmt_ci(row: Any, key: str = "") -> str:
+    """``iqm [low, high]`` of an aggregate row (columns ``iqm``/``ci_low``/``ci_high``, optionally suffixed)."""
+    sfx = f"_{key}" if key else ""
+    return f"{row['iqm' + sfx]:.3f} [{row['ci_low' + sfx]:.3f}, {row['ci_high' + sfx]:.3f}]"
+
+
+def generated_line(command: str) -> str:
+    return f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `{command}`."
+
+
+def test_seed_text(n: int) -> str:
+    return f"{n} test seeds ({TEST_SEED_START:,}..{TEST_SEED_START + n - 1:,})"
+
+
+test_seed_text.__test__ = False  # type: ignore[attr-defined]
+
+
+def score_text(n_evals: int, eval_episodes: int) -> str:
+    return (f"normalised AUC = mean over {n_evals} evenly spaced greedy evaluations of {eval_episodes} episodes of "
+            "(R - R_random) / (R_reference - R_random), R_reference = the env's reward_threshold")
+
+
+def iqm_text() -> str:
+    return (f"IQM over all runs × tasks with 95% stratified bootstrap CI (rliable, {BOOTSTRAP_REPS:,} "
+            "resamples)")
+
+
+def aggregate(runs: pd.DataFrame, methods: Sequence[str], tasks: Sequence[str], metric: str = "auc") -> pd.DataFrame:
+    """IQM with CI per method over ``tasks`` (methods missing on a task are left out)."""
+    present = [m for m in methods if all(((runs["task"] == t) & (runs["method"] == m)).any() for t in tasks)]
+    return summarize(runs, present, tasks, metric)
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
+def plot_learning_curves(runs: pd.DataFrame, tasks: dict[str, Measurement], methods: Sequence[str], path: Path) -> None:
+    """Mean ± s.e. normalised evaluation return over training, one panel per task."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, (task, measurement) in zip(axes[0], tasks.items()):
+        norm = Normalizer.for_task(task)
+        for m in methods:
+            sel = runs[(runs["task"] == task) & (runs["method"] == m)]
+            curves = np.array([norm(np.array(json.loads(c))) for c in sel["curve"]])
+            mean, sem = curves.mean(0), curves.std(0) / np.sqrt(len(curves))
+            ax.plot(measurement.eval_steps, mean, marker="o", ms=3, label=m)
+            ax.fill_between(measurement.eval_steps, mean - sem, mean + sem, alpha=0.15)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("environment steps")
+    axes[0][0].set_ylabel("normalised return (mean ± s.e.)")
+    axes[0][-1].legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_score_distributions(runs: pd.DataFrame, methods: Sequence[str], path: Path) -> None:
+    """Fraction of runs above each normalised AUC (a performance profile)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    taus = np.linspace(-0.5, 1.5, 201)
+    for m in methods:
+        scores = runs[runs["method"] == m]["auc"].to_numpy()
+        ax.plot(taus, [(scores > t).mean() for t in taus], label=m)
+    ax.set_xlabel("normalised AUC τ")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def write_markdown(path: Path, lines: Sequence[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
