@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from scipy.stats import trim_mean
 from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
@@ -206,6 +207,11 @@ def test_meta_report_end_to_end(tmp_path):
         assert MetaModel.load(tmp_path / "weights" / f"{method}.safetensors").method == method
     runs = pd.read_csv(tmp_path / "report" / "runs.csv")
     assert set(runs["task"]) == {"cartpole:gravity=12", "frozenlake:success_rate=0.5", "mountaincar:force=0.002"}
+    by_method = pd.read_csv(tmp_path / "report" / "runs_by_method.csv")
+    family = text.split("### held-out family")[1].split("###")[0]
+    for method in ("hypermeta-maml", "base", "optuna-tpe@2"):  # the held-out family's table is its runs' mean AUC
+        sel = by_method[(by_method["method"] == method) & (by_method["task"] == "mountaincar:force=0.002")]
+        assert f"| {method} | {trim_mean(sel['auc'], 0.25):.3f} [" in family
 
 
 def test_shipped_default_weights_predict_and_drive_the_callback():

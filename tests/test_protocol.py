@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from scipy.stats import trim_mean
 from scipy import stats
 
 from hypermeta import DQNConfig, get_space
@@ -123,6 +125,14 @@ def test_comparison_runs_end_to_end_and_writes_the_report(tmp_path):
     assert set(runs["seed"]) == {TEST_SEED_START, TEST_SEED_START + 1}
     trials = pd.read_csv(tmp_path / "report" / "trials.csv")
     assert len(trials) == 2 and (trials["user_attrs_seeds"].map(lambda s: max(json.loads(s))) < TEST_SEED_START).all()
+    # the table's numbers are the runs' numbers: IQM (25% trimmed mean) of every run's AUC and final score
+    by_method = pd.read_csv(tmp_path / "report" / "runs_by_method.csv")
+    for method in ("base", "rl-zoo", "optuna-random@2"):
+        sel = by_method[by_method["method"] == method]
+        auc, final = trim_mean(sel["auc"], 0.25), trim_mean(sel["final_score"], 0.25)
+        assert re.search(rf"\| {re.escape(method)} \| {auc:.3f} \[[-0-9.]+, [-0-9.]+\] \| {final:.3f} \[", text)
+    cost = pd.read_csv(tmp_path / "report" / "tuning_cost.csv")
+    assert cost["env_steps"].iloc[-1] == trials["user_attrs_env_steps"].sum()
 
 
 def test_comparison_file_errors_are_clear(tmp_path):

@@ -130,20 +130,29 @@ def score_matrix(runs: pd.DataFrame, method: str, tasks: Sequence[str], metric: 
 
 
 def iqm_with_ci(scores: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS, seed: int = 0) -> pd.DataFrame:
-    """IQM and 95% stratified bootstrap CI per method (rliable); ``scores[m]`` is ``(runs, tasks)``."""
+    """IQM and 95% stratified bootstrap CI per method (rliable); ``scores[m]`` is ``(runs, tasks)``.
+
+    rliable's ``StratifiedBootstrap`` draws its resamples from NumPy's *global* generator (its ``random_state``
+    argument only seeds arch's unused one), so every method's bootstrap runs under the global generator seeded
+    with ``seed`` (restored afterwards): CIs are reproducible and do not depend on the other methods.
+    """
     from rliable import library as rly
     from rliable import metrics
 
-    with warnings.catch_warnings():  # rliable 1.2 passes arch's deprecated random_state; results are unchanged
-        warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
-        point, ci = rly.get_interval_estimates(
-            scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
-            random_state=np.random.RandomState(seed),
-        )
-    return pd.DataFrame(
-        [{"method": m, "iqm": float(point[m][0]), "ci_low": float(ci[m][0, 0]), "ci_high": float(ci[m][1, 0]),
-          "runs": int(scores[m].size)} for m in scores]
-    )
+    rows = []
+    for method, x in scores.items():
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            with warnings.catch_warnings():  # rliable 1.2 passes arch's deprecated random_state
+                warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+                point, ci = rly.get_interval_estimates({method: x}, lambda v: np.array([metrics.aggregate_iqm(v)]),
+                                                       reps=reps)
+        finally:
+            np.random.set_state(state)
+        rows.append({"method": method, "iqm": float(point[method][0]), "ci_low": float(ci[method][0, 0]),
+                     "ci_high": float(ci[method][1, 0]), "runs": int(x.size)})
+    return pd.DataFrame(rows, columns=["method", "iqm", "ci_low", "ci_high", "runs"])
 
 
 def summarize(runs: pd.DataFrame, methods: Iterable[str], tasks: Sequence[str], metric: str = "auc",

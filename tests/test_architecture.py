@@ -1,0 +1,115 @@
+"""The layout's promises: no import circles, a light CLI, short report functions, registries that resolve."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hypermeta
+from hypermeta.experiments.runner import RUNNERS, Runner, get_runner
+from hypermeta.meta.method import METHODS, Method, get_method
+
+PACKAGE = Path(hypermeta.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """hypermeta module -> hypermeta modules it imports anywhere (top level or inside functions), except
+    under ``if TYPE_CHECKING:`` (annotations only, never executed)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            graph[name] |= {t for t in targets if t in modules and t != name and not path.name == "__init__.py"}
+    return graph
+
+
+def test_no_import_circles():
+    graph = _import_graph()
+    assert len(graph) > 20
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                pytest.fail("import circle: " + " -> ".join(stack[stack.index(nxt):] + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [node])
+        state[node] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])
+
+
+def test_data_flows_one_way():
+    graph = _import_graph()
+    for module, deps in graph.items():
+        layer = module.split(".")[1] if "." in module else ""
+        if layer in ("tasks", "meta"):  # below the experiments and the reports
+            assert not {d for d in deps if d.startswith(("hypermeta.experiments", "hypermeta.reports"))}, module
+        if layer == "experiments":
+            assert not {d for d in deps if d.startswith("hypermeta.reports")}, module
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["families"], ["space"], ["meta-train", "--help"]])
+def test_light_commands_import_neither_torch_nor_sb3(argv):
+    code = ("import sys; from hypermeta.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print('\\n' + __import__('json').dumps(sorted(m for m in ('torch', 'stable_baselines3', 'optuna') "
+            "if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+def test_report_functions_are_short():
+    for path in (PACKAGE / "reports").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{path.name}:{node.lineno} {node.name} has {length} lines"
+
+
+def test_public_api_resolves_and_holds_what_the_readme_documents():
+    for name in hypermeta.__all__:
+        assert getattr(hypermeta, name) is not None
+    readme = (PACKAGE.parent / "README.md").read_text()
+    for name in ("HyperMetaCallback", "DQNConfig", "MetaModel", "OutOfDistributionWarning", "predict_config",
+                 "probe_features", "make_env", "Runner"):
+        assert name in hypermeta.__all__ and name in readme
+    with pytest.raises(AttributeError, match="no attribute 'PARAMS'"):
+        hypermeta.PARAMS  # internals stay internal  # noqa: B018
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_resolves_to_its_class(name):
+    cls = get_method(name)
+    assert issubclass(cls, Method) and cls.name == name
+
+
+def test_every_registered_runner_resolves():
+    for name in RUNNERS:
+        runner = get_runner(name)
+        assert isinstance(runner, Runner) and runner.name == name
+    with pytest.raises(ValueError, match="unknown runner 'gpu'"):
+        get_runner("gpu")
