@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 
 def _load_config(path: str | None):
@@ -266,17 +266,50 @@ def _add_measurement_args(p: argparse.ArgumentParser) -> None:
     from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
 
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
-    p.add_argument("--timesteps", type=int, required=True, help="training steps per run")
-    p.add_argument("--n-evals", type=int, default=N_EVALS, help="evenly spaced evaluations per run")
-    p.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="greedy episodes per evaluation")
-    p.add_argument("--reference", type=float, help="return that normalises to 1 (default: reward_threshold)")
-    p.add_argument("--workers", type=int, default=1, help="processes on this machine")
+    p.add_argument("--timesteps", type=positive_int, required=True, help="training steps per run")
+    p.add_argument("--n-evals", type=positive_int, default=N_EVALS, help="evenly spaced evaluations per run")
+    p.add_argument("--eval-episodes", type=positive_int, default=EVAL_EPISODES, help="greedy episodes per evaluation")
+    p.add_argument("--reference", type=finite_float, help="return that normalises to 1 (default: reward_threshold)")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes on this machine")
     p.add_argument("--progress", action="store_true")
 
 
+def nonneg_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``hypermeta CMD: error: ...``, exit 2) instead of usage dumps."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hypermeta", description=__doc__.strip() + " See README.md.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="hypermeta", description=__doc__.strip() + " See README.md.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("families", help="list task families and their context features")
     p.add_argument("--json", action="store_true")
@@ -291,28 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", help="YAML/JSON file of DQNConfig fields (default: the base configuration)")
     p.add_argument("--format", choices=["yaml", "json", "zoo"], default="yaml")
     p.add_argument("--env", default="CartPole-v1", help="env id of the rl-zoo entry")
-    p.add_argument("--timesteps", type=int, default=100_000, help="n_timesteps of the rl-zoo entry")
+    p.add_argument("--timesteps", type=positive_int, default=100_000, help="n_timesteps of the rl-zoo entry")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("features", help="probe the task features of an environment")
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("train", help="train SB3 DQN with the hypermeta callback, then evaluate it")
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
-    p.add_argument("--timesteps", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timesteps", type=positive_int, required=True)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--schedule", help="YAML/JSON file of DQNConfig fields (default: predicted by the meta-learner)")
     p.add_argument("--base", action="store_true", help="use the base configuration instead of a prediction")
     p.add_argument("--weights", help="meta-learner .safetensors (default: the weights shipped with hypermeta)")
-    p.add_argument("--n-envs", type=int, default=1)
-    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--n-envs", type=positive_int, default=1)
+    p.add_argument("--eval-episodes", type=positive_int, default=10)
     p.add_argument("--progress", action="store_true", help="show SB3's progress bar")
     p.add_argument("--save", help="save the trained model (DQN.save) to this path")
     p.add_argument("--tensorboard", help="TensorBoard log directory")
-    p.add_argument("--verbose", type=int, default=0)
+    p.add_argument("--verbose", type=nonneg_int, default=0)
     p.set_defaults(func=cmd_train)
 
     from hypermeta.experiments.defaults import (DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS,
@@ -322,16 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_measurement_args(p)
     p.add_argument("--space", choices=["schedule", "full"], default="schedule")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe")
-    p.add_argument("--sampler-seed", type=int, default=0, help="worker i seeds its sampler with this + i")
+    p.add_argument("--sampler-seed", type=nonneg_int, default=0, help="worker i seeds its sampler with this + i")
     p.add_argument("--pruner", choices=PRUNERS, default="median")
-    p.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials to reach")
-    p.add_argument("--seeds-per-trial", type=int, default=1)
+    p.add_argument("--trials", type=positive_int, required=True, help="finished (complete or pruned) trials to reach")
+    p.add_argument("--seeds-per-trial", type=positive_int, default=1)
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL (sqlite:///..., postgresql+psycopg2://...)")
     p.add_argument("--study-name", help="default: task|space|sampler|T<timesteps>|m<seeds>")
     p.add_argument("--enqueue", help="YAML/JSON config (or list of configs) to try first")
-    p.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_INTERVAL,
+    p.add_argument("--heartbeat-interval", type=positive_int, default=HEARTBEAT_INTERVAL,
                    help="seconds between a running trial's heartbeats in the storage")
-    p.add_argument("--grace-period", type=int, default=GRACE_PERIOD,
+    p.add_argument("--grace-period", type=positive_int, default=GRACE_PERIOD,
                    help="seconds without heartbeat after which a trial counts as dead and is retried once")
     p.set_defaults(func=cmd_study)
 
@@ -341,20 +374,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="sb3-default, rl-zoo or base")
     p.add_argument("--study", help="name of a study whose best configuration to evaluate")
     p.add_argument("--storage", default=DEFAULT_STORAGE)
-    p.add_argument("--seeds", type=int, default=TEST_SEEDS, help="number of test seeds")
+    p.add_argument("--seeds", type=positive_int, default=TEST_SEEDS, help="number of test seeds")
     p.add_argument("--out", default="studies/results/evaluations.csv", help="per-seed results CSV (appended)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="run a comparison file (studies, baselines, test runs) and write its report")
     p.add_argument("spec", help="comparison YAML, e.g. studies/baselines.yaml")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("collect", help="run the training studies of a task distribution and export the dataset")
     p.add_argument("distribution", help="task distribution YAML, e.g. studies/meta/tasks.yaml")
-    p.add_argument("--workers", type=int, default=1, help="processes on this machine (per study)")
-    p.add_argument("--trials", type=int, help="finished trials per training task (default: the file's)")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes on this machine (per study)")
+    p.add_argument("--trials", type=positive_int, help="finished trials per training task (default: the file's)")
     p.add_argument("--list", action="store_true", help="print the training and held-out tasks, then exit")
     p.add_argument("--export-only", action="store_true", help="only export the dataset of what exists")
     p.add_argument("--progress", action="store_true")
@@ -366,9 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=list(METHODS), required=True)
     p.add_argument("--data", default="studies/meta/dataset.csv", help="dataset CSV from `hypermeta collect`")
     p.add_argument("--out", required=True, help="weights path (writes PATH.safetensors and PATH.json)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ensemble", type=int, default=5, help="networks in the ensemble")
-    p.add_argument("--iterations", type=int, help="outer steps / epochs (default: the method's)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--ensemble", type=positive_int, default=5, help="networks in the ensemble")
+    p.add_argument("--iterations", type=positive_int, help="outer steps / epochs (default: the method's)")
     p.set_defaults(func=cmd_meta_train)
 
     p = sub.add_parser("predict", help="predict the lr and epsilon schedules of a task with the meta-learner")
@@ -379,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("meta-report", help="zero-shot predictions vs baselines and Optuna on the held-out tasks")
     p.add_argument("distribution", help="task distribution YAML, e.g. studies/meta/tasks.yaml")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--retrain", action="store_true", help="meta-train every method again even if weights exist")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_meta_report)
@@ -387,10 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")
     p.add_argument("which", choices=["overhead", "workers"])
     p.add_argument("--task", default="CartPole-v1")
-    p.add_argument("--timesteps", type=int, default=20_000, help="overhead: steps per run; workers: per trial")
-    p.add_argument("--repeats", type=int, default=7, help="overhead benchmark: interleaved pairs")
+    p.add_argument("--timesteps", type=positive_int, default=20_000, help="overhead: steps per run; workers: per trial")
+    p.add_argument("--repeats", type=positive_int, default=7, help="overhead benchmark: interleaved pairs")
     p.add_argument("--out", help="default: studies/reports/<which>.md")
-    p.add_argument("--trials", type=int, default=8, help="workers benchmark: trials per measurement")
+    p.add_argument("--trials", type=positive_int, default=8, help="workers benchmark: trials per measurement")
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -410,7 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as exc:
-        print(f"hypermeta {args.command}: error: {exc}", file=sys.stderr)
+        print(f"hypermeta {args.command}: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line
+        return 2
+    except OSError as exc:  # an unreadable input or unwritable output path
+        print(f"hypermeta {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return 2
 
 

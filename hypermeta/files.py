@@ -9,17 +9,43 @@ from typing import Any, Sequence, TypeVar
 T = TypeVar("T")
 
 
-def dataclass_from_yaml(cls: type[T], path: str | Path, what: str) -> T:
-    """Build the dataclass ``cls`` from a YAML mapping file; ``what`` names the file in error messages."""
+def read_yaml(path: str | Path, what: str) -> Any:
+    """Parse a YAML or JSON file (YAML is a superset of JSON). Errors are one line, ``file:line:column:
+    message`` (1-based), naming ``what`` the file is for.
+
+    >>> import tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "c.yaml")
+    >>> _ = open(f, "w").write("lr_initial: 0.001\nlr_shape: [linear\n")
+    >>> try:
+    ...     read_yaml(f, "schedule file")
+    ... except ValueError as e:
+    ...     print(str(e).split(": ", 1)[0].endswith("c.yaml:3:1"))
+    True
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{what} file {str(path)!r} does not exist")
+        raise ValueError(f"{what} {str(path)!r} does not exist")
     try:
-        data: Any = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {exc}") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{what} file {str(path)!r} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        context = getattr(exc, "context", None)
+        detail = f"{problem} ({' '.join(context.split())})" if context else problem
+        raise ValueError(f"{where}: {what} is not valid YAML/JSON: {detail}") from None
+
+
+def dataclass_from_yaml(cls: type[T], path: str | Path, what: str) -> T:
+    """Build the dataclass ``cls`` from a YAML mapping file; ``what`` names the file in error messages."""
+    path = Path(path)
+    data = read_yaml(path, f"{what} file")
     if not isinstance(data, dict):
         raise ValueError(f"{what} file {str(path)!r} must be a mapping")
     valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]

@@ -286,15 +286,13 @@ class DQNConfig:
     @classmethod
     def load(cls, path: str | Path) -> DQNConfig:
         """Read a YAML or JSON file written by :meth:`save` (or by hand, with any subset of fields)."""
-        import yaml
+        from hypermeta.files import read_yaml
 
         path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"schedule file {str(path)!r} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-        except yaml.YAMLError as exc:
-            raise ValueError(f"schedule file {str(path)!r} is not valid YAML/JSON: {exc}") from None
+        data = read_yaml(path, "schedule file")
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"schedule file {str(path)!r} must be a mapping of DQNConfig fields, got a "
+                             f"{type(data).__name__}")
         try:
             return cls.from_dict(data if data is not None else {}, source=f"schedule file {str(path)!r}")
         except (ValueError, TypeError) as exc:

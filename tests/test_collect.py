@@ -135,12 +135,12 @@ def _monitored(task, path):
     return lambda: Monitor(make_env(task), filename=str(path))
 
 
-@pytest.mark.parametrize("kind", ["monitor-file", "monitor-dir", "vecnormalize", "subprocess"])
+@pytest.mark.parametrize("kind", ["monitor-file", "monitor-file-gym-id", "monitor-dir", "vecnormalize", "subprocess"])
 def test_default_predictor_probes_a_fresh_env_never_the_training_env(tmp_path, nearest, kind):
     """rl-zoo3 and make_vec_env(monitor_dir=...) wrap envs in a Monitor writing a file (not deep-copyable);
     VecNormalize and SubprocVecEnv hide the envs. The probe rebuilds the env from its task id instead."""
-    task = "cartpole:length=0.8"
-    if kind == "monitor-file":
+    task = "CartPole-v1" if kind == "monitor-file-gym-id" else "cartpole:length=0.8"
+    if kind.startswith("monitor-file"):  # a gymnasium id is rebuilt from its EnvSpec, a task id from the task
         venv = DummyVecEnv([_monitored(task, tmp_path / "m")])
     elif kind == "monitor-dir":
         venv = make_vec_env(env_factory(task), n_envs=2, seed=1, monitor_dir=str(tmp_path / "mon"))
@@ -155,7 +155,7 @@ def test_default_predictor_probes_a_fresh_env_never_the_training_env(tmp_path, n
         expected = predict_config(task, nearest, warn=False).prediction
         assert callback.prediction.nearest_task == expected.nearest_task
         assert callback.config == expected.config
-        if kind == "monitor-file":  # the training env took exactly the training steps, no probe steps
+        if kind.startswith("monitor-file"):  # the training env took exactly the training steps, no probe steps
             assert venv.envs[0].get_total_steps() == model.num_timesteps
     finally:
         venv.close()

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,11 +30,11 @@ import pandas as pd
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hypermeta.experiments.defaults import (DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL, PRUNERS,
-                                            SAMPLERS)
-from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+from hypermeta.experiments.defaults import (DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD, HEARTBEAT_INTERVAL,
+                                            N_EVALS, PRUNERS, SAMPLERS)
 from hypermeta.experiments.measurement import DivergenceError, Measurement, Normalizer
 from hypermeta.experiments.runner import DEFAULT_RUNNER, Job, Runner, get_runner
+from hypermeta.files import read_yaml
 from hypermeta.seeds import tuning_seeds, worker_seed
 from hypermeta.space import SPACE_VERSION, DQNConfig, get_space
 from hypermeta.tasks.families import make_env
@@ -71,26 +73,126 @@ class StudySpec:
         return {**asdict(self), "space_version": SPACE_VERSION}
 
 
-def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> RDBStorage:
-    """An RDB storage with heartbeat and one retry of trials whose process died.
+class _Storage(RDBStorage):
+    """Optuna's RDB storage, plus: a RUNNING trial that has no heartbeat row at all and started more than
+    ``grace_period`` seconds ago is stale too.
 
-    ``url`` is a SQLAlchemy URL (``sqlite:///path.db``, ``postgresql+psycopg2://user:pw@host/db``).
-    The parent folder of a SQLite file is created.
+    Optuna only fails trials whose *last* heartbeat is old, so a process killed between creating a trial
+    and storing its first heartbeat left a RUNNING trial nobody would ever fail, and a resumed study waited
+    for it forever. A live process stores its first heartbeat as soon as the sampler has proposed the
+    trial's parameters (milliseconds; seconds at most for GP sampling), far less than the grace period, so
+    this never fails a live trial. ``datetime_start`` is the creating process's clock: with several
+    machines, keep their clocks within a fraction of the grace period (NTP does).
     """
-    if "://" not in url:
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = set(super()._get_stale_trial_ids(study_id))
+        grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
+        now = datetime.now()
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial._trial_id in stale or trial.datetime_start is None:
+                continue
+            if (now - trial.datetime_start).total_seconds() > grace and not self._has_heartbeat(trial._trial_id):
+                stale.add(trial._trial_id)
+        return sorted(stale)
+
+    def _has_heartbeat(self, trial_id: int) -> bool:
+        from optuna.storages._rdb import models
+
+        session = self.scoped_session()
+        try:
+            return session.query(models.TrialHeartbeatModel).filter_by(trial_id=trial_id).first() is not None
+        finally:
+            session.close()
+
+
+def check_storage_url(url: str) -> Any:
+    """Fail with one line naming ``url`` (password masked) and the cause, before any work, when the storage
+    cannot be used: not a URL, an unknown database kind, an unwritable SQLite path, or a server that is
+    unreachable or refuses the credentials. Returns the parsed ``sqlalchemy`` URL."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url) if "://" in url else None
+    except sqlalchemy.exc.ArgumentError:
+        parsed = None
+    if parsed is None:
         raise ValueError(f"storage must be a database URL such as sqlite:///studies/optuna.db, got {url!r}")
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        parsed.get_dialect()
+    except (sqlalchemy.exc.NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise ValueError(f"storage {shown}: unknown or uninstalled database kind {parsed.drivername!r} ({exc}); "
+                         "use sqlite:///PATH.db or postgresql+psycopg2://USER:PASSWORD@HOST/DB") from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_path(shown, parsed.database)
+        return parsed
+    try:
+        engine = sqlalchemy.create_engine(parsed, connect_args=_connect_timeout(parsed),
+                                          poolclass=sqlalchemy.pool.NullPool)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"storage {shown}: its database driver is not installed ({exc}); install it, or name an "
+                         "installed one, e.g. postgresql+psycopg2://") from None
+    try:
+        engine.connect().close()
+    except Exception as exc:  # noqa: BLE001  # the driver's own error says why (refused, auth, unknown db)
+        cause = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+        raise ValueError(f"storage {shown}: cannot connect ({cause[0] if cause else type(exc).__name__})") from None
+    finally:
+        engine.dispose()
+    return parsed
+
+
+def _connect_timeout(parsed: Any) -> dict[str, Any]:
+    return {"connect_timeout": 10} if parsed.get_backend_name() in ("postgresql", "mysql") else {}
+
+
+def _check_sqlite_path(shown: str, database: str | None) -> None:
+    if not database or database == ":memory:":
+        raise ValueError(f"storage {shown}: an in-memory SQLite database cannot hold a resumable study; give a "
+                         "file, sqlite:///studies/optuna.db")
+    path = Path(database).expanduser()
+    if path.is_dir():
+        raise ValueError(f"storage {shown}: {str(path)!r} is a directory; give a file such as {path / 'optuna.db'}")
+    existing = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+    if not existing.is_dir() and existing != path:
+        raise ValueError(f"storage {shown}: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"storage {shown}: {str(existing)!r} is not writable")
+
+
+def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> RDBStorage:
+    """An RDB storage with heartbeat and one retry of trials whose process died (also those that died before
+    their first heartbeat, see :class:`_Storage`).
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///path.db``, ``postgresql+psycopg2://user:pw@host/db``), checked by
+    :func:`check_storage_url` first. The parent folder of a SQLite file is created.
+    """
+    if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
+        raise ValueError(f"need heartbeat_interval >= 1 and grace_period > heartbeat_interval, got "
+                         f"{heartbeat_interval} and {grace_period}")
+    parsed = check_storage_url(url)
+    engine_kwargs: dict[str, Any]
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": 120}}  # several worker processes share one file
-    else:
-        engine_kwargs = {"pool_pre_ping": True}
+        try:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"storage {parsed.render_as_string(hide_password=True)}: cannot create its folder "
+                             f"({exc.strerror}: {exc.filename})") from None
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we opt in knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+        try:
+            return _Storage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+        except Exception as exc:  # noqa: BLE001  # e.g. a file that is not an SQLite database
+            cause = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+            raise ValueError(f"storage {parsed.render_as_string(hide_password=True)}: cannot open it "
+                             f"({cause[0] if cause else type(exc).__name__})") from None
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -242,15 +344,7 @@ def _worker_main(kwargs: dict[str, Any]) -> None:
 
 def load_enqueue_file(path: str | Path) -> list[DQNConfig]:
     """Configurations to warm-start with: a YAML/JSON mapping (one config) or a list of mappings."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"enqueue file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"enqueue file {str(path)!r} is not valid YAML/JSON: {exc}") from None
+    data = read_yaml(path, "enqueue file")
     items = data if isinstance(data, list) else [data]
     return [DQNConfig.from_dict(d, source=f"enqueue file {str(path)!r} item {i}") for i, d in enumerate(items)]
 

@@ -9,6 +9,7 @@ env was made from (the hypermeta task id it carries, including a family's contex
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -52,9 +53,8 @@ def probe_env_factory(venv: Any) -> Callable[[], gym.Env]:
     task_ids = _attr(venv, "hypermeta_task_id")
     if task_ids:
         return lambda: make_env(task_ids[0])
-    specs = _attr(venv, "spec")
-    if specs and specs[0] is not None:
-        spec = specs[0]
+    spec = _recreatable(_attr(venv, "spec"))
+    if spec is not None:
         return lambda: gym.make(spec)
     inner = venv
     while hasattr(inner, "venv"):  # VecEnvWrapper chain down to the vec env holding the envs
@@ -69,6 +69,22 @@ def probe_env_factory(venv: Any) -> Callable[[], gym.Env]:
         return lambda: copy.deepcopy(template)
     raise ValueError(f"cannot make a probe copy of a {type(venv).__name__}'s environments (no task id, no "
                      f"EnvSpec); {NO_PROBE_HINT}")
+
+
+#: Wrappers that only observe (they change no observation, reward or ending): left out of a probe env.
+OBSERVING_WRAPPERS = ("stable_baselines3.common.monitor:Monitor",)
+
+
+def _recreatable(specs: list[Any]) -> gym.envs.registration.EnvSpec | None:
+    """The env's spec without observing wrappers (a ``Monitor`` writes a file and cannot be recreated from its
+    spec), or ``None`` when some other wrapper cannot be recreated either."""
+    if not specs or specs[0] is None:
+        return None
+    spec = specs[0]
+    wrappers = tuple(w for w in spec.additional_wrappers if w.entry_point not in OBSERVING_WRAPPERS)
+    if any(w.kwargs is None for w in wrappers):
+        return None
+    return dataclasses.replace(spec, additional_wrappers=wrappers)
 
 
 def _attr(venv: Any, name: str) -> list[Any]:
