@@ -8,8 +8,10 @@ from typing import Any
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
 
-from hypermeta.tasks.features import check_spaces
+from hypermeta.guard import DivergenceGuard, GuardSettings
+from hypermeta.schedules import ScaledSchedule
 from hypermeta.space import DQNConfig
+from hypermeta.tasks.features import check_spaces
 
 
 def as_config(config: DQNConfig | dict[str, Any] | str | Path) -> DQNConfig:
@@ -57,18 +59,24 @@ class HyperMetaCallback(BaseCallback):
     :param predictor: with ``config=None``, the meta-learner to ask (default: the shipped weights).
     :param task: with ``config=None``, a task id whose features to probe instead of the training env's
         (needed only for environments made neither from a task id nor from a registered gymnasium id).
+    :param guard: watch for divergence and intervene (``True`` for the default
+        :class:`~hypermeta.guard.GuardSettings`, or give settings): see :mod:`hypermeta.guard`. Every
+        ``check_every`` steps a healthy Q-network is snapshotted; a non-finite loss, weight or Q-value, or
+        Q-values beyond what the rewards and gamma allow, roll the networks back, cut the lr schedule 10x
+        and reset Adam's moments; after 3 interventions training stops with ``DivergenceError``.
     :raises TypeError: at training start, if the model is not a ``stable_baselines3.DQN``.
     :raises ValueError: at training start, if the action space is not Discrete.
     """
 
     def __init__(self, config: DQNConfig | dict[str, Any] | str | Path | None = None, verbose: int = 0, *,
-                 predictor: Any = None, task: str | None = None) -> None:
+                 predictor: Any = None, task: str | None = None, guard: bool | GuardSettings = False) -> None:
         super().__init__(verbose)
         if config is not None and (predictor is not None or task is not None):
             raise ValueError("give either config, or predictor/task to predict one, not both")
         self.config = None if config is None else as_config(config)
         self.predictor, self.task = predictor, task
         self.prediction: Any = None
+        self.guard = None if guard is False else DivergenceGuard(None if guard is True else guard)
 
     def _on_training_start(self) -> None:
         if not isinstance(self.model, DQN):
@@ -79,7 +87,7 @@ class HyperMetaCallback(BaseCallback):
         check_spaces(self.training_env, "HyperMetaCallback")
         if self.config is None:
             self.config = self._predict()
-        self.model.lr_schedule = self.config.lr_schedule()
+        self.model.lr_schedule = self._lr_schedule()
         self.model.exploration_schedule = self.config.exploration_schedule()
         # SB3 applies both only after the first step / at the first train(); apply them now so the very
         # first actions and the logged lr already follow the schedule. The stored progress is stale after
@@ -87,10 +95,23 @@ class HyperMetaCallback(BaseCallback):
         self.model._update_current_progress_remaining(self.model.num_timesteps, self.model._total_timesteps)
         self.model._update_learning_rate(self.model.policy.optimizer)
         self.model.exploration_rate = self.model.exploration_schedule(self.model._current_progress_remaining)
+        if self.guard is not None:
+            self.guard.snapshot(self.model)
         if self.verbose:
             print(f"HyperMetaCallback: lr {self.model.lr_schedule}, epsilon {self.model.exploration_schedule}")
 
+    def _lr_schedule(self) -> Any:
+        schedule = self.config.lr_schedule()
+        scale = 1.0 if self.guard is None else self.guard.lr_scale
+        return schedule if scale == 1.0 else ScaledSchedule(schedule, scale)
+
     def _on_step(self) -> bool:
+        if self.guard is not None and self.n_calls % self.guard.settings.check_every == 0:
+            before = len(self.guard.interventions)
+            self.guard.check(self.model, self.num_timesteps)  # raises DivergenceError when it gives up
+            if len(self.guard.interventions) > before:  # it intervened: the cut lr applies from now on
+                self.model.lr_schedule = self._lr_schedule()
+                self.model._update_learning_rate(self.model.policy.optimizer)
         self.logger.record("hypermeta/learning_rate", self.model.policy.optimizer.param_groups[0]["lr"])
         self.logger.record("hypermeta/exploration_rate", self.model.exploration_rate)
         return True

@@ -105,8 +105,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = pred.config
     print(f"training DQN on {args.task} for {args.timesteps} steps (seed {args.seed})")
     print(f"  lr: {config.lr_schedule()}\n  epsilon: {config.exploration_schedule()}")
-    model = train(args.task, config, args.timesteps, args.seed, n_envs=args.n_envs, progress_bar=args.progress,
-                  tensorboard_log=args.tensorboard, verbose=args.verbose)
+    from hypermeta.guard import DivergenceError
+
+    try:
+        model = train(args.task, config, args.timesteps, args.seed, n_envs=args.n_envs, progress_bar=args.progress,
+                      tensorboard_log=args.tensorboard, verbose=args.verbose, guard=not args.no_guard)
+    except DivergenceError as exc:
+        print(f"hypermeta train: training stopped: {exc}", file=sys.stderr)
+        return 1
     if args.save:
         model.save(args.save)
         print(f"saved model to {args.save}")
@@ -116,11 +122,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.bench import run_overhead_benchmark, run_workers_benchmark
+    from hypermeta.experiments.bench import (run_guard_benchmark, run_kill_stress, run_overhead_benchmark,
+                                             run_workers_benchmark)
 
     out = Path(args.out or f"studies/reports/{args.which}.md")
     if args.which == "overhead":
         report = run_overhead_benchmark(args.task, args.timesteps, args.repeats, out)
+    elif args.which == "guard":
+        report = run_guard_benchmark(args.task, args.timesteps, args.seeds, out)
+    elif args.which == "kill":
+        report = run_kill_stress(args.task, args.timesteps, args.trials, args.kills, out)
     else:
         report = run_workers_benchmark(args.task, args.timesteps, args.trials, out)
     print(report)
@@ -346,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", help="save the trained model (DQN.save) to this path")
     p.add_argument("--tensorboard", help="TensorBoard log directory")
     p.add_argument("--verbose", type=nonneg_int, default=0)
+    p.add_argument("--no-guard", action="store_true",
+                   help="train without the divergence guard (on by default: rolls back and cuts the lr on divergence)")
     p.set_defaults(func=cmd_train)
 
     from hypermeta.experiments.defaults import (DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS,
@@ -418,12 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_meta_report)
 
     p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")
-    p.add_argument("which", choices=["overhead", "workers"])
+    p.add_argument("which", choices=["overhead", "workers", "kill", "guard"])
     p.add_argument("--task", default="CartPole-v1")
     p.add_argument("--timesteps", type=positive_int, default=20_000, help="overhead: steps per run; workers: per trial")
     p.add_argument("--repeats", type=positive_int, default=7, help="overhead benchmark: interleaved pairs")
     p.add_argument("--out", help="default: studies/reports/<which>.md")
-    p.add_argument("--trials", type=positive_int, default=8, help="workers benchmark: trials per measurement")
+    p.add_argument("--trials", type=positive_int, default=8, help="workers / kill: trials per study")
+    p.add_argument("--kills", type=positive_int, default=20, help="kill benchmark: SIGKILLs at random instants")
+    p.add_argument("--seeds", type=positive_int, default=10, help="guard benchmark: training seeds per configuration")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -67,3 +67,22 @@ class ShapedSchedule:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ShapedSchedule) and vars(self) == vars(other)
+
+
+class ScaledSchedule:
+    """Another schedule times a constant factor (the divergence guard cuts the lr schedule with it).
+
+    >>> ScaledSchedule(ShapedSchedule(1e-3, 1e-4), 0.1)(1.0)
+    0.0001
+    """
+
+    def __init__(self, schedule: ShapedSchedule | ScaledSchedule, factor: float) -> None:
+        if not factor > 0:
+            raise ValueError(f"factor must be > 0, got {factor}")
+        self.schedule, self.factor = schedule, float(factor)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.factor * self.schedule(progress_remaining)
+
+    def __repr__(self) -> str:
+        return f"ScaledSchedule({self.schedule!r}, factor={self.factor:g})"

@@ -102,8 +102,11 @@ def test_meta_train_and_predict_commands(tmp_path, capsys):
     assert main(["predict", "cartpole:gravity=11", "--weights", str(tmp_path / "reptile.safetensors"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "reptile" and DQNConfig.from_dict(out["config"])
-    assert main(["predict", "frozenlake", "--weights", str(tmp_path / "reptile.safetensors")]) == 0
-    assert "WARNING out of distribution" in capsys.readouterr().out  # one-hot observations: unlike any training task
+    assert main(["predict", "cartpole", "--weights", str(tmp_path / "reptile.safetensors")]) == 0
+    assert "WARNING" not in capsys.readouterr().out  # a training task is in distribution ...
+    assert main(["predict", "frozenlake", "--weights", str(tmp_path / "reptile.safetensors"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # ... one-hot observations are unlike every training task
+    assert out["out_of_distribution"] and "from the nearest training task" in out["reasons"][0]
     assert main(["predict", "cartpole", "--weights", str(tmp_path / "model.pt")]) == 2
     assert "pickle files" in capsys.readouterr().err
 
@@ -223,7 +226,12 @@ def test_shipped_default_weights_predict_and_drive_the_callback():
     assert {t.split(":")[0] for t in meta["training_tasks"]} >= {"cartpole", "acrobot", "frozenlake"}
     pred = model.predict(probe_features(meta["training_tasks"][0], FEATURE_SEED), warn=False)
     assert not pred.out_of_distribution  # a training task is in distribution
+    task = "cartpole:gravity=12,length=0.7,masspole=0.15"
+    expected = model.predict(probe_features(task, FEATURE_SEED), warn=False).config  # computed independently
     callback = HyperMetaCallback()  # no arguments: shipped weights, features of the training env
-    DQN("MlpPolicy", make_vec_env(env_factory("cartpole:gravity=12,length=0.7,masspole=0.15"), seed=0),
-        learning_starts=50).learn(20, callback=callback)
-    assert callback.prediction is not None and callback.config == callback.prediction.config
+    dqn = DQN("MlpPolicy", make_vec_env(env_factory(task), seed=0), learning_starts=0, train_freq=4)
+    dqn.learn(64, callback=callback)
+    assert callback.config == expected
+    # gradient steps happened, with the predicted lr schedule (its value at SB3's progress at the last train())
+    assert dqn._n_updates > 0
+    assert dqn.policy.optimizer.param_groups[0]["lr"] == pytest.approx(expected.lr_schedule()(0.0))

@@ -80,20 +80,31 @@ def test_nearest_task_returns_the_best_config_of_the_nearest_training_task(model
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_predictions_decode_to_valid_configs(models, method):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OutOfDistributionWarning)
-        pred = models[method].predict(np.random.default_rng(3).normal(size=D))
-    assert isinstance(pred.config, DQNConfig) and np.all((pred.code >= 0) & (pred.code <= 1))
-    assert json.loads(json.dumps(pred.to_dict()))["config"] == pred.config.to_dict()
+def test_predictions_depend_on_the_task_and_round_trip(models, train_tasks, method):
+    """Different tasks get different schedules (a constant predictor fails), and a prediction's config is the
+    decoded code and survives JSON."""
+    preds = [models[method].predict(t.features, warn=False) for t in train_tasks]
+    codes = np.stack([p.code for p in preds])
+    assert codes[:, [LR, FRAC]].std(0).min() > 0.02  # the lr and epsilon fraction vary over the tasks
+    space = SPACE
+    for p in preds[:3]:
+        assert p.config == space.decode(p.code)
+        np.testing.assert_allclose(space.encode(p.config)[CONT], p.code[CONT], atol=1e-6)
+        assert DQNConfig.from_dict(json.loads(json.dumps(p.to_dict()))["config"]) == p.config
 
 
-@pytest.mark.parametrize("method", ["reptile", "maml"])
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "nearest-task"])
 def test_meta_training_is_deterministic(train_tasks, method):
-    cfg = MetaTrainConfig(method=method, seed=7, ensemble=1, meta_iterations=20, inner_steps=2)
+    """Ensembles of several members (bootstrap resamples, per-member seeds), as shipped, every method."""
+    cfg = MetaTrainConfig(method=method, seed=7, ensemble=3, meta_iterations=20, inner_steps=2, surrogate_epochs=20)
     a, b = meta_train(train_tasks, cfg), meta_train(train_tasks, cfg)
-    f = train_tasks[0].features
-    np.testing.assert_array_equal(a.predict(f, warn=False).code, b.predict(f, warn=False).code)
+    other = meta_train(train_tasks, MetaTrainConfig(**{**cfg.__dict__, "seed": 8}))
+    for t in train_tasks[:3]:
+        pa, pb = a.predict(t.features, warn=False), b.predict(t.features, warn=False)
+        np.testing.assert_array_equal(pa.code, pb.code)
+        assert pa.disagreement == pb.disagreement > 0  # the members really differ from each other
+    assert not np.array_equal(a.predict(train_tasks[0].features, warn=False).code,
+                              other.predict(train_tasks[0].features, warn=False).code)  # the seed matters
 
 
 def test_out_of_distribution_warning(models, train_tasks):
@@ -101,9 +112,28 @@ def test_out_of_distribution_warning(models, train_tasks):
     with warnings.catch_warnings():
         warnings.simplefilter("error", OutOfDistributionWarning)
         assert not model.predict(train_tasks[0].features).out_of_distribution  # a training task: no warning
-    far = train_tasks[0].features + 25.0
+    # far in ONE feature only: the distance threshold (1.5x the largest leave-one-out distance) must catch it
+    z_far = model.thresholds["distance"] * 1.2 * model.std[0]
+    far = train_tasks[0].features.copy()
+    far[0] += z_far
     with pytest.warns(OutOfDistributionWarning, match="from the nearest training task"):
-        assert model.predict(far).out_of_distribution
+        pred = model.predict(far)
+    assert pred.out_of_distribution and not any("disagrees" in r for r in pred.reasons)
+    near = train_tasks[0].features.copy()
+    near[0] += 0.5 * model.thresholds["distance"] / 1.5 * model.std[0]
+    assert not model.predict(near, warn=False).out_of_distribution
+
+
+def test_ensemble_disagreement_alone_flags_out_of_distribution(models, train_tasks):
+    """A task close to the training tasks on which the members disagree far more than they ever did."""
+    import copy
+
+    model = copy.deepcopy(models["reptile"])
+    with torch.no_grad():  # make one member disagree wildly with the other
+        model.members[1].body[-1].bias.add_(torch.linspace(-20, 20, model.members[1].body[-1].bias.numel()))
+    pred = model.predict(train_tasks[0].features, warn=False)
+    assert pred.nearest_distance == 0.0  # a training task: the distance test passes ...
+    assert pred.out_of_distribution and any("the ensemble disagrees" in r for r in pred.reasons)  # ... this one not
 
 
 @pytest.mark.parametrize("method", METHODS)

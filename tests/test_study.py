@@ -148,8 +148,8 @@ def test_kill_9_then_same_command_resumes_keeping_finished_trials(tmp_path):
                 states = [t.state for t in study.get_trials(deepcopy=False)]
             except Exception:  # the study is not created yet
                 states = []
-            # kill once a trial has run for 1.5 s: by then its first heartbeat is stored (a trial killed before
-            # its first heartbeat is invisible to Optuna's stale-trial check; see the README's limitations)
+            # kill once a trial has run for 1.5 s, so that it has a heartbeat (a kill before the first heartbeat
+            # is the next test's case)
             running = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING] if states else []
             if TrialState.COMPLETE in states and running and \
                     (datetime.now() - running[-1].datetime_start).total_seconds() > 1.5:
@@ -170,6 +170,28 @@ def test_kill_9_then_same_command_resumes_keeping_finished_trials(tmp_path):
     assert study.trials[killed[0]].state == TrialState.FAIL  # the dead trial was failed by the heartbeat ...
     retries = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed[0]]
     assert len(retries) == 1 and retries[0].params == study.trials[killed[0]].params  # ... and retried once
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    """A process killed between creating a trial and storing its first heartbeat leaves a RUNNING trial with no
+    heartbeat row; the resumed study fails it once it is older than the grace period, retries it, finishes."""
+    storage = f"sqlite:///{tmp_path}/orphan.db"
+    rdb = make_storage(storage, heartbeat_interval=1, grace_period=3)
+    spec = StudySpec("CartPole-v1", 4000, n_evals=3, eval_episodes=1)
+    study = open_study(spec, "crash", rdb, sampler="random", pruner="none")
+    orphan = rdb.create_new_trial(study._study_id)  # RUNNING, never a heartbeat: what such a kill leaves behind
+    assert not rdb._has_heartbeat(orphan)
+    assert orphan not in rdb._get_stale_trial_ids(study._study_id)  # younger than the grace period: not touched
+    time.sleep(3.5)
+    assert orphan in rdb._get_stale_trial_ids(study._study_id)
+    result = subprocess.run(_study_cmd(storage, 2), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="crash", storage=storage)
+    assert study.trials[0].state == TrialState.FAIL
+    retries = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 

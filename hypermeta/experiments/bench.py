@@ -120,3 +120,169 @@ def run_workers_benchmark(task: str, timesteps: int, trials: int, out: Path) -> 
         "",
     ]
     return write_report(out, lines)
+
+
+def run_kill_stress(task: str, timesteps: int, trials: int, kills: int, out: Path, seed: int = 0) -> str:
+    """Kill ``hypermeta study`` (SIGKILL, whole process group) at ``kills`` random instants, rerun the same
+    command each time, then let it finish; report lost or duplicated trials (both must be 0).
+
+    Lost: a trial that was COMPLETE after some kill and is missing or changed later, or a RUNNING/WAITING
+    trial left at the end. Duplicated: two finished trials on the same tuning seed, or more finished trials
+    than asked for (one extra is allowed only with several workers; here there is one).
+    """
+    import random
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    import optuna
+    from optuna.trial import TrialState
+
+    check_timesteps(timesteps)
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = f"sqlite:///{tmp}/stress.db"
+        cmd = [sys.executable, "-m", "hypermeta.cli", "study", task, "--timesteps", str(timesteps), "--n-evals", "2",
+               "--eval-episodes", "1", "--trials", str(trials), "--storage", storage, "--study-name", "stress",
+               "--sampler", "tpe", "--pruner", "none", "--heartbeat-interval", "1", "--grace-period", "3"]
+        seen: dict[int, float] = {}
+        lost, rows = 0, []
+        for k in range(kills):
+            delay = rng.uniform(0.0, 12.0)  # from before the study exists to mid-trial
+            proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            time.sleep(3.2)  # let the killed trial's heartbeat (or start time) age past the grace period
+            try:
+                study = optuna.load_study(study_name="stress", storage=storage)
+                trials_now = study.get_trials(deepcopy=False)
+            except Exception:  # noqa: BLE001  # killed before the study existed
+                trials_now = []
+            complete = {t.number: t.value for t in trials_now if t.state == TrialState.COMPLETE}
+            lost += sum(1 for n, v in seen.items() if complete.get(n) != v)
+            seen.update(complete)
+            states = [t.state.name for t in trials_now]
+            rows.append((k, delay, len(complete), states.count("RUNNING"), states.count("FAIL")))
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=3600)
+        study = optuna.load_study(study_name="stress", storage=storage)
+        final = study.get_trials(deepcopy=False)
+    complete = {t.number: t.value for t in final if t.state == TrialState.COMPLETE}
+    lost += sum(1 for n, v in seen.items() if complete.get(n) != v)
+    lost += sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in final)
+    done = [t for t in final if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]  # what counts to --trials
+    seeds = [s for t in done for s in t.user_attrs.get("seeds", [])]
+    finished = len(done)
+    duplicated = (len(seeds) - len(set(seeds))) + max(finished - trials, 0)
+    verdict = "meets" if lost == 0 and duplicated == 0 else "misses"
+    lines = [
+        "# Kill -9 stress test of a resumable study",
+        "",
+        f"Command: `hypermeta bench kill --task {task} --timesteps {timesteps} --trials {trials} --kills {kills}`",
+        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, torch {torch.__version__}; {_load_text()}.",
+        "",
+        f"The same `hypermeta study` command (TPE, {trials} trials of {timesteps} steps, heartbeat 1 s, grace period "
+        f"3 s) was started {kills} times and killed with SIGKILL after a delay drawn uniformly from [0, 12] s "
+        f"(random seed {seed}): before the study exists, while a trial is being created, before its first "
+        "heartbeat, mid-training. After each kill the storage was read; then the command ran to the end.",
+        "",
+        "| kill | after (s) | complete trials | running (left by the kill) | failed so far |",
+        "|---:|---:|---:|---:|---:|",
+        *(f"| {k} | {d:.1f} | {c} | {r} | {f} |" for k, d, c, r, f in rows),
+        "",
+        f"At the end: {finished} finished (complete or pruned) trials of {trials} asked, "
+        f"{sum(t.state == TrialState.FAIL for t in final)} failed (killed mid-trial, then retried once each), "
+        f"{len(seeds)} tuning seeds used by finished trials, {len(set(seeds))} distinct.",
+        "",
+        f"**Lost trials: {lost}; duplicated trials: {duplicated}** (target 0 and 0: {verdict} it).",
+        "",
+    ]
+    return write_report(out, lines)
+
+
+#: Configurations that diverge on CartPole in SB3 DQN: the largest lr of the space with (A) a target network
+#: copied every step, one gradient step per env step and gamma 0.999, (B) the same with gamma 0.9999.
+GUARD_CONFIGS = {
+    "A: lr 1e-2, target every step, gamma 0.999": DQNConfig(
+        lr_initial=1e-2, target_update_interval=1, gamma=0.999, train_freq=1, subsample_steps=1, learning_starts=100,
+        net_arch="small"),
+    "B: lr 1e-2, target every step, gamma 0.9999": DQNConfig(
+        lr_initial=1e-2, target_update_interval=1, gamma=0.9999, train_freq=1, subsample_steps=1, learning_starts=100,
+        net_arch="small"),
+}
+
+
+def _guarded_run(task: str, config: DQNConfig, timesteps: int, seed: int, guard: bool) -> dict:
+    from hypermeta.experiments.measurement import Normalizer
+    from hypermeta.experiments.sb3 import evaluate
+    from hypermeta.guard import DivergenceError, health
+
+    model = build_model(task, config, seed)
+    callback = HyperMetaCallback(config, guard=guard)
+    start = time.process_time()
+    stopped = ""
+    try:
+        model.learn(timesteps, callback=callback)
+    except DivergenceError as exc:
+        stopped = str(exc).split(" (")[0]
+    cpu = time.process_time() - start
+    unhealthy = health(model, q_factor=2.0)
+    returns = evaluate(model, task, 10, seed)
+    return {"guard": guard, "seed": seed, "steps": model.num_timesteps, "cpu_s": cpu,
+            "interventions": 0 if callback.guard is None else len(callback.guard.interventions),
+            "stopped": bool(stopped), "diverged": bool(stopped) or unhealthy is not None,
+            "final_score": float(Normalizer.for_task(task)(returns.mean()))}
+
+
+def run_guard_benchmark(task: str, timesteps: int, seeds: int, out: Path) -> str:
+    """Diverging configurations with and without the divergence guard, same seeds: diverged runs and the final
+    normalised score (10 greedy episodes), paired over seeds with a bootstrap CI."""
+    import numpy as np
+    import pandas as pd
+
+    check_timesteps(timesteps)
+    torch.set_num_threads(1)
+    rows = []
+    for name, config in GUARD_CONFIGS.items():
+        for seed in range(seeds):
+            for guard in (False, True):
+                rows.append({"config": name, **_guarded_run(task, config, timesteps, seed, guard)})
+    frame = pd.DataFrame(rows)
+    frame.to_csv(out.with_suffix(".csv"), index=False)
+    rng = np.random.default_rng(0)
+    lines = [
+        "# Divergence guard: diverging configurations with and without it",
+        "",
+        f"Command: `hypermeta bench guard --task {task} --timesteps {timesteps} --seeds {seeds}`",
+        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}, torch "
+        f"{torch.__version__}, 1 torch thread; {_load_text()}. Per-run rows: `{out.with_suffix('.csv').name}`.",
+        "",
+        f"Each configuration trains SB3 DQN on `{task}` for {timesteps:,} steps on training seeds 0..{seeds - 1}, once "
+        "with `HyperMetaCallback(config)` and once with `HyperMetaCallback(config, guard=True)` (default settings: "
+        "check every 250 steps, |Q| bound 2 x max|reward| / (1 - gamma), lr cut 10x, at most 3 interventions). "
+        "Final score: normalised mean return of 10 greedy episodes (evaluation seeds = seed + 1,000,000) of the "
+        "model at the end of training, or when the guard stopped it (then its last healthy networks). Diverged: "
+        "stopped by the guard, or |Q| beyond the bound (or non-finite) at the end.",
+        "",
+        "| configuration | guard | diverged runs | stopped by the guard | interventions (mean) | steps trained (mean) "
+        "| CPU s per run (mean) | final score (mean) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (name, guard), g in frame.groupby(["config", "guard"], sort=False):
+        lines.append(f"| {name} | {'on' if guard else 'off'} | {int(g['diverged'].sum())}/{len(g)} | "
+                     f"{int(g['stopped'].sum())} | {g['interventions'].mean():.1f} | {g['steps'].mean():,.0f} | "
+                     f"{g['cpu_s'].mean():.1f} | {g['final_score'].mean():.3f} |")
+    lines += ["", "Paired difference of the final score (guard on - off), mean over seeds with a 95% bootstrap CI "
+              "(10,000 resamples of seeds):", ""]
+    for name, g in frame.groupby("config", sort=False):
+        on = g[g["guard"]].set_index("seed")["final_score"]
+        off = g[~g["guard"]].set_index("seed")["final_score"]
+        diff = (on - off).to_numpy()
+        boot = rng.choice(diff, (10_000, len(diff))).mean(1)
+        lines.append(f"- {name}: {diff.mean():+.3f} [{np.quantile(boot, 0.025):+.3f}, {np.quantile(boot, 0.975):+.3f}]")
+    lines.append("")
+    return write_report(out, lines)

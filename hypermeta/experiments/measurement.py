@@ -19,14 +19,11 @@ from functools import lru_cache
 import numpy as np
 
 from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+from hypermeta.guard import DivergenceError  # noqa: F401  # re-exported: runs fail with it
 from hypermeta.seeds import RANDOM_SEED
 from hypermeta.tasks.families import get_task, is_family_task, make_env
 
 RANDOM_EPISODES = 100
-
-
-class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss, network weight, Q-value or return."""
 
 
 @lru_cache(maxsize=None)

@@ -17,6 +17,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from hypermeta.callback import HyperMetaCallback
 from hypermeta.experiments.measurement import Curve, DivergenceError, Measurement, check_timesteps
 from hypermeta.experiments.runner import Job, OnEval, Runner
+from hypermeta.guard import health
 from hypermeta.seeds import check_seed, eval_seed
 from hypermeta.space import DQNConfig
 from hypermeta.tasks.features import check_spaces
@@ -55,11 +56,13 @@ def train(
     tensorboard_log: str | Path | None = None,
     callbacks: Sequence[BaseCallback] = (),
     verbose: int = 0,
+    guard: bool = False,
 ) -> DQN:
-    """Train DQN with the :class:`HyperMetaCallback` applying ``config``'s schedules."""
+    """Train DQN with the :class:`HyperMetaCallback` applying ``config``'s schedules (and, with ``guard``,
+    its divergence guard)."""
     timesteps = check_timesteps(timesteps)
     model = build_model(env_id, config, seed, n_envs=n_envs, tensorboard_log=tensorboard_log, verbose=verbose)
-    callback = CallbackList([HyperMetaCallback(config), *callbacks])
+    callback = CallbackList([HyperMetaCallback(config, guard=guard), *callbacks])
     model.learn(timesteps, callback=callback, progress_bar=progress_bar)
     return model
 
@@ -79,20 +82,9 @@ def evaluate(model: DQN, env_id: str | Task, n_episodes: int, seed: int) -> np.n
 
 def check_finite(model: DQN, where: str) -> None:
     """Raise :class:`DivergenceError` if the loss, a weight or a Q-value of recent observations is not finite."""
-    loss = model.logger.name_to_value.get("train/loss")
-    if loss is not None and not math.isfinite(loss):
-        raise DivergenceError(f"non-finite training loss ({loss}) {where}")
-    for name, param in model.q_net.named_parameters():
-        if not torch.isfinite(param).all():
-            raise DivergenceError(f"non-finite weights in q_net.{name} {where}")
-    buffer = model.replay_buffer
-    if buffer is not None and buffer.size() > 0:
-        n = min(buffer.size(), 256)
-        obs = torch.as_tensor(buffer.observations[:n].reshape(n * buffer.n_envs, -1), device=model.device)
-        with torch.no_grad():
-            q = model.q_net(obs.float())
-        if not torch.isfinite(q).all():
-            raise DivergenceError(f"non-finite Q-values {where}")
+    reason = health(model, q_factor=math.inf)
+    if reason is not None:
+        raise DivergenceError(f"{reason} {where}")
 
 
 class _CurveCallback(BaseCallback):
