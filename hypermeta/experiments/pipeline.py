@@ -103,8 +103,12 @@ def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="test runs", unit="run")
+    errors: list[BaseException] = []
     try:
         for job, curve in runner.run_many([same[0] for same in todo.values()], workers):
+            if isinstance(curve, BaseException):  # a diverged run: the others are kept, then it is reported
+                errors.append(curve)
+                continue
             row = run_row(job, curve)
             if store is not None:
                 store.add(row)
@@ -114,6 +118,8 @@ def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 
     finally:
         if bar is not None:
             bar.close()
+    if errors:
+        raise errors[0]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 

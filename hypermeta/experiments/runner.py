@@ -20,12 +20,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator, Sequence
 
-from hypermeta.experiments.measurement import Curve, Measurement
+from hypermeta.experiments.measurement import Curve, DivergenceError, Measurement
 from hypermeta.space import DQNConfig
 
 #: Runner name -> ``"module:Class"``; add a runner with one line here.
 RUNNERS: dict[str, str] = {
     "sb3": "hypermeta.experiments.sb3:SB3Runner",
+    "batched": "hypermeta.experiments.engine:BatchedRunner",
 }
 DEFAULT_RUNNER = "sb3"
 
@@ -59,8 +60,9 @@ class Runner(ABC):
         may raise (e.g. ``optuna.TrialPruned``) to stop early. Raises
         :class:`~hypermeta.experiments.measurement.DivergenceError` when training diverges."""
 
-    def run_many(self, jobs: Sequence[Job], workers: int = 1) -> Iterator[tuple[Job, Curve]]:
-        """Run every job, yielding ``(job, curve)`` as each finishes (in ``workers`` processes when > 1)."""
+    def run_many(self, jobs: Sequence[Job], workers: int = 1) -> Iterator[tuple[Job, Curve | DivergenceError]]:
+        """Run every job, yielding ``(job, curve)`` as each finishes, or ``(job, error)`` for a job whose
+        training diverged (the others go on); in ``workers`` processes when > 1."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if workers == 1:
@@ -73,11 +75,14 @@ class Runner(ABC):
                 yield futures[fut], fut.result()
 
 
-def _run_single_thread(runner: Runner, job: Job) -> Curve:
+def _run_single_thread(runner: Runner, job: Job) -> Curve | DivergenceError:
     import torch
 
     torch.set_num_threads(1)  # tiny networks: more threads only cost
-    return runner.run(job)
+    try:
+        return runner.run(job)
+    except DivergenceError as exc:
+        return exc
 
 
 def get_runner(name: str | Runner = DEFAULT_RUNNER) -> Runner:

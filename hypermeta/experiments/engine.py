@@ -1,0 +1,448 @@
+"""The batched DQN engine: K independent DQN agents trained in lock-step, in one process and one thread.
+
+Each agent has its own environment (whatever a task id or gymnasium id makes, so plugins work unchanged), its
+own replay buffer, Q-network, target network, Adam state, schedules and random streams; the K networks are
+stored as batched weight tensors (``[K, in, out]``) so one ``torch.baddbmm`` runs all K forward passes, and one
+backward pass of the sum of the agents' losses gives every agent its own gradients. What differs per agent is
+data (masks and per-agent tensors), not Python branches.
+
+It mirrors Stable-Baselines3 2.x DQN (``stable_baselines3/dqn/dqn.py`` and ``common/off_policy_algorithm.py``)
+step by step, including its random streams: an agent with seed ``s`` draws exploration coins and replay
+indices from ``numpy.random.RandomState(s)`` in SB3's order, random actions from its action space seeded with
+``s``, its initial weights from ``torch.Generator().manual_seed(s)`` in ``nn.Linear``'s order, and resets its
+environment with seed ``s``. Up to floating-point rounding of batched vs single matrix products, an agent
+takes the same actions and reaches the same weights as ``SB3Runner`` on the same job (the README's fidelity
+table lists each point with the SB3 line it mirrors; ``hypermeta bench fidelity`` measures it).
+
+Agents that need different tensor shapes (observation size, actions, ``net_arch``, ``batch_size``) train in
+separate groups; ``buffer_size``, lr/epsilon schedules, gamma, ``target_update_interval``, ``train_freq``,
+``gradient_steps`` and ``learning_starts`` may differ within a group. An agent whose loss, weights, Q-values or
+evaluation returns turn non-finite fails with its reason and is masked out; the others go on untouched.
+Only flat observations (Box, Discrete as one-hot, MultiBinary) are supported: the engine has no CNN.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from hypermeta.experiments.measurement import Curve, DivergenceError
+from hypermeta.experiments.runner import Job, OnEval, Runner
+from hypermeta.seeds import eval_seed
+from hypermeta.space import NET_ARCHS
+from hypermeta.tasks.families import make_env
+
+MAX_GRAD_NORM = 10.0  # SB3 DQN's max_grad_norm
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam defaults (SB3 passes no optimizer_kwargs)
+#: Agents per lock-step batch (larger groups are split).
+MAX_AGENTS = 256
+
+
+def group_key(job: Job) -> tuple:
+    """Jobs with equal keys can share one lock-step batch (same tensor shapes)."""
+    env = make_env(job.task)
+    try:
+        obs, act = env.observation_space, env.action_space
+        key = (_obs_dim(obs), int(act.n), NET_ARCHS[job.config.net_arch], job.config.batch_size)
+    finally:
+        env.close()
+    return key
+
+
+def _obs_dim(space: gym.Space) -> int:
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
+        if isinstance(space, gym.spaces.Box) and len(space.shape) == 3:
+            raise ValueError("the batched engine has no CNN: image observations need --runner sb3")
+        return int(np.prod(space.shape))
+    raise ValueError(f"the batched engine supports Box, Discrete and MultiBinary observations, got {space}")
+
+
+class _Agents:
+    """The state of K agents of one group (shapes shared, everything else per agent)."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.jobs = list(jobs)
+        self.K = K = len(jobs)
+        cfgs = [j.config for j in jobs]
+        self.envs = [make_env(j.task) for j in jobs]
+        self.obs_space = self.envs[0].observation_space
+        self.n_actions = int(self.envs[0].action_space.n)
+        self.D = _obs_dim(self.obs_space)
+        self.hidden = NET_ARCHS[cfgs[0].net_arch]
+        self.batch = cfgs[0].batch_size
+        self.T = np.array([j.measurement.timesteps for j in jobs])
+        self.tf = np.array([c.train_freq for c in cfgs])
+        self.T_end = -(-self.T // self.tf) * self.tf  # SB3 completes the last rollout of train_freq steps
+        self.gs = np.array([c.gradient_steps for c in cfgs])
+        self.ls = np.array([c.learning_starts for c in cfgs])
+        self.tui = np.array([max(c.target_update_interval, 1) for c in cfgs])  # // n_envs, n_envs = 1
+        self.gamma = torch.tensor([c.gamma for c in cfgs], dtype=torch.float32).view(K, 1)
+        self.buffer = np.minimum([c.buffer_size for c in cfgs], self.T_end)  # never more rows than steps
+        self.lr_sched = [c.lr_schedule() for c in cfgs]
+        self.eps_sched = [c.exploration_schedule() for c in cfgs]
+        self.eps = np.array([s(1.0) for s in self.eps_sched])  # HyperMetaCallback sets it at training start
+        self.eval_steps = [set(j.measurement.eval_steps) for j in jobs]
+        # random streams, in SB3's order: set_random_seed(seed) seeds numpy's and torch's global generators,
+        # the action space and the env's first reset
+        self.rs = [np.random.RandomState(j.seed) for j in jobs]
+        for env, j in zip(self.envs, jobs):
+            env.action_space.seed(j.seed)
+        # all of an agent's weights in one row of `flat` ([K, P]); layers are views into it
+        self.layout: list[tuple[int, int, int, int]] = []  # (offset, fan_in, fan_out, bias offset) per layer
+        self.flat = self._init_params().requires_grad_(True)
+        self.target = self.flat.detach().clone()
+        self.m = torch.zeros_like(self.target)
+        self.v = torch.zeros_like(self.target)
+        self.adam_t = torch.zeros(K, dtype=torch.float64)
+        n = int(self.buffer.max())
+        self.b_obs = torch.zeros(K, n, self.D)
+        self.b_next = torch.zeros(K, n, self.D)
+        self.b_act = torch.zeros(K, n, dtype=torch.int64)
+        self.b_rew = torch.zeros(K, n)
+        self.b_done = torch.zeros(K, n)  # SB3's dones * (1 - timeouts): 1 only for true terminations
+        self.stored = np.zeros(K, dtype=np.int64)
+        self.obs = np.stack([self._encode(env.reset(seed=j.seed)[0]) for env, j in zip(self.envs, jobs)])
+        self.failed: list[BaseException | None] = [None] * K
+        self.last_loss = np.zeros(K)
+
+    # --- networks -----------------------------------------------------------------------------------------
+    def _init_params(self) -> torch.Tensor:
+        """nn.Linear's init (kaiming_uniform_(a=sqrt(5)) weights, uniform(+-1/sqrt(fan_in)) biases), layer by
+        layer, from each agent's own generator: SB3's q_net is the first user of the seeded torch generator."""
+        sizes = [self.D, *self.hidden, self.n_actions]
+        offset = 0
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            self.layout.append((offset, fan_in, fan_out, offset + fan_in * fan_out))
+            offset += fan_in * fan_out + fan_out
+        flat = torch.empty(self.K, offset)
+        for k, job in enumerate(self.jobs):
+            gen = torch.Generator().manual_seed(job.seed)
+            for (o, fan_in, fan_out, ob) in self.layout:
+                w = torch.empty(fan_out, fan_in)
+                torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
+                b = torch.empty(fan_out)
+                bound = 1 / math.sqrt(fan_in)
+                torch.nn.init.uniform_(b, -bound, bound, generator=gen)
+                flat[k, o:ob] = w.T.reshape(-1)  # stored as [fan_in, fan_out] for x @ W
+                flat[k, ob:ob + fan_out] = b
+        return flat
+
+    def layers(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Weight and bias views ``[K, in, out]``, ``[K, 1, out]`` of a ``[K, P]`` parameter tensor."""
+        out = []
+        for o, fan_in, fan_out, ob in self.layout:
+            out += [flat[:, o:ob].view(-1, fan_in, fan_out), flat[:, ob:ob + fan_out].view(-1, 1, fan_out)]
+        return out
+
+    @staticmethod
+    def forward(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """``[K, N, D] -> [K, N, actions]``: SB3's MLP (Linear, ReLU, ..., Linear) for all agents at once."""
+        n_layers = len(params) // 2
+        for i in range(n_layers):
+            x = torch.baddbmm(params[2 * i + 1], x, params[2 * i])
+            if i < n_layers - 1:
+                x = torch.relu(x)
+        return x
+
+    def q_values(self, x: torch.Tensor, flat: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.forward(self.layers(self.flat if flat is None else flat), x)
+
+    def _encode(self, obs: Any) -> np.ndarray:
+        """SB3's preprocess_obs, flattened: Discrete -> one-hot, Box and MultiBinary -> float32."""
+        if isinstance(self.obs_space, gym.spaces.Discrete):
+            out = np.zeros(self.D, dtype=np.float32)
+            out[int(obs) - int(self.obs_space.start)] = 1.0
+            return out
+        return np.asarray(obs, dtype=np.float32).reshape(-1)
+
+    # --- one lock-step ------------------------------------------------------------------------------------
+    def act(self, t: int, active: np.ndarray) -> np.ndarray:
+        """SB3's _sample_action: uniform before learning_starts, else DQN.predict(deterministic=False)."""
+        actions = np.zeros(self.K, dtype=np.int64)
+        greedy = np.zeros(self.K, dtype=bool)
+        for k in np.flatnonzero(active):
+            if t < self.ls[k]:
+                actions[k] = self.envs[k].action_space.sample()
+            elif self.rs[k].rand() < self.eps[k]:
+                actions[k] = self.envs[k].action_space.sample()
+            else:
+                greedy[k] = True
+        if greedy.any():
+            q = self.q_values(torch.from_numpy(self.obs).unsqueeze(1))
+            actions[greedy] = q[:, 0].argmax(dim=1).numpy()[greedy]
+        return actions
+
+    def step(self, actions: np.ndarray, active: np.ndarray) -> None:
+        """Step every active env and store its transition (the terminal observation as next obs, as SB3's
+        _store_transition does); reset finished episodes."""
+        idx = np.flatnonzero(active)
+        prev_obs = self.obs[idx].copy()
+        next_obs = np.empty((len(idx), self.D), dtype=np.float32)
+        rewards = np.empty(len(idx), dtype=np.float32)
+        terminated = np.empty(len(idx), dtype=np.float32)
+        for i, k in enumerate(idx):
+            obs, r, term, trunc, _ = self.envs[k].step(int(actions[k]))
+            next_obs[i] = self._encode(obs)
+            rewards[i] = r
+            terminated[i] = float(term)
+            if term or trunc:
+                obs = self.envs[k].reset()[0]
+            self.obs[k] = self._encode(obs) if (term or trunc) else next_obs[i]
+        pos = torch.from_numpy(self.stored[idx] % self.buffer[idx])
+        kk = torch.from_numpy(idx)
+        self.b_obs[kk, pos] = torch.from_numpy(prev_obs)
+        self.b_next[kk, pos] = torch.from_numpy(next_obs)
+        self.b_act[kk, pos] = torch.from_numpy(actions[idx])
+        self.b_rew[kk, pos] = torch.from_numpy(rewards)
+        self.b_done[kk, pos] = torch.from_numpy(terminated)
+        self.stored[idx] += 1
+
+    def train(self, agents: np.ndarray, progress: np.ndarray) -> None:
+        """DQN.train(gradient_steps, batch_size) for the given agents: lr from the schedule once, then per
+        gradient step: sample, TD target from the target net, smooth L1, clip_grad_norm_(10), Adam."""
+        lr = torch.zeros(self.K, dtype=torch.float64)
+        for k in agents:
+            lr[k] = self.lr_sched[k](progress[k])
+        for g in range(int(self.gs[agents].max())):
+            mask = np.zeros(self.K, dtype=bool)
+            mask[agents[self.gs[agents] > g]] = True
+            losses = self._gradient_step(mask, lr)
+            for k in np.flatnonzero(mask):
+                if not math.isfinite(losses[k]):
+                    self.fail(k, DivergenceError(f"non-finite TD loss ({losses[k]}) at step {self.stored[k]}"))
+                self.last_loss[k] = losses[k]
+
+    def _gradient_step(self, mask: np.ndarray, lr: torch.Tensor) -> np.ndarray:
+        K, B = self.K, self.batch
+        inds = np.zeros((K, B), dtype=np.int64)
+        for k in np.flatnonzero(mask):
+            full = self.stored[k] >= self.buffer[k]
+            inds[k] = self.rs[k].randint(0, self.buffer[k] if full else self.stored[k], size=B)
+            self.rs[k].randint(0, high=1, size=(B,))  # ReplayBuffer._get_samples draws env indices (n_envs = 1)
+        ind = torch.from_numpy(inds)
+        kk = torch.arange(K).unsqueeze(1)
+        obs, nxt = self.b_obs[kk, ind], self.b_next[kk, ind]
+        act, rew, done = self.b_act[kk, ind], self.b_rew[kk, ind], self.b_done[kk, ind]
+        next_q = self.q_values(nxt, self.target).max(dim=2).values
+        target = rew + (1 - done) * self.gamma * next_q
+        layers = self.layers(self.flat)
+        q = self.forward(layers, obs).gather(2, act.unsqueeze(2)).squeeze(2)
+        loss = torch.nn.functional.smooth_l1_loss(q, target, reduction="none").mean(dim=1)
+        every = bool(mask.all())
+        m = torch.from_numpy(mask)
+        total = loss.sum() if every else torch.where(m, loss, torch.zeros_like(loss)).sum()
+        # gradients of the layer views, concatenated in `flat`'s order (cheaper than the gradient of `flat`)
+        grad = torch.cat([g.reshape(K, -1) for g in torch.autograd.grad(total, layers)], dim=1)
+        with torch.no_grad():
+            norm = grad.norm(dim=1, keepdim=True)  # clip_grad_norm_(parameters, 10) of each agent
+            grad.mul_(torch.clamp(MAX_GRAD_NORM / (norm + 1e-6), max=1.0))
+            self.adam_t += m.double()
+            b1, b2 = ADAM_BETAS
+            t = self.adam_t.clamp(min=1)
+            step_size = (lr / (1 - b1 ** t)).float().view(K, 1)
+            bc2_sqrt = torch.sqrt(1 - b2 ** t).float().view(K, 1)
+            if every:
+                self._adam(self.flat, grad, self.m, self.v, step_size, bc2_sqrt)
+            else:
+                kk = torch.from_numpy(np.flatnonzero(mask))
+                p, m1, v = self.flat[kk], self.m[kk], self.v[kk]
+                self._adam(p, grad[kk], m1, v, step_size[kk], bc2_sqrt[kk])
+                self.flat[kk], self.m[kk], self.v[kk] = p, m1, v
+        return loss.detach().numpy()
+
+    @staticmethod
+    def _adam(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step_size: torch.Tensor,
+              bc2_sqrt: torch.Tensor) -> None:
+        """torch.optim.Adam's single-tensor step (defaults), in place, with per-agent lr and step counts."""
+        b1, b2 = ADAM_BETAS
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v.sqrt() / bc2_sqrt).add_(ADAM_EPS)
+        p.sub_(step_size * (m / denom))  # addcdiv_(m, denom, value=-step_size)
+
+    def update_target(self, agents: np.ndarray) -> None:
+        """polyak_update(tau=1): the target network becomes a copy of the online one."""
+        if len(agents):
+            kk = torch.from_numpy(agents)
+            with torch.no_grad():
+                self.target[kk] = self.flat[kk]
+
+    def fail(self, k: int, error: BaseException) -> None:
+        if self.failed[k] is None:
+            self.failed[k] = error
+            with torch.no_grad():  # keep NaNs out of every shared computation from now on
+                for p in (self.flat, self.target, self.m, self.v):
+                    p[k].zero_()
+
+    # --- checks and evaluations ---------------------------------------------------------------------------
+    def check(self, k: int, step: int) -> None:
+        """The SB3 runner's check_finite at each evaluation: loss, weights, Q-values of stored observations."""
+        where = f"at step {step}"
+        if not math.isfinite(self.last_loss[k]):
+            raise DivergenceError(f"non-finite TD loss ({self.last_loss[k]}) {where}")
+        if not torch.isfinite(self.flat[k]).all():
+            raise DivergenceError(f"non-finite weights {where}")
+        n = int(min(self.stored[k] - 1, self.buffer[k], 256))  # SB3 stores this step's transition after the check
+        if n:
+            q = self.q_values(self.b_obs[k:k + 1, :n], self.flat[k:k + 1])
+            if not torch.isfinite(q).all():
+                raise DivergenceError(f"non-finite Q-values {where}")
+
+    def evaluate(self, agents: list[int]) -> dict[int, float]:
+        """Greedy episodes on fresh envs seeded like the SB3 runner's (``make_vec_env(seed=eval_seed(seed))``:
+        seeded first reset, unseeded resets after); returns as Monitor rounds them; all agents in lock-step."""
+        envs = {k: make_env(self.jobs[k].task) for k in agents}
+        obs = np.zeros((self.K, self.D), dtype=np.float32)
+        for k in agents:
+            obs[k] = self._encode(envs[k].reset(seed=eval_seed(self.jobs[k].seed))[0])
+        episodes = {k: [] for k in agents}
+        running = {k: 0.0 for k in agents}
+        todo = set(agents)
+        while todo:
+            greedy = self.q_values(torch.from_numpy(obs).unsqueeze(1))[:, 0].argmax(dim=1).numpy()
+            for k in list(todo):
+                o, r, term, trunc, _ = envs[k].step(int(greedy[k]))
+                running[k] += float(r)
+                if term or trunc:
+                    episodes[k].append(round(running[k], 6))
+                    running[k] = 0.0
+                    if len(episodes[k]) >= self.jobs[k].measurement.eval_episodes:
+                        todo.discard(k)
+                        continue
+                    o = envs[k].reset()[0]
+                obs[k] = self._encode(o)
+        for env in envs.values():
+            env.close()
+        return {k: float(np.mean(episodes[k])) for k in agents}
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = None,
+                progress: Callable[[int], None] | None = None) -> list[Curve | BaseException]:
+    """Train ``jobs`` (one group: same shapes) in lock-step; a curve per job, or the error that stopped it.
+
+    ``on_eval[i](step, mean_return)`` is called after each evaluation of job ``i`` and may raise (e.g.
+    ``optuna.TrialPruned``) to stop that job alone; ``progress(n)`` is told every ``n`` agent-steps done.
+    """
+    torch.set_grad_enabled(True)
+    agents = _Agents(jobs)
+    on_eval = list(on_eval) if on_eval is not None else [None] * len(jobs)
+    curves = [Curve() for _ in jobs]
+    start = time.perf_counter()
+    try:
+        for t in range(int(agents.T_end.max())):
+            active = (t < agents.T_end) & np.array([f is None for f in agents.failed])
+            if not active.any():
+                break
+            agents.step(agents.act(t, active), active)
+            n = t + 1  # SB3's num_timesteps after the step
+            due = [int(k) for k in np.flatnonzero(active) if n in agents.eval_steps[k]]
+            if due:
+                _evaluate(agents, due, n, curves, on_eval)
+            progress_remaining = 1.0 - n / agents.T
+            agents.update_target(np.flatnonzero(active & (n % agents.tui == 0)))
+            for k in np.flatnonzero(active):
+                agents.eps[k] = agents.eps_sched[k](progress_remaining[k])
+            alive = active & np.array([f is None for f in agents.failed])
+            learners = np.flatnonzero(alive & (n % agents.tf == 0) & (n > agents.ls))
+            if len(learners):
+                agents.train(learners, progress_remaining)
+            if progress is not None:
+                progress(int(active.sum()))
+    finally:
+        agents.close()
+    wall = time.perf_counter() - start
+    results: list[Curve | BaseException] = []
+    for k, curve in enumerate(curves):
+        curve.wall_time, curve.env_steps = wall / len(jobs), int(min(agents.stored[k], agents.T_end[k]))
+        results.append(agents.failed[k] if agents.failed[k] is not None else curve)
+    return results
+
+
+def _evaluate(agents: _Agents, due: list[int], step: int, curves: list[Curve], on_eval: list[OnEval | None]) -> None:
+    healthy = []
+    for k in due:
+        try:
+            agents.check(k, step)
+            healthy.append(k)
+        except DivergenceError as exc:
+            agents.fail(k, exc)
+    for k, mean_return in agents.evaluate(healthy).items():
+        if not math.isfinite(mean_return):
+            agents.fail(k, DivergenceError(f"non-finite evaluation return at step {step}"))
+            continue
+        curves[k].steps.append(step)
+        curves[k].returns.append(mean_return)
+        if on_eval[k] is not None:
+            try:
+                on_eval[k](step, mean_return)
+            except Exception as exc:  # noqa: BLE001  # e.g. optuna.TrialPruned: this agent stops here
+                agents.fail(k, exc)
+
+
+class BatchedRunner(Runner):
+    """Trains jobs in lock-step batches (grouped by tensor shapes, at most ``max_agents`` per batch)."""
+
+    name = "batched"
+
+    def __init__(self, max_agents: int = MAX_AGENTS, progress: bool = False) -> None:
+        if max_agents < 1:
+            raise ValueError(f"max_agents must be >= 1, got {max_agents}")
+        self.max_agents, self.progress = max_agents, progress
+
+    def run(self, job: Job, on_eval: OnEval | None = None) -> Curve:
+        result = train_group([job], [on_eval])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def batches(self, jobs: Sequence[Job]) -> list[list[Job]]:
+        groups: dict[tuple, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(group_key(job), []).append(job)
+        return [g[i:i + self.max_agents] for g in groups.values() for i in range(0, len(g), self.max_agents)]
+
+    def run_many(self, jobs: Sequence[Job], workers: int = 1):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        batches = self.batches(jobs)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(sum(-(-j.measurement.timesteps // j.config.train_freq) * j.config.train_freq
+                                     for j in jobs)), desc="agent-steps", unit="step", unit_scale=True)
+        try:
+            if workers == 1:
+                for batch in batches:
+                    yield from zip(batch, train_group(batch, progress=None if bar is None else bar.update))
+                return
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_train_group_single_thread, batch): batch for batch in batches}
+                for fut in as_completed(futures):
+                    batch = futures[fut]
+                    if bar is not None:
+                        bar.update(sum(int(c.env_steps) if isinstance(c, Curve) else 0 for c in fut.result()))
+                    yield from zip(batch, fut.result())
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _train_group_single_thread(batch: list[Job]) -> list[Curve | BaseException]:
+    torch.set_num_threads(1)
+    return train_group(batch)
