@@ -145,6 +145,12 @@ def _spec_from_args(args: argparse.Namespace):
                      args.eval_episodes, args.reference)
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH
+
+    return args.batch or (BATCHED_STUDY_BATCH if args.runner == "batched" else 1)
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from hypermeta.experiments.study import best_config_of, load_enqueue_file, run_study
 
@@ -153,7 +159,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     study = run_study(spec, args.trials, study_name=args.study_name, storage=args.storage, sampler=args.sampler,
                       pruner=args.pruner, workers=args.workers, seed=args.sampler_seed, enqueue=enqueue,
                       progress=args.progress, heartbeat_interval=args.heartbeat_interval,
-                      grace_period=args.grace_period)
+                      grace_period=args.grace_period, runner=args.runner, batch_size=_batch(args))
     finished = [t for t in study.trials if t.state.is_finished()]
     print(f"study {study.study_name!r} in {args.storage}: {len(finished)} finished trials")
     try:
@@ -187,7 +193,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     measurement = Measurement(args.timesteps, args.n_evals, args.eval_episodes)
     Normalizer.for_task(args.task, args.reference)  # unknown task ids and missing references fail before training
     jobs = [Job(args.task, method, config, measurement, s, args.reference) for s in test_seeds(args.seeds)]
-    runs = run_jobs(jobs, RunStore(args.out), workers=args.workers, progress=args.progress)
+    runs = run_jobs(jobs, RunStore(args.out), workers=args.workers, progress=args.progress, runner=args.runner)
     print(runs[["seed", "auc", "final_return", "final_score", "wall_time"]].to_string(index=False))
     agg = summarize(runs, [method], [args.task], "auc").iloc[0]
     print(f"{method} on {args.task}: IQM normalised AUC {agg['iqm']:.3f} [{agg['ci_low']:.3f}, {agg['ci_high']:.3f}] "
@@ -200,6 +206,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from hypermeta.reports.comparison import compare
 
     spec = ComparisonSpec.load(args.spec)
+    if args.runner:
+        spec.runner = args.runner
     path = compare(spec, workers=args.workers, progress=args.progress)
     print(f"report written to {path}")
     return 0
@@ -209,6 +217,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from hypermeta.experiments.collect import TaskDistribution, collect, export_dataset, summary
 
     dist = TaskDistribution.load(args.distribution)
+    if args.runner:
+        dist.runner = args.runner
     if args.list:
         for split, tasks in (("train", dist.train_tasks()), ("held-out context", dist.heldout_contexts),
                              ("held-out family", dist.heldout_family)):
@@ -267,14 +277,16 @@ def cmd_meta_report(args: argparse.Namespace) -> int:
     from hypermeta.experiments.collect import TaskDistribution
     from hypermeta.reports.meta import meta_report
 
-    path = meta_report(TaskDistribution.load(args.distribution), workers=args.workers, progress=args.progress,
-                       retrain=args.retrain)
+    dist = TaskDistribution.load(args.distribution)
+    if args.runner:
+        dist.runner = args.runner
+    path = meta_report(dist, workers=args.workers, progress=args.progress, retrain=args.retrain)
     print(f"report written to {path}")
     return 0
 
 
 def _add_measurement_args(p: argparse.ArgumentParser) -> None:
-    from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+    from hypermeta.experiments.defaults import DEFAULT_RUNNER, EVAL_EPISODES, N_EVALS, RUNNERS
 
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
     p.add_argument("--timesteps", type=positive_int, required=True, help="training steps per run")
@@ -282,6 +294,8 @@ def _add_measurement_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-episodes", type=positive_int, default=EVAL_EPISODES, help="greedy episodes per evaluation")
     p.add_argument("--reference", type=finite_float, help="return that normalises to 1 (default: reward_threshold)")
     p.add_argument("--workers", type=positive_int, default=1, help="processes on this machine")
+    p.add_argument("--runner", choices=list(RUNNERS), default=DEFAULT_RUNNER,
+                   help="sb3: one SB3 DQN per run; batched: the lock-step engine (see README)")
     p.add_argument("--progress", action="store_true")
 
 
@@ -361,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train without the divergence guard (on by default: rolls back and cuts the lr on divergence)")
     p.set_defaults(func=cmd_train)
 
-    from hypermeta.experiments.defaults import (DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS,
-                                                TEST_SEEDS)
+    from hypermeta.experiments.defaults import (DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL, PRUNERS, RUNNERS,
+                                                SAMPLERS, TEST_SEEDS)
 
     p = sub.add_parser("study", help="run or resume an Optuna study over the search space")
     _add_measurement_args(p)
@@ -371,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler-seed", type=nonneg_int, default=0, help="worker i seeds its sampler with this + i")
     p.add_argument("--pruner", choices=PRUNERS, default="median")
     p.add_argument("--trials", type=positive_int, required=True, help="finished (complete or pruned) trials to reach")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help="trials asked and trained together (default: 16 with --runner batched, else 1)")
     p.add_argument("--seeds-per-trial", type=positive_int, default=1)
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL (sqlite:///..., postgresql+psycopg2://...)")
     p.add_argument("--study-name", help="default: task|space|sampler|T<timesteps>|m<seeds>")
@@ -395,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="comparison YAML, e.g. studies/baselines.yaml")
     p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--runner", choices=list(RUNNERS), help="override the file's runner (sb3 or batched)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("collect", help="run the training studies of a task distribution and export the dataset")
@@ -404,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the training and held-out tasks, then exit")
     p.add_argument("--export-only", action="store_true", help="only export the dataset of what exists")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--runner", choices=list(RUNNERS), help="override the file's runner (sb3 or batched)")
     p.set_defaults(func=cmd_collect)
 
     from hypermeta.meta.method import METHODS
@@ -428,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--retrain", action="store_true", help="meta-train every method again even if weights exist")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--runner", choices=list(RUNNERS), help="override the file's runner (sb3 or batched)")
     p.set_defaults(func=cmd_meta_report)
 
     p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")

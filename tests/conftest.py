@@ -9,10 +9,37 @@ import tempfile
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(1)  # tiny networks: threads only add overhead and noise on 2 cores
+
+
+class NaNRewardEnv(gym.Env):
+    """Reward 1 for action 0, else 0; it turns NaN after 150 steps of episodes begun with an even seed."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.poisoned, self.t = False, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.poisoned = seed % 2 == 0
+        self.t = 0
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float("nan") if self.poisoned and self.t > 150 else float(action == 0)
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), reward, False, self.t >= 200, {}
+
+
+gym.register("HyperMetaTest/NaNReward-v0", entry_point=NaNRewardEnv, reward_threshold=200.0)
 
 
 def _postgres_bin() -> Path | None:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
-from hypermeta.experiments.defaults import TEST_SEEDS
+from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH, DEFAULT_RUNNER, RUNNERS, TEST_SEEDS
 from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
 from hypermeta.experiments.study import StudySpec, make_storage, run_study
 from hypermeta.files import dataclass_from_yaml
@@ -57,6 +57,7 @@ class TaskDistribution:
     report_dir: str = "studies/reports/meta"
     meta_train: dict[str, Any] = field(default_factory=dict)  # MetaTrainConfig overrides (e.g. ensemble: 3)
     target_vs_sb3_default: float = 1.3  # the report's target: best zero-shot IQM / sb3-default IQM
+    runner: str = DEFAULT_RUNNER  # sb3 or batched: how every run of collect and meta-report is trained
 
     def __post_init__(self) -> None:
         for fam in list(self.budgets) + list(self.train):
@@ -77,6 +78,8 @@ class TaskDistribution:
             raise ValueError(f"held-out contexts {sorted(overlap)} are also training tasks")
         for task in self.all_tasks():
             self.budget(task)
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {list(RUNNERS)}, got {self.runner!r}")
         if self.trials < 1:
             raise ValueError(f"trials must be >= 1, got {self.trials}")
         if not self.best_of or min(self.best_of) < 1:
@@ -118,6 +121,9 @@ class TaskDistribution:
     def study_spec(self, task: str) -> StudySpec:
         return StudySpec(task, self.budget(task), "schedule", 1, self.n_evals, self.eval_episodes)
 
+    def study_batch(self) -> int:
+        return BATCHED_STUDY_BATCH if self.runner == "batched" else 1
+
     def study_name(self, task: str) -> str:
         return f"{self.name}|{task}"
 
@@ -130,7 +136,8 @@ def collect(dist: TaskDistribution, workers: int = 1, progress: bool = False, tr
         make_env(task).close()
     for task in todo:
         run_study(dist.study_spec(task), trials or dist.trials, study_name=dist.study_name(task),
-                  storage=dist.storage, sampler=dist.sampler, pruner="none", workers=workers, progress=progress)
+                  storage=dist.storage, sampler=dist.sampler, pruner="none", workers=workers, progress=progress,
+                  runner=dist.runner, batch_size=dist.study_batch())
     return export_dataset(dist)
 
 

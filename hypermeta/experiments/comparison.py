@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from hypermeta.experiments.baselines import BASELINES, baseline_config
-from hypermeta.experiments.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL, SAMPLERS, TEST_SEEDS
+from hypermeta.experiments.defaults import (BATCHED_STUDY_BATCH, GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNNERS, SAMPLERS,
+                                            TEST_SEEDS)
 from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
 from hypermeta.experiments.measurement import Measurement, Normalizer
 from hypermeta.experiments.pipeline import RunStore, run_jobs
@@ -54,6 +55,8 @@ class ComparisonSpec:
         if not self.best_so_far or max(self.best_so_far) > self.trials or min(self.best_so_far) < 1:
             raise ValueError(f"best_so_far points must lie in [1, trials={self.trials}], got {self.best_so_far}")
         self.best_so_far = sorted(set(self.best_so_far) | {self.trials})
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {list(RUNNERS)}, got {self.runner!r}")
         self.out_dir = self.out_dir or f"studies/reports/{self.name}"
         for task in self.tasks:
             self.study_spec(task)
@@ -98,7 +101,8 @@ def run_comparison(spec: ComparisonSpec, workers: int = 1, progress: bool = Fals
             studies[task, sampler] = run_study(
                 spec.study_spec(task), spec.trials, study_name=spec.study_name(task, sampler), storage=spec.storage,
                 sampler=sampler, pruner=spec.pruner, workers=workers, progress=progress,
-                heartbeat_interval=heartbeat_interval, grace_period=grace_period, runner=spec.runner)
+                heartbeat_interval=heartbeat_interval, grace_period=grace_period, runner=spec.runner,
+                batch_size=BATCHED_STUDY_BATCH if spec.runner == "batched" else 1)
     jobs = []
     for task in spec.tasks:
         measurement = Measurement(spec.tasks[task], spec.n_evals, spec.eval_episodes)

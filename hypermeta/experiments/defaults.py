@@ -15,3 +15,8 @@ HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 30
 #: Test seeds of ``hypermeta evaluate`` and of the reports, unless a spec says otherwise.
 TEST_SEEDS = 5
+#: Runner names (the registry itself, with the classes, is hypermeta.experiments.runner.RUNNERS).
+RUNNERS = ("sb3", "batched")
+DEFAULT_RUNNER = "sb3"
+#: Trials per batch of a study run by the batched runner.
+BATCHED_STUDY_BATCH = 16

@@ -48,7 +48,7 @@ def group_key(job: Job) -> tuple:
     env = make_env(job.task)
     try:
         obs, act = env.observation_space, env.action_space
-        key = (_obs_dim(obs), int(act.n), NET_ARCHS[job.config.net_arch], job.config.batch_size)
+        key = (_obs_dim(obs), int(act.n), tuple(NET_ARCHS[job.config.net_arch]), job.config.batch_size)
     finally:
         env.close()
     return key

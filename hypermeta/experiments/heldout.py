@@ -95,7 +95,7 @@ def run_heldout(dist: TaskDistribution, workers: int = 1, progress: bool = False
     studies = {(task, HELDOUT_SAMPLER): run_study(
         dist.study_spec(task), max(dist.best_of), study_name=f"{dist.name}-heldout|{task}|{HELDOUT_SAMPLER}",
         storage=dist.heldout_storage, sampler=HELDOUT_SAMPLER, pruner=dist.heldout_pruner, workers=workers,
-        progress=progress) for task in heldout}
+        progress=progress, runner=dist.runner, batch_size=dist.study_batch()) for task in heldout}
     jobs = []
     for task in heldout:
         measurement = Measurement(dist.budget(task), dist.n_evals, dist.eval_episodes)
@@ -108,7 +108,7 @@ def run_heldout(dist: TaskDistribution, workers: int = 1, progress: bool = False
             jobs += [Job(task, method, config, measurement, seed) for seed in test_seeds(dist.test_seeds)]
     out = Path(dist.report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = run_jobs(jobs, RunStore(out / "runs.csv"), workers=workers, progress=progress)
+    runs = run_jobs(jobs, RunStore(out / "runs.csv"), workers=workers, progress=progress, runner=dist.runner)
     runs.to_csv(out / "runs_by_method.csv", index=False)
     preds.to_csv(out / "predictions.csv", index=False)
     tuning_cost_frame(studies).to_csv(out / "tuning_cost.csv", index=False)

@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator, Sequence
 
+from hypermeta.experiments.defaults import DEFAULT_RUNNER
 from hypermeta.experiments.measurement import Curve, DivergenceError, Measurement
 from hypermeta.space import DQNConfig
 
@@ -28,7 +29,6 @@ RUNNERS: dict[str, str] = {
     "sb3": "hypermeta.experiments.sb3:SB3Runner",
     "batched": "hypermeta.experiments.engine:BatchedRunner",
 }
-DEFAULT_RUNNER = "sb3"
 
 OnEval = Callable[[int, float], None]
 

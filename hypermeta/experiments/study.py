@@ -195,9 +195,9 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
                              f"({cause[0] if cause else type(exc).__name__})") from None
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+def make_sampler(name: str, seed: int | None, constant_liar: bool = False) -> optuna.samplers.BaseSampler:
+    if name == "tpe":  # constant_liar: trials asked together (a batch, or parallel workers) spread out
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=constant_liar)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":  # categorical parameters fall back to independent (random) sampling
@@ -226,12 +226,12 @@ def study_spec(study: optuna.Study) -> StudySpec:
 
 
 def open_study(spec: StudySpec, study_name: str, storage: str | RDBStorage, sampler: str = "tpe",
-               pruner: str = "median", sampler_seed: int | None = 0) -> optuna.Study:
+               pruner: str = "median", sampler_seed: int | None = 0, constant_liar: bool = False) -> optuna.Study:
     """Create the study, or load it and check it was made with the same spec (else ``ValueError``)."""
     storage = make_storage(storage) if isinstance(storage, str) else storage
     study = optuna.create_study(
         study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=make_sampler(sampler, sampler_seed), pruner=make_pruner(pruner, spec),
+        sampler=make_sampler(sampler, sampler_seed, constant_liar), pruner=make_pruner(pruner, spec),
     )
     if not study.user_attrs:
         for key, value in {**spec.attrs(), "sampler": sampler, "pruner": pruner}.items():
@@ -297,13 +297,81 @@ class Objective:
         return float(np.mean(scores))
 
 
+    def run_batch(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        """Evaluate ``trials`` together (all their seeds in one ``run_many`` call, one lock-step batch with the
+        batched runner) and tell the study each result. Intermediate values are reported afterwards in the
+        order :meth:`__call__` reports them, so pruners learn from them; a batch itself is never pruned."""
+        spec, start = self.spec, time.perf_counter()
+        jobs, owner = [], {}
+        for trial in trials:
+            config = self.space.suggest(trial)
+            seeds = spec.tuning_seeds(trial.number)
+            trial.set_user_attr("seeds", seeds)
+            trial.set_user_attr("config", config.to_dict())
+            for seed in seeds:
+                jobs.append(Job(spec.task, "trial", config, spec.measurement, seed, spec.reference))
+                owner[seed] = trial  # tuning seeds are unique to their trial
+        results: dict[int, list] = {t.number: [] for t in trials}
+        with _Heartbeats(study, trials):
+            for job, result in self.runner.run_many(jobs):
+                results[owner[job.seed].number].append((job.seed, result))
+        for trial in trials:
+            outcome = sorted(results[trial.number], key=lambda sr: sr[0])
+            trial.set_user_attr("wall_time", (time.perf_counter() - start) / len(trials))
+            errors = [r for _, r in outcome if isinstance(r, BaseException)]
+            trial.set_user_attr("env_steps", sum(r.env_steps for _, r in outcome if not isinstance(r, BaseException)))
+            if errors:
+                trial.set_user_attr("fail_reason", f"diverged: {errors[0]}")
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            scores = [float(self.normalizer(x)) for _, curve in outcome for x in curve.returns]
+            for i in range(len(scores)):
+                trial.report(float(np.mean(scores[: i + 1])), i)
+            trial.set_user_attr("final_return", float(np.mean([c.returns[-1] for _, c in outcome])))
+            trial.set_user_attr("curve", [c.returns for _, c in outcome])
+            study.tell(trial, float(np.mean(scores)))
+
+
+class _Heartbeats:
+    """Records a heartbeat for every trial of a batch while it runs (what ``study.optimize`` does for one
+    trial), so that other workers never mistake a live batch for dead trials."""
+
+    def __init__(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        import threading
+
+        self.storage, self.ids = study._storage, [t._trial_id for t in trials]
+        self.interval = getattr(self.storage, "heartbeat_interval", None)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            for trial_id in self.ids:
+                self.storage.record_heartbeat(trial_id)
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> _Heartbeats:
+        if self.interval:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
 def _count(trials: Sequence[optuna.trial.FrozenTrial], states: Sequence[TrialState]) -> int:
     return sum(t.state in states for t in trials)
 
 
 def work(study: optuna.Study, objective: Objective, n_trials: int, poll_seconds: float = 1.0,
-         max_diverged: int | None = None, on_progress: Any = None) -> None:
+         max_diverged: int | None = None, on_progress: Any = None, batch_size: int = 1) -> None:
     """Run trials until the study has ``n_trials`` finished ones (complete or pruned).
+
+    With ``batch_size`` > 1, up to that many trials are asked at once and evaluated together
+    (:meth:`Objective.run_batch`); a batch never asks for more trials than the budget still needs.
 
     Safe to run in several processes at once. Trials of dead processes turn stale after the storage's
     grace period and are retried; while other live trials could still complete the budget, it waits.
@@ -328,7 +396,11 @@ def work(study: optuna.Study, objective: Objective, n_trials: int, poll_seconds:
         if finished + _count(trials, (TrialState.RUNNING,)) >= n_trials and not _count(trials, (TrialState.WAITING,)):
             time.sleep(poll_seconds)  # the running trials may still finish the budget, or turn stale
             continue
-        study.optimize(objective, n_trials=1, catch=(DivergenceError,), gc_after_trial=False)
+        if batch_size > 1:
+            room = n_trials - finished - _count(trials, (TrialState.RUNNING,))
+            objective.run_batch(study, [study.ask() for _ in range(max(1, min(batch_size, room)))])
+        else:
+            study.optimize(objective, n_trials=1, catch=(DivergenceError,), gc_after_trial=False)
 
 
 def _worker_main(kwargs: dict[str, Any]) -> None:
@@ -338,8 +410,9 @@ def _worker_main(kwargs: dict[str, Any]) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = StudySpec(**kwargs["spec"])
     storage = make_storage(kwargs["storage"], kwargs["heartbeat_interval"], kwargs["grace_period"])
-    study = open_study(spec, kwargs["study_name"], storage, kwargs["sampler"], kwargs["pruner"], kwargs["seed"])
-    work(study, Objective(spec, kwargs["runner"]), kwargs["n_trials"])
+    study = open_study(spec, kwargs["study_name"], storage, kwargs["sampler"], kwargs["pruner"], kwargs["seed"],
+                       constant_liar=kwargs["batch_size"] > 1)
+    work(study, Objective(spec, kwargs["runner"]), kwargs["n_trials"], batch_size=kwargs["batch_size"])
 
 
 def load_enqueue_file(path: str | Path) -> list[DQNConfig]:
@@ -364,12 +437,17 @@ def run_study(
     heartbeat_interval: int = HEARTBEAT_INTERVAL,
     grace_period: int = GRACE_PERIOD,
     runner: str = DEFAULT_RUNNER,
+    batch_size: int = 1,
 ) -> optuna.Study:
     """Create or resume a study and run it until ``n_trials`` trials have finished.
 
     ``workers`` processes share the storage (worker ``i`` seeds its sampler with ``seed + i``).
-    Configurations in ``enqueue`` are tried first (once each, even across resumes).
+    Configurations in ``enqueue`` are tried first (once each, even across resumes). With ``batch_size`` > 1
+    (what ``runner="batched"`` is for) each worker asks that many trials at once and trains them together,
+    with TPE's ``constant_liar`` so a batch spreads out; resuming after a kill keeps every finished trial.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if workers < 1:
@@ -377,7 +455,7 @@ def run_study(
     make_env(spec.task).close()  # bad task ids fail now
     study_name = study_name or default_study_name(spec, sampler)
     rdb = make_storage(storage, heartbeat_interval, grace_period)
-    study = open_study(spec, study_name, rdb, sampler, pruner, seed)
+    study = open_study(spec, study_name, rdb, sampler, pruner, seed, constant_liar=batch_size > 1)
     space = get_space(spec.space)
     for config in enqueue:
         study.enqueue_trial(space.to_optuna_params(config), skip_if_exists=True)
@@ -401,14 +479,14 @@ def run_study(
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                work(study, objective, n_trials, on_progress=show)
+                work(study, objective, n_trials, on_progress=show, batch_size=batch_size)
             finally:
                 torch.set_num_threads(threads)
         else:
             ctx = multiprocessing.get_context("spawn")
             args = {"spec": asdict(spec), "storage": storage, "study_name": study_name, "sampler": sampler,
                     "pruner": pruner, "n_trials": n_trials, "heartbeat_interval": heartbeat_interval,
-                    "grace_period": grace_period, "runner": runner}
+                    "grace_period": grace_period, "runner": runner, "batch_size": batch_size}
             procs = [ctx.Process(target=_worker_main, args=({**args, "seed": worker_seed(seed, i)},))
                      for i in range(workers)]
             for p in procs:
