@@ -128,6 +128,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out or f"studies/reports/{args.which}.md")
     if args.which == "overhead":
         report = run_overhead_benchmark(args.task, args.timesteps, args.repeats, out)
+    elif args.which == "engine":
+        from hypermeta.experiments.engine_bench import run_throughput_benchmark
+
+        out = Path(args.out or "studies/reports/engine/throughput.md")
+        report = run_throughput_benchmark(args.tasks.split(","), args.timesteps, [1, 16, 64, 256], out)
+    elif args.which == "fidelity":
+        from hypermeta.experiments.engine_bench import run_fidelity_benchmark
+
+        out = Path(args.out or "studies/reports/engine/fidelity.md")
+        tasks = dict(item.rsplit("@", 1) for item in args.fidelity_tasks.split(";"))
+        report = run_fidelity_benchmark({t: int(n) for t, n in tasks.items()}, args.configs, args.seeds,
+                                        args.workers, out)
     elif args.which == "guard":
         report = run_guard_benchmark(args.task, args.timesteps, args.seeds, out)
     elif args.which == "kill":
@@ -450,7 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_meta_report)
 
     p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")
-    p.add_argument("which", choices=["overhead", "workers", "kill", "guard"])
+    p.add_argument("which", choices=["overhead", "workers", "kill", "guard", "engine", "fidelity"])
+    p.add_argument("--tasks", default="CartPole-v1,Acrobot-v1", help="engine benchmark: comma-separated tasks")
+    p.add_argument("--fidelity-tasks", default="cartpole:length=0.7@5000;acrobot:link_mass_2=1.5@5000;"
+                   "frozenlake:success_rate=0.6@5000", help="fidelity benchmark: TASK@STEPS;TASK@STEPS;...")
+    p.add_argument("--configs", type=positive_int, default=16, help="fidelity benchmark: Sobol configurations")
+    p.add_argument("--workers", type=positive_int, default=1, help="fidelity benchmark: processes")
     p.add_argument("--task", default="CartPole-v1")
     p.add_argument("--timesteps", type=positive_int, default=20_000, help="overhead: steps per run; workers: per trial")
     p.add_argument("--repeats", type=positive_int, default=7, help="overhead benchmark: interleaved pairs")

@@ -84,9 +84,12 @@ class RunStore:
 
 
 def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 1, progress: bool = False,
-             runner: str | Runner = DEFAULT_RUNNER) -> pd.DataFrame:
+             runner: str | Runner = DEFAULT_RUNNER, errors: list | None = None) -> pd.DataFrame:
     """Run every job not already in ``store`` through ``runner`` (in ``workers`` processes) and return all
-    their rows, one per job (identical jobs under several method labels are trained once)."""
+    their rows, one per job (identical jobs under several method labels are trained once).
+
+    A diverged run is raised (after the other runs are stored), unless ``errors`` is a list: then
+    ``(job, error)`` is appended to it and the run is left out of the rows."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     runner = get_runner(runner)
@@ -103,11 +106,11 @@ def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="test runs", unit="run")
-    errors: list[BaseException] = []
+    failed: list[tuple[Job, BaseException]] = []
     try:
         for job, curve in runner.run_many([same[0] for same in todo.values()], workers):
             if isinstance(curve, BaseException):  # a diverged run: the others are kept, then it is reported
-                errors.append(curve)
+                failed.append((job, curve))
                 continue
             row = run_row(job, curve)
             if store is not None:
@@ -118,8 +121,10 @@ def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 
     finally:
         if bar is not None:
             bar.close()
-    if errors:
-        raise errors[0]
+    if failed and errors is None:
+        raise failed[0][1]
+    if errors is not None:
+        errors.extend(failed)
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
