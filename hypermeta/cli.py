@@ -245,6 +245,20 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from hypermeta.experiments.matrix import MatrixPlan, collect_matrix, matrix_summary
+
+    plan = MatrixPlan.load(args.plan)
+    if args.list:
+        for i, task in enumerate(plan.all_tasks()):
+            split = "train" if i < len(plan.train_tasks()) else "held-out"
+            print(f"{split:<9} {plan.budget(task):>7} steps  {task}")
+        return 0
+    runs = collect_matrix(plan, runner=args.runner, workers=args.workers, n_tasks=args.tasks, progress=args.progress)
+    print(f"matrix {plan.runs_path}: {matrix_summary(runs)}")
+    return 0
+
+
 def cmd_meta_train(args: argparse.Namespace) -> int:
     import time
 
@@ -435,6 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--runner", choices=list(RUNNERS), help="override the file's runner (sb3 or batched)")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("matrix", help="run (or resume) the performance matrix of a meta-learner v2 plan")
+    p.add_argument("plan", help="plan YAML, e.g. studies/meta2/plan.yaml")
+    p.add_argument("--runner", choices=list(RUNNERS), default="batched")
+    p.add_argument("--workers", type=positive_int, default=1)
+    p.add_argument("--tasks", type=positive_int, help="only the first N training tasks (default: all)")
+    p.add_argument("--list", action="store_true", help="print the training and held-out tasks, then exit")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_matrix)
 
     from hypermeta.meta.method import METHODS
 

@@ -8,6 +8,7 @@ what                      seeds                                        owner
 ========================  ==========================================  ==========================
 tuning (study trials)     trial ``t`` with ``m`` seeds: ``t*m .. t*m+m-1``, below :data:`TEST_SEED_START`   :func:`tuning_seeds`
 test runs                 :data:`TEST_SEED_START` + ``0 .. n-1``       :func:`test_seeds`
+matrix (meta-training)    :data:`MATRIX_SEED_START` + 1000 * task index + ``0 .. n-1``   :func:`matrix_seeds`
 evaluation episodes       training seed + :data:`EVAL_SEED_OFFSET`      :func:`eval_seed`
 task-feature probe        :data:`FEATURE_SEED` (training and prediction alike)
 random-policy reference   :data:`RANDOM_SEED` (normalisation)
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 #: The first test seed; tuning seeds always lie below it.
 TEST_SEED_START = 10_000_000
+#: Meta-training data (the performance matrix) uses seeds from here up, distinct per task; below the test seeds.
+MATRIX_SEED_START = 5_000_000
 #: Evaluation environments are seeded with ``seed + EVAL_SEED_OFFSET`` so they never replay training episodes.
 EVAL_SEED_OFFSET = 1_000_000
 #: The probe seed of every task's features (training data and prediction alike).
@@ -58,6 +61,20 @@ def test_seeds(n: int) -> list[int]:
 
 
 test_seeds.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
+
+
+def matrix_seeds(task_index: int, n: int) -> list[int]:
+    """The ``n`` seeds of training task ``task_index`` in the performance matrix (no task shares a seed).
+
+    >>> matrix_seeds(2, 3)
+    [5002000, 5002001, 5002002]
+    """
+    if not 1 <= n <= 1000 or task_index < 0:
+        raise ValueError(f"need 1 <= n <= 1000 seeds and task_index >= 0, got {n}, {task_index}")
+    seeds = [MATRIX_SEED_START + 1000 * task_index + j for j in range(n)]
+    if seeds[-1] >= TEST_SEED_START:
+        raise ValueError(f"task index {task_index} would reach the test seeds")
+    return seeds
 
 
 def eval_seed(seed: int) -> int:
