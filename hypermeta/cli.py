@@ -185,6 +185,27 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import yaml
+
+    from hypermeta.experiments.tune import tune, write_best
+
+    if args.trials is None and args.time_budget is None:
+        raise ValueError("give --trials N, --time-budget MINUTES, or both")
+    result = tune(args.task, args.trials or 10_000, args.timesteps, seeds_per_trial=args.seeds_per_trial,
+                  runner=args.runner, storage=args.storage, study_name=args.study_name, predictor=args.weights,
+                  time_budget_minutes=args.time_budget, progress=args.progress)
+    print(f"round 0 ({len(result.candidates)} warm candidates): " + ", ".join(label for label, _ in result.candidates))
+    print(f"{result.trials} finished trials, {result.env_steps:,} environment steps, {result.train_seconds:.0f} s of "
+          f"training (study {result.study.study_name!r} in {args.storage})")
+    path = write_best(result.best, args.out)
+    print(f"best configuration -> {path} (apply it with HyperMetaCallback({str(path)!r}); its tuning-seed score is "
+          "optimistic: re-evaluate it with `hypermeta evaluate --config` on test seeds)")
+    print("SB3 kwargs: " + json.dumps(result.best.sb3_kwargs(), default=str))
+    print(yaml.safe_dump(result.best.to_zoo(args.env or args.task, args.timesteps), sort_keys=False), end="")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from hypermeta.experiments.baselines import baseline_config
     from hypermeta.experiments.measurement import Measurement, Normalizer
@@ -401,8 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train without the divergence guard (on by default: rolls back and cuts the lr on divergence)")
     p.set_defaults(func=cmd_train)
 
-    from hypermeta.experiments.defaults import (DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL, PRUNERS, RUNNERS,
-                                                SAMPLERS, TEST_SEEDS)
+    from hypermeta.experiments.defaults import (DEFAULT_RUNNER, DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL,
+                                                PRUNERS, RUNNERS, SAMPLERS, TEST_SEEDS)
 
     p = sub.add_parser("study", help="run or resume an Optuna study over the search space")
     _add_measurement_args(p)
@@ -422,6 +443,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-period", type=positive_int, default=GRACE_PERIOD,
                    help="seconds without heartbeat after which a trial counts as dead and is retried once")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("tune", help="tune a new task quickly: a study warm-started by the meta-learner")
+    p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
+    p.add_argument("--timesteps", type=positive_int, required=True, help="training steps per run")
+    p.add_argument("--trials", type=positive_int, help="finished trials to reach")
+    p.add_argument("--time-budget", type=finite_float, help="minutes; no new trial starts after it")
+    p.add_argument("--seeds-per-trial", type=positive_int, default=1)
+    p.add_argument("--runner", choices=list(RUNNERS), default=DEFAULT_RUNNER)
+    p.add_argument("--storage", default=DEFAULT_STORAGE)
+    p.add_argument("--study-name", help="default: tune|TASK|T<timesteps>|m<seeds>")
+    p.add_argument("--weights", help="meta-learner .safetensors for round 0 (default: the shipped weights)")
+    p.add_argument("--out", default="best.yaml", help="where to write the best configuration (YAML)")
+    p.add_argument("--env", help="env id of the printed rl-zoo entry (default: the task)")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("evaluate", help="re-train one configuration on fresh test seeds")
     _add_measurement_args(p)

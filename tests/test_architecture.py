@@ -108,6 +108,9 @@ def test_every_registered_method_resolves_to_its_class(name):
 
 
 def test_every_registered_runner_resolves():
+    from hypermeta.experiments import defaults
+
+    assert tuple(RUNNERS) == defaults.RUNNERS  # the CLI's cheap list of names is the registry's
     for name in RUNNERS:
         runner = get_runner(name)
         assert isinstance(runner, Runner) and runner.name == name

@@ -77,6 +77,10 @@ CASES = [
     (["predict", "cartpol"], "Did you mean cartpole"),
     (["meta-report", "missing.yaml"], "task distribution file 'missing.yaml' does not exist"),
     (["bench", "nothing"], "invalid choice: 'nothing'"),
+    (["tune", "cartpole", "--timesteps", "300"], "give --trials N, --time-budget MINUTES, or both"),
+    (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--time-budget", "-1"], "time budget must be > 0"),
+    (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--storage", "foo://x"], "unknown or uninstalled"),
+    (["matrix", "missing.yaml"], "plan file 'missing.yaml' does not exist"),
     (["bench", "overhead", "--timesteps", "0"], "--timesteps: must be an integer >= 1"),
 ]
 

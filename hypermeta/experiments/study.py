@@ -367,11 +367,13 @@ def _count(trials: Sequence[optuna.trial.FrozenTrial], states: Sequence[TrialSta
 
 
 def work(study: optuna.Study, objective: Objective, n_trials: int, poll_seconds: float = 1.0,
-         max_diverged: int | None = None, on_progress: Any = None, batch_size: int = 1) -> None:
+         max_diverged: int | None = None, on_progress: Any = None, batch_size: int = 1,
+         deadline: float | None = None) -> None:
     """Run trials until the study has ``n_trials`` finished ones (complete or pruned).
 
     With ``batch_size`` > 1, up to that many trials are asked at once and evaluated together
-    (:meth:`Objective.run_batch`); a batch never asks for more trials than the budget still needs.
+    (:meth:`Objective.run_batch`); a batch never asks for more trials than the budget still needs. After
+    ``deadline`` (a ``time.time()`` value) no new trial is started; running ones finish.
 
     Safe to run in several processes at once. Trials of dead processes turn stale after the storage's
     grace period and are retried; while other live trials could still complete the budget, it waits.
@@ -387,7 +389,7 @@ def work(study: optuna.Study, objective: Objective, n_trials: int, poll_seconds:
         finished = _count(trials, FINISHED)
         if on_progress is not None:
             on_progress(finished)
-        if finished >= n_trials:
+        if finished >= n_trials or (deadline is not None and time.time() >= deadline):
             return
         diverged = sum(t.state == TrialState.FAIL and "fail_reason" in t.user_attrs for t in trials)
         if diverged >= max_diverged:
@@ -412,7 +414,8 @@ def _worker_main(kwargs: dict[str, Any]) -> None:
     storage = make_storage(kwargs["storage"], kwargs["heartbeat_interval"], kwargs["grace_period"])
     study = open_study(spec, kwargs["study_name"], storage, kwargs["sampler"], kwargs["pruner"], kwargs["seed"],
                        constant_liar=kwargs["batch_size"] > 1)
-    work(study, Objective(spec, kwargs["runner"]), kwargs["n_trials"], batch_size=kwargs["batch_size"])
+    work(study, Objective(spec, kwargs["runner"]), kwargs["n_trials"], batch_size=kwargs["batch_size"],
+         deadline=kwargs["deadline"])
 
 
 def load_enqueue_file(path: str | Path) -> list[DQNConfig]:
@@ -438,6 +441,7 @@ def run_study(
     grace_period: int = GRACE_PERIOD,
     runner: str = DEFAULT_RUNNER,
     batch_size: int = 1,
+    deadline: float | None = None,
 ) -> optuna.Study:
     """Create or resume a study and run it until ``n_trials`` trials have finished.
 
@@ -479,14 +483,14 @@ def run_study(
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                work(study, objective, n_trials, on_progress=show, batch_size=batch_size)
+                work(study, objective, n_trials, on_progress=show, batch_size=batch_size, deadline=deadline)
             finally:
                 torch.set_num_threads(threads)
         else:
             ctx = multiprocessing.get_context("spawn")
             args = {"spec": asdict(spec), "storage": storage, "study_name": study_name, "sampler": sampler,
                     "pruner": pruner, "n_trials": n_trials, "heartbeat_interval": heartbeat_interval,
-                    "grace_period": grace_period, "runner": runner, "batch_size": batch_size}
+                    "grace_period": grace_period, "runner": runner, "batch_size": batch_size, "deadline": deadline}
             procs = [ctx.Process(target=_worker_main, args=({**args, "seed": worker_seed(seed, i)},))
                      for i in range(workers)]
             for p in procs:

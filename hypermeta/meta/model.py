@@ -142,6 +142,18 @@ class MetaModel:
                              f"FEATURE_NAMES, got shape {features.shape}")
         return features
 
+    def warm_start_codes(self, features: np.ndarray | Any, n_nearest: int = 3) -> list[tuple[str, np.ndarray]]:
+        """Diverse candidates for a new task, best guess first: the ensemble's prediction, each member's own
+        prediction, and the best configurations of the ``n_nearest`` nearest training tasks."""
+        features = self._check_features(features)
+        codes = self._member_codes(features)
+        out = [("zero-shot", codes.mean(0))]
+        if len(codes) > 1:
+            out += [(f"member-{i}", c) for i, c in enumerate(codes)]
+        d = np.linalg.norm(self._z(self.task_features) - self._z(features), axis=1)
+        out += [(f"nearest:{self.task_names[i]}", self.task_best[i]) for i in np.argsort(d)[:n_nearest]]
+        return out
+
     # -- few-shot adaptation --
     def adapt(self, trials: Sequence[tuple[DQNConfig, float]], features: np.ndarray | Any, steps: int | None = None,
               lr: float | None = None) -> MetaModel:
