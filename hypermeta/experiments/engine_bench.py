@@ -43,8 +43,13 @@ def run_throughput_benchmark(tasks: list[str], timesteps: int, ks: list[int], ou
     """Agent-steps per CPU-second of the engine at each K and of the SB3 runner, same configurations,
     side by side in this process (one thread)."""
     check_timesteps(timesteps)
+    out.parent.mkdir(parents=True, exist_ok=True)  # before hours of work, not after
     torch.set_num_threads(1)
     measurement = Measurement(timesteps, 1, 1)
+    for task in tasks:  # warm-up, not measured: imports, first allocations, caches of both runners
+        warm = Job(task, "warm-up", DQNConfig(net_arch="small", learning_starts=100), Measurement(300, 1, 1), 0)
+        SB3Runner().run(warm)
+        train_group([warm])
     rows = []
     for task in tasks:
         for arch in ("small", "medium"):
@@ -78,7 +83,7 @@ def run_throughput_benchmark(tasks: list[str], timesteps: int, ks: list[int], ou
         "ends with one greedy evaluation episode. `sb3` is the SB3 runner (one SB3 `DQN` with `HyperMetaCallback`); "
         "`batched` is the engine with K agents (seeds 0..K-1) in one lock-step batch. Throughput = agent-steps per "
         "second of this process's CPU time (and per wall second, one core); ratio = engine / SB3 on the same task "
-        "and net. Memory per agent = the engine's tensors of one agent (weights, target, Adam moments, replay "
+        "and net. Both runners ran once on every task before the measurements (warm-up, not measured). Memory per agent = the engine's tensors of one agent (weights, target, Adam moments, replay "
         f"buffer of {timesteps:,} transitions); peak resident memory of the whole benchmark process: {peak:,.0f} MiB.",
         "",
         "| task | net | runner | K | agent-steps / CPU s | agent-steps / wall s | ratio vs SB3 | tensor memory / agent |",
@@ -88,11 +93,11 @@ def run_throughput_benchmark(tasks: list[str], timesteps: int, ks: list[int], ou
           for r in frame.itertuples()),
         "",
     ]
-    for net, target in ((str(NET_ARCHS["small"]), 10.0), (str(NET_ARCHS["medium"]), 2.0)):
-        sel = frame[(frame["runner"] == "batched") & (frame["K"] == 64) & (frame["net"] == net)]
-        for row in sel.itertuples():
-            verdict = "meets" if row.ratio >= target else "misses"
-            lines.append(f"- `{row.task}`, net {net}, K=64: **{row.ratio:.1f}x** SB3 (target >= {target:g}x: {verdict} it).")
+    targets = {str(NET_ARCHS["small"]): 10.0, str(NET_ARCHS["medium"]): 2.0}  # the issue's, on CartPole
+    for row in frame[(frame["runner"] == "batched") & (frame["K"] == 64)].itertuples():
+        target = targets[row.net] if "cartpole" in row.task.lower() else None
+        verdict = "" if target is None else f" (target >= {target:g}x: {'meets' if row.ratio >= target else 'misses'} it)"
+        lines.append(f"- `{row.task}`, net {row.net}, K=64: **{row.ratio:.1f}x** SB3{verdict}.")
     lines.append("")
     return write_report(out, lines)
 
