@@ -207,28 +207,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.baselines import baseline_config
-    from hypermeta.experiments.measurement import Measurement, Normalizer
-    from hypermeta.experiments.pipeline import RunStore, run_jobs, summarize
-    from hypermeta.experiments.runner import Job
-    from hypermeta.seeds import test_seeds
-    from hypermeta.space import DQNConfig
+    from hypermeta.experiments.baselines import named_config
+    from hypermeta.experiments.measurement import Measurement
+    from hypermeta.experiments.pipeline import evaluate_on_test_seeds
 
-    chosen = [x for x in (args.config, args.baseline, args.study) if x]
-    if len(chosen) != 1:
-        raise ValueError("give exactly one of --config FILE, --baseline NAME or --study NAME")
-    if args.config:
-        config, method = DQNConfig.load(args.config), Path(args.config).stem
-    elif args.baseline:
-        config, method = baseline_config(args.baseline, args.task), args.baseline
-    else:
-        config, method = baseline_config(f"study:{args.study}", args.task, args.storage), f"study:{args.study}"
-    measurement = Measurement(args.timesteps, args.n_evals, args.eval_episodes)
-    Normalizer.for_task(args.task, args.reference)  # unknown task ids and missing references fail before training
-    jobs = [Job(args.task, method, config, measurement, s, args.reference) for s in test_seeds(args.seeds)]
-    runs = run_jobs(jobs, RunStore(args.out), workers=args.workers, progress=args.progress, runner=args.runner)
+    method, config = named_config(args.task, config_file=args.config, baseline=args.baseline, study=args.study,
+                                  storage=args.storage)
+    runs, agg = evaluate_on_test_seeds(args.task, method, config, Measurement(args.timesteps, args.n_evals,
+                                       args.eval_episodes), args.seeds, args.out, workers=args.workers,
+                                       runner=args.runner, reference=args.reference, progress=args.progress)
     print(runs[["seed", "auc", "final_return", "final_score", "wall_time"]].to_string(index=False))
-    agg = summarize(runs, [method], [args.task], "auc").iloc[0]
     print(f"{method} on {args.task}: IQM normalised AUC {agg['iqm']:.3f} [{agg['ci_low']:.3f}, {agg['ci_high']:.3f}] "
           f"(95% bootstrap CI, {len(runs)} test seeds); per-seed results in {args.out}")
     return 0

@@ -65,3 +65,17 @@ def baseline_config(name: str, task_id: str, storage: str | None = None) -> DQNC
 
         return best_config(name.removeprefix("study:"), storage)
     raise ValueError(f"unknown baseline {name!r}; use one of {list(BASELINES)} or study:NAME")
+
+
+def named_config(task_id: str, *, config_file: str | None = None, baseline: str | None = None,
+                 study: str | None = None, storage: str | None = None) -> tuple[str, DQNConfig]:
+    """``(label, configuration)`` from exactly one of a YAML/JSON file, a baseline name or a study name."""
+    from pathlib import Path
+
+    if sum(x is not None for x in (config_file, baseline, study)) != 1:
+        raise ValueError("give exactly one of --config FILE, --baseline NAME or --study NAME")
+    if config_file is not None:
+        return Path(config_file).stem, DQNConfig.load(config_file)
+    if baseline is not None:
+        return baseline, baseline_config(baseline, task_id)
+    return f"study:{study}", baseline_config(f"study:{study}", task_id, storage)

@@ -39,8 +39,9 @@ from hypermeta.tasks.families import make_env
 
 MAX_GRAD_NORM = 10.0  # SB3 DQN's max_grad_norm
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam defaults (SB3 passes no optimizer_kwargs)
-#: Agents per lock-step batch (larger groups are split).
-MAX_AGENTS = 256
+#: Agents per lock-step batch (larger groups are split): small nets gain up to 256 agents; for nets of 256
+#: units and more the arithmetic dominates and 16 was fastest (studies/reports/engine/throughput.md).
+MAX_AGENTS = {"small": 256, "medium": 16, "big": 16}
 
 
 def group_key(job: Job) -> tuple:
@@ -392,12 +393,13 @@ def _evaluate(agents: _Agents, due: list[int], step: int, curves: list[Curve], o
 
 
 class BatchedRunner(Runner):
-    """Trains jobs in lock-step batches (grouped by tensor shapes, at most ``max_agents`` per batch)."""
+    """Trains jobs in lock-step batches (grouped by tensor shapes, at most ``max_agents`` per batch; by
+    default :data:`MAX_AGENTS` for the group's net)."""
 
     name = "batched"
 
-    def __init__(self, max_agents: int = MAX_AGENTS, progress: bool = False) -> None:
-        if max_agents < 1:
+    def __init__(self, max_agents: int | None = None, progress: bool = False) -> None:
+        if max_agents is not None and max_agents < 1:
             raise ValueError(f"max_agents must be >= 1, got {max_agents}")
         self.max_agents, self.progress = max_agents, progress
 
@@ -411,7 +413,11 @@ class BatchedRunner(Runner):
         groups: dict[tuple, list[Job]] = {}
         for job in jobs:
             groups.setdefault(group_key(job), []).append(job)
-        return [g[i:i + self.max_agents] for g in groups.values() for i in range(0, len(g), self.max_agents)]
+        out = []
+        for group in groups.values():
+            size = self.max_agents or MAX_AGENTS[group[0].config.net_arch]
+            out += [group[i:i + size] for i in range(0, len(group), size)]
+        return out
 
     def run_many(self, jobs: Sequence[Job], workers: int = 1):
         if workers < 1:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -126,6 +126,19 @@ def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 
     if errors is not None:
         errors.extend(failed)
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def evaluate_on_test_seeds(task: str, method: str, config: DQNConfig, measurement: Any, n_seeds: int,
+                           out: str | Path, *, workers: int = 1, runner: str | Runner = DEFAULT_RUNNER,
+                           reference: float | None = None, progress: bool = False) -> tuple[pd.DataFrame, pd.Series]:
+    """Re-train ``config`` on ``n_seeds`` test seeds (runs appended to the CSV ``out``, which resumes) and
+    return the runs and their IQM normalised AUC with its 95% CI (``hypermeta evaluate``)."""
+    from hypermeta.seeds import test_seeds
+
+    Normalizer.for_task(task, reference)  # unknown task ids and missing references fail before training
+    jobs = [Job(task, method, config, measurement, s, reference) for s in test_seeds(n_seeds)]
+    runs = run_jobs(jobs, RunStore(out), workers=workers, progress=progress, runner=runner)
+    return runs, summarize(runs, [method], [task], "auc").iloc[0]
 
 
 def score_matrix(runs: pd.DataFrame, method: str, tasks: Sequence[str], metric: str = "auc") -> np.ndarray:
