@@ -126,6 +126,8 @@ def test_a_study_through_the_engine_asks_in_batches_and_resumes(tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     study = run_study(spec, 4, storage=storage, sampler="tpe", pruner="none", runner="batched", batch_size=4)
     first = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    backend = study._storage._backend  # heartbeats were recorded for the whole batch, as optimize() does
+    assert all(backend._has_heartbeat(t._trial_id) for t in study.trials)
     assert len(first) == 4 and all(len(t.intermediate_values) == 2 for t in study.trials)
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4  # constant liar: four different configs
     study = run_study(spec, 6, storage=storage, sampler="tpe", pruner="none", runner="batched", batch_size=4)

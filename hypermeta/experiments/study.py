@@ -340,7 +340,7 @@ class _Heartbeats:
         import threading
 
         self.storage, self.ids = study._storage, [t._trial_id for t in trials]
-        self.interval = getattr(self.storage, "heartbeat_interval", None)
+        self.interval = self.storage.get_heartbeat_interval() if hasattr(self.storage, "get_heartbeat_interval") else None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
