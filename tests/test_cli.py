@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from stable_baselines3 import DQN
 
 from hypermeta import DQNConfig, FEATURE_NAMES

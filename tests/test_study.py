@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import gymnasium as gym
 import numpy as np
 import optuna
 import pytest

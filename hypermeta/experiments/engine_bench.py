@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -18,7 +17,7 @@ import torch
 from hypermeta.experiments.baselines import baseline_config
 from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
 from hypermeta.experiments.engine import _Agents, train_group
-from hypermeta.experiments.measurement import Measurement, Normalizer, check_timesteps
+from hypermeta.experiments.measurement import Measurement, check_timesteps
 from hypermeta.experiments.runner import Job
 from hypermeta.experiments.sb3 import SB3Runner
 from hypermeta.files import write_report

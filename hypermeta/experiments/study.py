@@ -28,6 +28,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from hypermeta.experiments.defaults import (DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD, HEARTBEAT_INTERVAL,
@@ -137,11 +138,16 @@ def check_storage_url(url: str) -> Any:
     try:
         engine.connect().close()
     except Exception as exc:  # noqa: BLE001  # the driver's own error says why (refused, auth, unknown db)
-        cause = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
-        raise ValueError(f"storage {shown}: cannot connect ({cause[0] if cause else type(exc).__name__})") from None
+        raise ValueError(f"storage {shown}: cannot connect ({_first_line(exc)})") from None
     finally:
         engine.dispose()
     return parsed
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a database error's own message (the driver's, under SQLAlchemy's wrapper)."""
+    lines = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _connect_timeout(parsed: Any) -> dict[str, Any]:
@@ -173,14 +179,14 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
         raise ValueError(f"need heartbeat_interval >= 1 and grace_period > heartbeat_interval, got "
                          f"{heartbeat_interval} and {grace_period}")
     parsed = check_storage_url(url)
-    engine_kwargs: dict[str, Any]
+    shown = parsed.render_as_string(hide_password=True)
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": 120}}  # several worker processes share one file
         try:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ValueError(f"storage {parsed.render_as_string(hide_password=True)}: cannot create its folder "
+            raise ValueError(f"storage {shown}: cannot create its folder "
                              f"({exc.strerror}: {exc.filename})") from None
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; we opt in knowingly
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -190,9 +196,7 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
         except Exception as exc:  # noqa: BLE001  # e.g. a file that is not an SQLite database
-            cause = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
-            raise ValueError(f"storage {parsed.render_as_string(hide_password=True)}: cannot open it "
-                             f"({cause[0] if cause else type(exc).__name__})") from None
+            raise ValueError(f"storage {shown}: cannot open it ({_first_line(exc)})") from None
 
 
 def make_sampler(name: str, seed: int | None, constant_liar: bool = False) -> optuna.samplers.BaseSampler:
@@ -340,7 +344,7 @@ class _Heartbeats:
         import threading
 
         self.storage, self.ids = study._storage, [t._trial_id for t in trials]
-        self.interval = self.storage.get_heartbeat_interval() if hasattr(self.storage, "get_heartbeat_interval") else None
+        self.interval = self.storage.get_heartbeat_interval() if is_heartbeat_enabled(self.storage) else None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 

@@ -85,7 +85,7 @@ def comparison_markdown(spec: ComparisonSpec, main: pd.DataFrame, bsf: pd.DataFr
     ranked = main.sort_values("iqm_auc", ascending=False)
     lines = [
         f"# Comparison `{spec.name}`: Optuna studies vs baselines on test seeds", "",
-        generated_line(f"hypermeta compare") + f" Comparison file `{spec.name}` (see the README for the command). "
+        generated_line("hypermeta compare") + f" Comparison file `{spec.name}` (see the README for the command). "
         f"Every number below comes from re-training the chosen configuration on {test_seed_text(spec.test_seeds)} "
         "that no study ever tuned on.", "",
         "## Protocol", "",
