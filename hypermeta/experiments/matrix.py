@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hypermeta.experiments.baselines import SB3_DEFAULT, rl_zoo_config
 from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.pipeline import RunStore, run_jobs
+from hypermeta.experiments.pipeline import RunStore, config_key, diverged_row, run_jobs
 from hypermeta.experiments.runner import Job
 from hypermeta.files import dataclass_from_yaml
 from hypermeta.seeds import matrix_seeds
@@ -110,7 +112,9 @@ class MatrixPlan:
         return configs
 
     def jobs(self, tasks: list[str]) -> list[Job]:
-        index = {t: i for i, t in enumerate(self.train_tasks())}
+        """Every (configuration, seed) run of ``tasks`` (training or held-out: held-out tasks get the matrix too,
+        for their oracle). Seeds are per task: its position in :meth:`all_tasks` picks its seed block."""
+        index = {t: i for i, t in enumerate(self.all_tasks())}
         jobs = []
         for task in tasks:
             measurement = Measurement(self.budget(task))
@@ -120,10 +124,92 @@ class MatrixPlan:
 
 
 def collect_matrix(plan: MatrixPlan, runner: str = "batched", workers: int = 1, n_tasks: int | None = None,
-                   progress: bool = False) -> pd.DataFrame:
-    """Run (or resume) the matrix on the first ``n_tasks`` training tasks (default: all); returns its runs."""
-    tasks = plan.train_tasks()[:n_tasks]
-    return run_jobs(plan.jobs(tasks), RunStore(plan.runs_path), workers=workers, progress=progress, runner=runner)
+                   progress: bool = False, split: str = "train") -> pd.DataFrame:
+    """Run (or resume) the matrix on the first ``n_tasks`` tasks of ``split`` (``train``: the training tasks;
+    ``heldout``: the held-out contexts and family, whose matrix gives their oracle); returns all its runs."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    tasks = plan.train_tasks() if split == "train" else [*plan.heldout_contexts, *plan.heldout_family]
+    store, failed = RunStore(plan.runs_path), []
+    run_jobs(plan.jobs(tasks[:n_tasks]), store, workers=workers, progress=progress, runner=runner, errors=failed)
+    for job, error in failed:  # a diverged configuration scores as the random policy, and is not retried
+        store.add(diverged_row(job, error))
+    return store.frame()
+
+
+def matrix_scores(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str] | None = None) -> pd.DataFrame:
+    """One row per (task, portfolio configuration) of the tasks whose matrix is complete (every configuration on
+    every planned seed at the planned budget; other runs in the file, e.g. of an earlier budget, are ignored).
+
+    ``auc`` is the normalised AUC of the runs (0 = random policy, 1 = the env's reward threshold); ``score``
+    renormalises it per task so that 1 = the best portfolio mean on that task (``score = auc_mean / best``;
+    0 stays the random policy), which puts every family on one scale. A task where no configuration beats the
+    random policy on average (``best <= 0``) carries no signal and is left out (``matrix_gaps`` lists it).
+    """
+    out = []
+    for task in tasks if tasks is not None else plan.all_tasks():
+        sel = _planned_runs(plan, runs, task)
+        if sel is None:
+            continue
+        stats = sel.groupby(["method", "config_key"], sort=False).agg(
+            auc_mean=("auc", "mean"), auc_std=("auc", "std"), n_seeds=("auc", "size"),
+            config=("config", "first")).reset_index()
+        best = float(stats["auc_mean"].max())
+        if not best > 0:
+            continue
+        stats["auc_se"] = stats["auc_std"] / np.sqrt(stats["n_seeds"])
+        stats.insert(0, "task", task)
+        stats["best_auc"] = best
+        stats["score"] = stats["auc_mean"] / best
+        stats["score_se"] = stats["auc_se"] / best
+        out.append(stats)
+    cols = ["task", "method", "config_key", "auc_mean", "auc_std", "n_seeds", "config", "auc_se", "best_auc",
+            "score", "score_se"]
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
+
+
+def _planned_runs(plan: MatrixPlan, runs: pd.DataFrame, task: str) -> pd.DataFrame | None:
+    """The runs of ``task`` that the plan asks for, or None while any of them is missing."""
+    if runs.empty:
+        return None
+    keys = {(config_key(j.config), j.seed) for j in plan.jobs([task])}
+    sel = runs[(runs["task"] == task) & (runs["timesteps"] == plan.budget(task))]
+    sel = sel[[(k, int(s)) in keys for k, s in zip(sel["config_key"], sel["seed"])]]
+    sel = sel.drop_duplicates(["config_key", "seed"])
+    return sel if len(sel) == len(keys) and np.isfinite(sel["auc"]).all() else None
+
+
+def matrix_dataset(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str] | None = None) -> pd.DataFrame:
+    """The meta-training dataset of the complete training tasks, in the columns ``hypermeta meta-train`` reads
+    (``task``, ``f_<feature>``, ``x_<code>``, ``objective`` = the per-task ``score`` of :func:`matrix_scores`)."""
+    from hypermeta.seeds import FEATURE_SEED
+    from hypermeta.tasks.features import FEATURE_NAMES, probe_features
+
+    space = get_space("schedule")
+    scores = matrix_scores(plan, runs, plan.train_tasks() if tasks is None else tasks)
+    rows = []
+    for task, group in scores.groupby("task", sort=False):
+        feats = probe_features(task, seed=FEATURE_SEED)
+        for _, r in group.iterrows():
+            config = DQNConfig.from_dict(json.loads(r["config"]))
+            row = {"task": task, "family": get_task(task).family.name, "method": r["method"],
+                   "config_key": r["config_key"], "timesteps": plan.budget(task), "objective": r["score"],
+                   "objective_se": r["score_se"], "auc_mean": r["auc_mean"], "best_auc": r["best_auc"],
+                   "n_seeds": r["n_seeds"]}
+            row.update({f"f_{n}": v for n, v in zip(FEATURE_NAMES, feats.values)})
+            row.update({f"x_{n}": v for n, v in zip(space.encoded_names, space.encode(config))})
+            row.update({f"c_{k}": getattr(config, k) for k in SCHEDULE_FIELDS})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def export_matrix_dataset(plan: MatrixPlan, out: str | Path | None = None) -> tuple[pd.DataFrame, Path]:
+    """Write :func:`matrix_dataset` of the runs collected so far (default: ``dataset.csv`` beside the plan)."""
+    frame = matrix_dataset(plan, RunStore(plan.runs_path).frame())
+    path = Path(out) if out else Path(plan.path).parent / "dataset.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return frame, path
 
 
 def matrix_summary(runs: pd.DataFrame) -> str:

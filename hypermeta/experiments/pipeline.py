@@ -57,6 +57,20 @@ def run_row(job: Job, curve: Curve) -> dict:
     }
 
 
+def diverged_row(job: Job, error: BaseException) -> dict:
+    """The row of a run that diverged (non-finite loss, weights or returns): scored as the random policy
+    (normalised AUC 0, final return the random policy's), its reason kept in ``curve``. Used where a failed
+    configuration must still get a score, as in the performance matrix."""
+    normalizer = Normalizer.for_task(job.task, job.reference)
+    m = job.measurement
+    return {
+        "task": job.task, "method": job.method, "config_key": config_key(job.config), "seed": job.seed,
+        "timesteps": m.timesteps, "n_evals": m.n_evals, "eval_episodes": m.eval_episodes, "auc": 0.0,
+        "final_return": normalizer.random, "final_score": 0.0, "wall_time": 0.0, "env_steps": 0,
+        "curve": json.dumps(f"diverged: {error}"), "config": json.dumps(job.config.to_dict(), sort_keys=True),
+    }
+
+
 class RunStore:
     """Per-seed results in a CSV, appended to as runs finish (the cache that makes evaluations resumable)."""
 
@@ -77,6 +91,10 @@ class RunStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         header = not self.path.exists()
         pd.DataFrame([row], columns=RUN_COLUMNS).to_csv(self.path, mode="a", header=header, index=False)
+
+    def frame(self) -> pd.DataFrame:
+        """Every stored run (one row per key, the latest if a key was written twice)."""
+        return pd.DataFrame(list(self.rows.values()), columns=RUN_COLUMNS)
 
     def get(self, job: Job) -> dict | None:
         row = self.rows.get(job_key(job))
@@ -153,30 +171,58 @@ def score_matrix(runs: pd.DataFrame, method: str, tasks: Sequence[str], metric: 
     return np.stack([c[:n] for c in cols], axis=1)
 
 
-def iqm_with_ci(scores: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS, seed: int = 0) -> pd.DataFrame:
-    """IQM and 95% stratified bootstrap CI per method (rliable); ``scores[m]`` is ``(runs, tasks)``.
+def _seeded_interval(x: np.ndarray, func: Any, reps: int, seed: int, task_bootstrap: bool = False
+                     ) -> tuple[float, float, float]:
+    """Point estimate and 95% percentile CI of ``func`` over a ``(runs, tasks)`` array, bootstrapped by rliable
+    (stratified over tasks; ``task_bootstrap`` also resamples the tasks).
 
     rliable's ``StratifiedBootstrap`` draws its resamples from NumPy's *global* generator (its ``random_state``
-    argument only seeds arch's unused one), so every method's bootstrap runs under the global generator seeded
-    with ``seed`` (restored afterwards): CIs are reproducible and do not depend on the other methods.
+    argument only seeds arch's unused one), so the bootstrap runs under the global generator seeded with
+    ``seed`` (restored afterwards): CIs are reproducible and do not depend on what else a report computes.
     """
     from rliable import library as rly
+
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # rliable 1.2 passes arch's deprecated random_state
+            warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+            point, ci = rly.get_interval_estimates({"x": x}, lambda v: np.array([func(v)]), reps=reps,
+                                                   task_bootstrap=task_bootstrap)
+    finally:
+        np.random.set_state(state)
+    return float(point["x"][0]), float(ci["x"][0, 0]), float(ci["x"][1, 0])
+
+
+def iqm_with_ci(scores: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS, seed: int = 0) -> pd.DataFrame:
+    """IQM and 95% stratified bootstrap CI per method (rliable); ``scores[m]`` is ``(runs, tasks)``; every
+    method's bootstrap is seeded with ``seed`` (see :func:`_seeded_interval`)."""
     from rliable import metrics
 
     rows = []
     for method, x in scores.items():
-        state = np.random.get_state()
-        np.random.seed(seed)
-        try:
-            with warnings.catch_warnings():  # rliable 1.2 passes arch's deprecated random_state
-                warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
-                point, ci = rly.get_interval_estimates({method: x}, lambda v: np.array([metrics.aggregate_iqm(v)]),
-                                                       reps=reps)
-        finally:
-            np.random.set_state(state)
-        rows.append({"method": method, "iqm": float(point[method][0]), "ci_low": float(ci[method][0, 0]),
-                     "ci_high": float(ci[method][1, 0]), "runs": int(x.size)})
+        iqm, low, high = _seeded_interval(x, metrics.aggregate_iqm, reps, seed)
+        rows.append({"method": method, "iqm": iqm, "ci_low": low, "ci_high": high, "runs": int(x.size)})
     return pd.DataFrame(rows, columns=["method", "iqm", "ci_low", "ci_high", "runs"])
+
+
+#: z_{0.975} + z_{0.80}: a true difference this many standard errors from 0 is detected with 80% power by a
+#: two-sided test at alpha 0.05.
+MDD_Z = 1.959964 + 0.841621
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> dict[str, float]:
+    """Mean paired difference ``a - b`` of two methods' ``(seeds, tasks)`` scores on the same tasks and test
+    seeds, with a 95% bootstrap CI that resamples tasks and, within each task, seeds (rliable,
+    ``task_bootstrap=True``), and the minimum detectable difference at 80% power (``MDD_Z`` bootstrap standard
+    errors, the standard error read off the CI as its half-width / 1.96)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 2 or a.size == 0:
+        raise ValueError(f"paired scores must be two (seeds, tasks) arrays of one shape, got {a.shape} and {b.shape}")
+    mean, low, high = _seeded_interval(a - b, np.mean, reps, seed, task_bootstrap=True)
+    se = (high - low) / (2 * 1.959964)
+    return {"diff": mean, "ci_low": low, "ci_high": high, "se": se, "mdd": MDD_Z * se,
+            "tasks": int(a.shape[1]), "seeds": int(a.shape[0])}
 
 
 def summarize(runs: pd.DataFrame, methods: Iterable[str], tasks: Sequence[str], metric: str = "auc",

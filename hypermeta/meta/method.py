@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 #: Method name -> ``"module:Class"`` (imported when used).
 METHODS: dict[str, str] = {
     "multitask": "hypermeta.meta.multitask:MultiTask",
+    "surrogate": "hypermeta.meta.multitask:SurrogateAscent",
     "reptile": "hypermeta.meta.reptile:Reptile",
     "maml": "hypermeta.meta.maml:MAML",
     "fomaml": "hypermeta.meta.maml:FOMAML",
     "nearest-task": "hypermeta.meta.nearest_task:NearestTask",
+    "best-fixed": "hypermeta.meta.nearest_task:BestFixed",
 }
 
 

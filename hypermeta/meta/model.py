@@ -1,13 +1,17 @@
 """The meta-learner: an ensemble of schedule predictors with its feature normalisation, uncertainty and files.
 
-Methods (:data:`hypermeta.meta.method.METHODS`): ``multitask``, ``reptile``, ``maml``, ``fomaml`` and
-``nearest-task``, one file each under :mod:`hypermeta.meta`.
+Methods (:data:`hypermeta.meta.method.METHODS`): ``multitask``, ``surrogate``, ``reptile``, ``maml``, ``fomaml``,
+and the two without networks, ``nearest-task`` and ``best-fixed``, one file each under :mod:`hypermeta.meta`.
 
 Uncertainty: :class:`MetaModel` is an ensemble (members differ in seed and in a bootstrap resample of the
 training tasks); a prediction comes with the members' disagreement and the distance to the nearest
 training task, both compared with what was seen on the training tasks (leave-one-out), and an
 out-of-distribution warning when either is well outside it (:data:`OOD_DISTANCE_FACTOR`,
-:data:`OOD_DISAGREEMENT_FACTOR`).
+:data:`OOD_DISAGREEMENT_FACTOR`; or, once set by cross-validation, one threshold on the OOD score
+``max(distance / reference distance, disagreement / reference disagreement)``, see
+:mod:`hypermeta.meta.selection`). When the training tasks share a portfolio of configurations, the model also
+keeps ``best-fixed`` (the configuration with the best mean score over them) and falls back to it when out of
+distribution.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from hypermeta.meta.data import (SPACE, MetaTrainConfig, SchedulePredictor, TaskBatch, TaskData, task_loss)
+from hypermeta.meta.data import (SPACE, MetaTrainConfig, SchedulePredictor, TaskBatch, TaskData, best_fixed_code,
+                                  task_loss)
 from hypermeta.meta.method import Method, get_method
 from hypermeta.seeds import member_seed
 from hypermeta.space import SPACE_VERSION, DQNConfig
@@ -52,11 +57,13 @@ class Prediction:
     nearest_distance: float  # standardised feature distance to the nearest training task
     out_of_distribution: bool
     reasons: list[str] = field(default_factory=list)
+    ood_score: float = 0.0  # max(distance / reference distance, disagreement / reference disagreement)
+    fallback: bool = False  # True when out of distribution and ``config`` is best-fixed, not the prediction
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "disagreement": self.disagreement, "nearest_task": self.nearest_task,
                 "nearest_distance": self.nearest_distance, "out_of_distribution": self.out_of_distribution,
-                "reasons": self.reasons}
+                "ood_score": self.ood_score, "fallback": self.fallback, "reasons": self.reasons}
 
 
 class MetaModel:
@@ -66,7 +73,7 @@ class MetaModel:
     def __init__(self, method: str, members: list[SchedulePredictor], mean: np.ndarray, std: np.ndarray,
                  task_names: list[str], task_features: np.ndarray, task_best: np.ndarray,
                  train_config: MetaTrainConfig, feature_names: Sequence[str] = FEATURE_NAMES,
-                 thresholds: dict[str, float] | None = None) -> None:
+                 thresholds: dict[str, float] | None = None, fallback: np.ndarray | None = None) -> None:
         self.method = method
         self.members = members
         self.mean, self.std = np.asarray(mean, float), np.asarray(std, float)
@@ -75,7 +82,14 @@ class MetaModel:
         self.task_best = np.asarray(task_best, float)
         self.train_config = train_config
         self.feature_names = tuple(feature_names)
-        self.thresholds = thresholds or self._calibrate()
+        #: best-fixed's code (None when the training tasks share no configuration)
+        self.fallback = None if fallback is None else np.asarray(fallback, float)
+        if method == "best-fixed" and self.fallback is None:
+            raise ValueError("best-fixed needs training tasks that share their configurations (a portfolio)")
+        self.thresholds = dict(thresholds) if thresholds else self._calibrate()
+        # weights written before the OOD score existed: its references follow from the two thresholds
+        self.thresholds.setdefault("ref_distance", self.thresholds["distance"] / OOD_DISTANCE_FACTOR)
+        self.thresholds.setdefault("ref_disagreement", self.thresholds["disagreement"] / OOD_DISAGREEMENT_FACTOR)
 
     @property
     def algorithm(self) -> Method:
@@ -86,6 +100,8 @@ class MetaModel:
         return (np.asarray(features, float) - self.mean) / self.std
 
     def _member_codes(self, features: np.ndarray) -> np.ndarray:
+        if self.method == "best-fixed":
+            return self.fallback[None]
         if not self.members:  # a method without networks (nearest-task): the nearest training task's best
             return self.task_best[[self._nearest(features)[0]]]
         x = torch.as_tensor(self._z(features), dtype=torch.float32)
@@ -104,29 +120,55 @@ class MetaModel:
         n = len(self.task_names)
         dists = [self._nearest(self.task_features[i], exclude=i)[1] for i in range(n)] if n > 1 else [0.0]
         spread = [float(self._member_codes(f).std(0).mean()) for f in self.task_features]
-        return {"distance": OOD_DISTANCE_FACTOR * float(np.max(dists)) + 1e-9,
-                "disagreement": OOD_DISAGREEMENT_FACTOR * float(np.max(spread)) + 1e-9}
+        ref_d, ref_s = float(np.max(dists)) + 1e-9, float(np.max(spread)) + 1e-9
+        return {"distance": OOD_DISTANCE_FACTOR * ref_d, "disagreement": OOD_DISAGREEMENT_FACTOR * ref_s,
+                "ref_distance": ref_d, "ref_disagreement": ref_s}
 
-    def predict(self, features: np.ndarray | Any, warn: bool = True) -> Prediction:
-        """Predict a configuration for a task's features (a ``TaskFeatures`` or a vector in feature order)."""
+    def ood_score(self, distance: float, disagreement: float) -> float:
+        """How far outside the training tasks a task is: 1 = as far as the farthest training task was from
+        its nearest neighbour, or as much member disagreement as the most seen on a training task."""
+        return max(distance / self.thresholds["ref_distance"], disagreement / self.thresholds["ref_disagreement"])
+
+    def set_ood_threshold(self, score: float) -> None:
+        """Use one cross-validated threshold on :meth:`ood_score` instead of the two default factors."""
+        if not np.isfinite(score) or score <= 0:
+            raise ValueError(f"the OOD score threshold must be a positive number, got {score}")
+        self.thresholds["score"] = float(score)
+
+    def predict(self, features: np.ndarray | Any, warn: bool = True, fallback: bool = True) -> Prediction:
+        """Predict a configuration for a task's features (a ``TaskFeatures`` or a vector in feature order).
+
+        Out of distribution, the prediction is replaced by best-fixed when the model has it and ``fallback``
+        is true (``fallback=False`` gives the network's own prediction, as cross-validation needs)."""
         features = self._check_features(features)
         codes = self._member_codes(features)
         code = codes.mean(0)
         disagreement = float(codes.std(0).mean())
         i, dist = self._nearest(features)
+        score = self.ood_score(dist, disagreement)
         reasons = []
-        if dist > self.thresholds["distance"]:
-            reasons.append(f"its features are {dist:.2f} (standardised) from the nearest training task "
-                           f"{self.task_names[i]!r}; training tasks lie within "
-                           f"{self.thresholds['distance'] / OOD_DISTANCE_FACTOR:.2f} "
-                           "of each other")
-        if disagreement > self.thresholds["disagreement"]:
-            reasons.append(f"the ensemble disagrees ({disagreement:.3f}, more than {OOD_DISAGREEMENT_FACTOR:g} "
-                           "times the most seen on a training task)")
-        pred = Prediction(SPACE.decode(code), code, disagreement, self.task_names[i], dist, bool(reasons), reasons)
+        if "score" in self.thresholds:
+            if score > self.thresholds["score"]:
+                reasons.append(f"its OOD score is {score:.2f} (distance {dist:.2f} to the nearest training task "
+                               f"{self.task_names[i]!r}, disagreement {disagreement:.3f}), above the "
+                               f"cross-validated threshold {self.thresholds['score']:.2f}")
+        else:
+            if dist > self.thresholds["distance"]:
+                reasons.append(f"its features are {dist:.2f} (standardised) from the nearest training task "
+                               f"{self.task_names[i]!r}; training tasks lie within "
+                               f"{self.thresholds['ref_distance']:.2f} of each other")
+            if disagreement > self.thresholds["disagreement"]:
+                reasons.append(f"the ensemble disagrees ({disagreement:.3f}, more than {OOD_DISAGREEMENT_FACTOR:g} "
+                               "times the most seen on a training task)")
+        fallback = fallback and bool(reasons) and self.fallback is not None and self.method != "best-fixed"
+        if fallback:
+            code = self.fallback
+            reasons.append("falling back to best-fixed (the configuration best on average over the training tasks)")
+        pred = Prediction(SPACE.decode(code), code, disagreement, self.task_names[i], dist, bool(reasons), reasons,
+                          score, fallback)
         if reasons and warn:
-            warnings.warn("out of distribution: " + "; ".join(reasons) + ". Consider a few Optuna trials "
-                          "(`hypermeta study --enqueue`) or `adapt()`.", OutOfDistributionWarning, stacklevel=2)
+            warnings.warn("out of distribution: " + "; ".join(reasons) + ". Consider a few trials "
+                          "(`hypermeta tune`) or `adapt()`.", OutOfDistributionWarning, stacklevel=2)
         return pred
 
     def _check_features(self, features: Any) -> np.ndarray:
@@ -152,6 +194,8 @@ class MetaModel:
             out += [(f"member-{i}", c) for i, c in enumerate(codes)]
         d = np.linalg.norm(self._z(self.task_features) - self._z(features), axis=1)
         out += [(f"nearest:{self.task_names[i]}", self.task_best[i]) for i in np.argsort(d)[:n_nearest]]
+        if self.fallback is not None and self.method != "best-fixed":
+            out.append(("best-fixed", self.fallback))
         return out
 
     # -- few-shot adaptation --
@@ -172,7 +216,7 @@ class MetaModel:
         cfg = self.train_config
         steps = cfg.inner_steps if steps is None else steps
         clone = MetaModel(self.method, [], self.mean, self.std, self.task_names, self.task_features, self.task_best,
-                          cfg, self.feature_names, self.thresholds)
+                          cfg, self.feature_names, self.thresholds, self.fallback)
         if not self.algorithm.learned:
             clone.task_names = [*self.task_names, "adapted"]
             clone.task_features = np.vstack([self.task_features, features])
@@ -199,6 +243,8 @@ class MetaModel:
         stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
         tensors = {"norm.mean": torch.as_tensor(self.mean), "norm.std": torch.as_tensor(self.std),
                    "tasks.features": torch.as_tensor(self.task_features), "tasks.best": torch.as_tensor(self.task_best)}
+        if self.fallback is not None:
+            tensors["fallback.code"] = torch.as_tensor(self.fallback)
         for i, m in enumerate(self.members):
             for k, v in m.state_dict().items():
                 tensors[f"member{i}.{k}"] = v.detach().clone().contiguous()
@@ -252,7 +298,8 @@ class MetaModel:
             members.append(net)
         return cls(meta["method"], members, tensors["norm.mean"].numpy(), tensors["norm.std"].numpy(),
                    meta["training_tasks"], tensors["tasks.features"].numpy(), tensors["tasks.best"].numpy(), cfg,
-                   meta["feature_names"], meta["thresholds"])
+                   meta["feature_names"], meta["thresholds"],
+                   tensors["fallback.code"].numpy() if "fallback.code" in tensors else None)
 
 
 def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> MetaModel:
@@ -268,9 +315,10 @@ def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> MetaModel:
     std = np.maximum(std, MIN_FEATURE_STD)
     best = np.stack([t.best_code() for t in tasks])
     names = [t.task for t in tasks]
+    fixed = best_fixed_code(tasks)
     algorithm = get_method(cfg.method)(cfg)
     if not algorithm.learned:
-        return MetaModel(cfg.method, [], mean, std, names, feats, best, cfg)
+        return MetaModel(cfg.method, [], mean, std, names, feats, best, cfg, fallback=fixed)
     torch.set_num_threads(1)
     batches = [TaskBatch(t, mean, std, cfg.temperature) for t in tasks]
     members = []
@@ -279,7 +327,7 @@ def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> MetaModel:
         # bootstrap over tasks (all of them for a single member, so one member sees every task)
         chosen = batches if cfg.ensemble == 1 else [batches[i] for i in rng.choice(len(batches), len(batches))]
         members.append(algorithm.train_member(chosen, len(mean), member_seed(cfg.seed, k)))
-    return MetaModel(cfg.method, members, mean, std, names, feats, best, cfg)
+    return MetaModel(cfg.method, members, mean, std, names, feats, best, cfg, fallback=fixed)
 
 
 def default_weights_path() -> Path:

@@ -1,17 +1,35 @@
 """``multitask``: a surrogate ``S(features, code) -> objective`` is fitted on every trial of every task; the
-predictor is trained to maximise ``S`` on the training tasks, anchored by the per-task loss."""
+predictor is trained to maximise ``S`` on the training tasks, anchored by the per-task loss.
+
+``surrogate``: the same without the anchor: the predictor only climbs the surrogate (bounded outputs keep it in
+the space), so it may leave the configurations the tasks tried when the surrogate says so."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from hypermeta.meta.data import SchedulePredictor, Surrogate, TaskBatch, init_member, task_loss
+from hypermeta.meta.data import SchedulePredictor, Surrogate, TaskBatch, init_member
 from hypermeta.meta.method import Method
+
+
+def padded(tasks: list[TaskBatch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tasks' codes ``(tasks, n, dim)`` and per-task weights ``(tasks, n)``, zero-padded to the longest."""
+    n = max(len(t.codes) for t in tasks)
+    codes = torch.zeros(len(tasks), n, tasks[0].codes.shape[1])
+    weights = torch.zeros(len(tasks), n)
+    for i, t in enumerate(tasks):
+        codes[i, :len(t.codes)] = t.codes
+        weights[i, :len(t.codes)] = t.w
+    return codes, weights
 
 
 class MultiTask(Method):
     name = "multitask"
+
+    @property
+    def anchor(self) -> float:
+        return self.cfg.anchor
 
     def train_surrogate(self, tasks: list[TaskBatch], n_features: int, seed: int) -> Surrogate:
         cfg = self.cfg
@@ -35,12 +53,22 @@ class MultiTask(Method):
         net, _, _ = init_member(seed, n_features, cfg.hidden)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.multitask_lr)
         xs = torch.stack([t.x for t in tasks])
+        codes, weights = padded(tasks)
         for _ in range(cfg.meta_iterations):
             pred = net(xs)
             gain = surrogate(xs, pred).mean()
-            anchor = torch.stack([task_loss(pred[i], t.codes, t.w) for i, t in enumerate(tasks)]).mean()
-            loss = -gain + cfg.anchor * anchor
+            # every task's task_loss at once (padding has weight 0)
+            anchor = (weights * ((codes - pred[:, None]) ** 2).sum(-1)).sum(-1).mean()
+            loss = -gain + self.anchor * anchor
             opt.zero_grad()
             loss.backward()
             opt.step()
         return net
+
+
+class SurrogateAscent(MultiTask):
+    name = "surrogate"
+
+    @property
+    def anchor(self) -> float:
+        return 0.0
