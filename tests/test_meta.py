@@ -16,6 +16,8 @@ from hypermeta.meta.method import METHODS
 D = len(FEATURE_NAMES)
 CONT = [i for i, n in enumerate(SPACE.encoded_names) if "=" not in n]  # numeric (non one-hot) code dims
 LR, FRAC = SPACE.encoded_names.index("lr_initial"), SPACE.encoded_names.index("eps_fraction")
+NETWORK_FREE = ("nearest-task", "best-fixed")
+TESTED = [m for m in METHODS if m != "best-fixed"]  # best-fixed needs a shared portfolio: test_meta2.py
 FAST = dict(ensemble=2, meta_iterations=150, surrogate_epochs=300, tasks_per_batch=4, inner_steps=3)
 
 
@@ -36,6 +38,7 @@ def objective(codes: np.ndarray, best: np.ndarray, rng: np.random.Generator) -> 
 
 
 def synthetic_tasks(n_tasks: int, seed: int, trials: int = 40) -> list[TaskData]:
+    """Tasks with their own random trials (no shared portfolio: best-fixed is tested in test_meta2.py)."""
     rng = np.random.default_rng(seed)
     tasks = []
     for k in range(n_tasks):
@@ -52,7 +55,7 @@ def train_tasks():
 
 @pytest.fixture(scope="module")
 def models(train_tasks):
-    return {m: meta_train(train_tasks, MetaTrainConfig(method=m, seed=0, **FAST)) for m in METHODS}
+    return {m: meta_train(train_tasks, MetaTrainConfig(method=m, seed=0, **FAST)) for m in TESTED}
 
 
 def _error(model: MetaModel, tasks: list[TaskData]) -> float:
@@ -62,7 +65,7 @@ def _error(model: MetaModel, tasks: list[TaskData]) -> float:
                               for t in tasks]))
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "nearest-task"])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in NETWORK_FREE])
 def test_learned_methods_beat_one_config_for_all(models, train_tasks, method):
     test_tasks = synthetic_tasks(12, seed=1)
     constant = np.mean([t.best_code() for t in train_tasks], axis=0)  # the best "one size fits all" guess
@@ -79,7 +82,7 @@ def test_nearest_task_returns_the_best_config_of_the_nearest_training_task(model
     np.testing.assert_allclose(pred.code, target.best_code())
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", TESTED)
 def test_predictions_depend_on_the_task_and_round_trip(models, train_tasks, method):
     """Different tasks get different schedules (a constant predictor fails), and a prediction's config is the
     decoded code and survives JSON."""
@@ -93,7 +96,7 @@ def test_predictions_depend_on_the_task_and_round_trip(models, train_tasks, meth
         assert DQNConfig.from_dict(json.loads(json.dumps(p.to_dict()))["config"]) == p.config
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "nearest-task"])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in NETWORK_FREE])
 def test_meta_training_is_deterministic(train_tasks, method):
     """Ensembles of several members (bootstrap resamples, per-member seeds), as shipped, every method."""
     cfg = MetaTrainConfig(method=method, seed=7, ensemble=3, meta_iterations=20, inner_steps=2, surrogate_epochs=20)
@@ -136,7 +139,7 @@ def test_ensemble_disagreement_alone_flags_out_of_distribution(models, train_tas
     assert pred.out_of_distribution and any("the ensemble disagrees" in r for r in pred.reasons)  # ... this one not
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", TESTED)
 def test_adapt_moves_towards_a_new_tasks_optimum(models, method):
     rng = np.random.default_rng(11)
     f = rng.normal(size=D)

@@ -160,12 +160,14 @@ class MetaTrainConfig:
     adam_inner_lr: float = 0.01  # Adam step size inside a task (reptile) and of adapt() for Adam methods
     surrogate_lr: float = 2e-3  # multitask: Adam step size of the surrogate
     surrogate_weight_decay: float = 1e-4
+    surrogate_jitter: float = 0.3  # surrogate: noise (in feature standard deviations) added to task features
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
-        if self.surrogate_weight_decay < 0:
-            raise ValueError(f"surrogate_weight_decay must be >= 0, got {self.surrogate_weight_decay}")
+        for name in ("surrogate_weight_decay", "surrogate_jitter"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("ensemble", "hidden", "meta_iterations", "tasks_per_batch", "inner_steps", "surrogate_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

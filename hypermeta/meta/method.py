@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 #: Method name -> ``"module:Class"`` (imported when used).
 METHODS: dict[str, str] = {
     "multitask": "hypermeta.meta.multitask:MultiTask",
-    "surrogate": "hypermeta.meta.multitask:SurrogateAscent",
+    "surrogate": "hypermeta.meta.multitask:SurrogateRanked",
     "reptile": "hypermeta.meta.reptile:Reptile",
     "maml": "hypermeta.meta.maml:MAML",
     "fomaml": "hypermeta.meta.maml:FOMAML",

@@ -204,8 +204,8 @@ class MetaModel:
         """A copy adapted to one new task from a few observed ``(config, normalised objective)`` trials.
 
         Every member takes ``steps`` inner steps (the method's own inner loop: SGD for MAML/FOMAML, Adam
-        for Reptile and multitask) on the per-task loss of these trials; ``nearest-task`` instead returns
-        the best observed configuration. The original model is unchanged.
+        for Reptile, multitask and surrogate) on the per-task loss of these trials; ``nearest-task`` and
+        ``best-fixed`` instead return the best observed configuration. The original model is unchanged.
         """
         features = self._check_features(features)
         if not trials:
@@ -217,6 +217,9 @@ class MetaModel:
         steps = cfg.inner_steps if steps is None else steps
         clone = MetaModel(self.method, [], self.mean, self.std, self.task_names, self.task_features, self.task_best,
                           cfg, self.feature_names, self.thresholds, self.fallback)
+        if self.method == "best-fixed":  # one configuration for every task: adapted, the best one observed
+            clone.fallback = data.best_code()
+            return clone
         if not self.algorithm.learned:
             clone.task_names = [*self.task_names, "adapted"]
             clone.task_features = np.vstack([self.task_features, features])

@@ -120,8 +120,8 @@ def cv_table(cv: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
 def cv_winner(cv: pd.DataFrame, methods: Sequence[str]) -> str:
     """The method with the best mean CV score (ties: the first in ``methods``); every method needs every fold."""
     table = cv_table(cv, methods)
-    counts = set(table["tasks"])
-    if len(table) != len(methods) or len(counts) != 1:
+    every = set(cv["task"])
+    if len(table) != len(methods) or any(set(cv[cv["method"] == m]["task"]) != every for m in methods):
         raise ValueError("every method needs the same, complete set of CV folds before a winner is chosen")
     order = {m: i for i, m in enumerate(methods)}
     best = max(table.to_dict("records"), key=lambda r: (r["cv_score"], -order[r["method"]]))

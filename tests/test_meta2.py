@@ -1,0 +1,200 @@
+"""Meta-learner v2 on synthetic data with known answers: the matrix dataset, best-fixed, LOTO-CV selection, the
+OOD threshold and fallback, and the paired statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hypermeta import MetaModel, MetaTrainConfig, meta_train
+from hypermeta.experiments.matrix import MatrixPlan, collect_matrix, matrix_dataset, matrix_scores
+from hypermeta.experiments.pipeline import RunStore, paired_difference, run_row
+from hypermeta.guard import DivergenceError
+from hypermeta.meta.data import SPACE, TaskData, best_fixed_code
+from hypermeta.meta.selection import auroc, cv_table, cv_winner, loto_cv, ood_threshold, portfolio_score
+from hypermeta.tasks.features import FEATURE_NAMES
+
+D = len(FEATURE_NAMES)
+
+
+# --- paired statistics ---------------------------------------------------------------------------------------
+def test_paired_difference_finds_a_known_effect_and_no_effect():
+    rng = np.random.default_rng(0)
+    task_effect = rng.normal(0, 0.3, 16)  # tasks differ a lot; pairing removes it
+    b = task_effect + rng.normal(0, 0.05, (10, 16))
+    a = b + 0.1 + rng.normal(0, 0.05, (10, 16))
+    res = paired_difference(a, b, reps=500)
+    assert res["ci_low"] > 0.05 and res["ci_high"] < 0.15 and res["diff"] == pytest.approx(0.1, abs=0.02)
+    assert res["tasks"] == 16 and res["seeds"] == 10
+    null = paired_difference(b + rng.normal(0, 0.05, (10, 16)), b, reps=500)
+    assert null["ci_low"] < 0 < null["ci_high"]
+    assert paired_difference(a, b, reps=500) == res  # seeded: reproducible
+
+
+def test_minimum_detectable_difference_shrinks_with_seeds_and_matches_the_standard_error():
+    rng = np.random.default_rng(1)
+    small = paired_difference(rng.normal(0, 0.2, (4, 16)), np.zeros((4, 16)), reps=1000)
+    large = paired_difference(rng.normal(0, 0.2, (64, 16)), np.zeros((64, 16)), reps=1000)
+    # s.e. of a mean of n iid N(0, 0.2) scores (tasks resampled too, so a little more): 0.2 / sqrt(n)
+    assert small["se"] == pytest.approx(0.2 / np.sqrt(64), rel=0.3)
+    assert small["mdd"] == pytest.approx(2.8 * small["se"], rel=0.01)
+    assert large["mdd"] < 0.4 * small["mdd"]
+    with pytest.raises(ValueError, match="same shape|one shape"):
+        paired_difference(np.zeros((3, 2)), np.zeros((2, 3)))
+
+
+# --- best-fixed, portfolio lookups, selection ----------------------------------------------------------------
+PORTFOLIO = np.random.default_rng(3).uniform(size=(12, SPACE.dim))
+LR = SPACE.encoded_names.index("lr_initial")
+
+
+def task_family(n: int, seed: int) -> list[TaskData]:
+    """Tasks sharing PORTFOLIO whose best configuration's lr follows feature 0 (the only feature that varies),
+    so the features carry the answer and no single configuration is best everywhere."""
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for k in range(n):
+        f = np.zeros(D)
+        f[0] = rng.normal()
+        target = 1 / (1 + np.exp(-2 * f[0]))
+        y = 1 - 4 * (PORTFOLIO[:, LR] - target) ** 2
+        tasks.append(TaskData(f"t{seed}-{k}", f, PORTFOLIO, y))
+    return tasks
+
+
+def test_best_fixed_is_the_best_mean_over_tasks_not_a_best_of_one():
+    a = TaskData("a", np.zeros(D), PORTFOLIO[:3], [1.0, 0.0, 0.8])
+    b = TaskData("b", np.ones(D), PORTFOLIO[:3], [0.0, 1.0, 0.8])
+    np.testing.assert_array_equal(best_fixed_code([a, b]), PORTFOLIO[2])  # 0.8 mean beats two 0.5s
+    c = TaskData("c", np.ones(D), PORTFOLIO[3:5], [1.0, 1.0])
+    assert best_fixed_code([a, c]) is None  # nothing tried on every task
+    model = meta_train([a, b], MetaTrainConfig(method="best-fixed"))
+    np.testing.assert_array_equal(model.predict(np.full(D, 7.0), warn=False).code, PORTFOLIO[2])
+    trials = [(SPACE.decode(PORTFOLIO[5]), 0.3), (SPACE.decode(PORTFOLIO[6]), 0.9)]
+    adapted = model.adapt(trials, np.zeros(D))  # adapted to observed trials: the best of them
+    np.testing.assert_allclose(adapted.predict(np.zeros(D), warn=False).config.lr_initial,
+                               SPACE.decode(PORTFOLIO[6]).lr_initial)
+    np.testing.assert_array_equal(model.predict(np.zeros(D), warn=False).code, PORTFOLIO[2])  # original unchanged
+    with pytest.raises(ValueError, match="share their configurations"):
+        meta_train([a, c], MetaTrainConfig(method="best-fixed"))
+
+
+def test_portfolio_score_looks_up_the_nearest_measured_configuration():
+    task = TaskData("t", np.zeros(D), PORTFOLIO[:4], [0.1, 0.2, 0.3, 0.4])
+    assert portfolio_score(task, PORTFOLIO[2]) == 0.3
+    assert portfolio_score(task, PORTFOLIO[1] + 1e-3) == 0.2
+
+
+def test_loto_cv_prefers_the_method_that_uses_the_features_and_resumes(tmp_path, monkeypatch):
+    import hypermeta.meta.selection as selection
+
+    tasks = task_family(24, seed=0)
+    cfg = MetaTrainConfig(ensemble=1)
+    out = tmp_path / "cv.csv"
+    cv = loto_cv(tasks, ["best-fixed", "nearest-task"], cfg, out=out)
+    assert len(cv) == 48 and set(cv["task"]) == {t.task for t in tasks}
+    table = cv_table(cv, ["best-fixed", "nearest-task"]).set_index("method")
+    # the features decide the best lr here: nearest-task beats one configuration for all, in CV
+    assert table.loc["nearest-task", "cv_score"] > table.loc["best-fixed", "cv_score"] + 0.05
+    assert table.loc["best-fixed", "minus_best_fixed"] == 0.0
+    assert cv_winner(cv, ["best-fixed", "nearest-task"]) == "nearest-task"
+    # the left-out task is never in its own fold's training set: with a single copy of each task,
+    # nearest-task's CV prediction is another task's best, so it is not the oracle everywhere
+    assert (cv[cv["method"] == "nearest-task"]["score"] < cv["oracle"][cv["method"] == "nearest-task"]).any()
+    calls = []
+    monkeypatch.setattr(selection, "cv_fold", lambda *a: calls.append(a) or {})
+    again = loto_cv(tasks, ["best-fixed", "nearest-task"], cfg, out=out)  # every fold read back, none retrained
+    assert calls == [] and len(again) == 48
+    with pytest.raises(ValueError, match="complete set of CV folds"):
+        cv_winner(cv[cv.index % 5 != 0], ["best-fixed", "nearest-task"])
+
+
+def test_ood_threshold_and_auroc_on_known_separations():
+    scores = np.array([0.5, 0.8, 1.0, 1.2, 2.5, 3.0, 4.0])
+    worse = np.array([0, 0, 0, 0, 1, 1, 1], bool)
+    t = ood_threshold(scores, worse)
+    assert 1.2 < t < 2.5 and auroc(scores, worse) == 1.0
+    assert auroc(scores, ~worse) == 0.0 and np.isnan(auroc(scores, np.zeros(7, bool)))
+    assert ood_threshold(scores, np.zeros(7, bool)) > scores.max()  # never worse: never OOD
+    assert ood_threshold(scores, np.ones(7, bool)) < scores.min()  # always worse: always best-fixed
+
+
+def test_out_of_distribution_falls_back_to_best_fixed_and_survives_save(tmp_path):
+    tasks = task_family(10, seed=2)
+    model = meta_train(tasks, MetaTrainConfig(method="nearest-task"))
+    fixed = best_fixed_code(tasks)
+    far = tasks[0].features + 50.0
+    pred = model.predict(far, warn=False)
+    assert pred.out_of_distribution and pred.fallback and "best-fixed" in pred.reasons[-1]
+    np.testing.assert_array_equal(pred.code, fixed)
+    raw = model.predict(far, warn=False, fallback=False)
+    assert not raw.fallback and not np.array_equal(raw.code, fixed)
+    assert not model.predict(tasks[3].features, warn=False).fallback
+    model.set_ood_threshold(1e9)  # a cross-validated threshold replaces the two default rules
+    assert not model.predict(far, warn=False).out_of_distribution
+    loaded = MetaModel.load(model.save(tmp_path / "w"))
+    assert loaded.thresholds["score"] == 1e9
+    np.testing.assert_array_equal(loaded.fallback, fixed)
+    with pytest.raises(ValueError, match="positive number"):
+        model.set_ood_threshold(float("nan"))
+
+
+# --- the matrix dataset --------------------------------------------------------------------------------------
+def tiny_plan(tmp_path) -> MatrixPlan:
+    plan = {"name": "tiny", "fixed": {"net_arch": "small", "learning_starts": 100}, "seed": 1,
+            "train": {"cartpole": 1}, "calibration": ["cartpole"], "heldout_contexts": ["cartpole:gravity=12"],
+            "heldout_family": [], "budgets": {"cartpole": 300}, "portfolio": {"sobol": 2, "named": ["base"]},
+            "matrix_seeds": 2}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return MatrixPlan.load(path)
+
+
+def fake_runs(plan: MatrixPlan, tasks: list[str], auc: dict[str, float]) -> pd.DataFrame:
+    from hypermeta.experiments.measurement import Curve
+
+    rows = []
+    for job in plan.jobs(tasks):
+        row = run_row(job, Curve([300], [20.0], 1.0, 300))
+        row["auc"] = auc[job.method] + 0.01 * (job.seed % 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_matrix_scores_normalise_per_task_and_skip_incomplete_tasks(tmp_path):
+    plan = tiny_plan(tmp_path)
+    train, held = plan.train_tasks(), plan.heldout_contexts
+    runs = fake_runs(plan, train + held, {"sobol-00": 0.2, "sobol-01": 0.4, "base": 0.1})
+    old_budget = runs.iloc[:3].assign(timesteps=999, auc=5.0)  # another budget's runs are not the matrix
+    scores = matrix_scores(plan, pd.concat([runs.iloc[:-1], old_budget]))
+    assert set(scores["task"]) == set(train[:2])  # the held-out task misses a run
+    one = scores[scores["task"] == train[0]].set_index("method")
+    assert one.loc["sobol-01", "score"] == pytest.approx(1.0) and one["n_seeds"].eq(2).all()
+    assert one.loc["sobol-00", "score"] == pytest.approx(0.205 / 0.405)
+    data = matrix_dataset(plan, runs)
+    assert len(data) == 3 * len(train) and {f"f_{FEATURE_NAMES[0]}", "objective", "x_lr_initial"} <= set(data.columns)
+    # the dataset is what meta-train reads
+    from hypermeta.meta.data import tasks_from_frame
+
+    assert [t.task for t in tasks_from_frame(data)] == sorted(train)
+
+
+def test_a_diverged_matrix_run_scores_as_random_and_is_not_retried(tmp_path, monkeypatch):
+    import hypermeta.experiments.engine as engine
+
+    plan = tiny_plan(tmp_path)
+
+    real = engine.train_group
+    monkeypatch.setattr(engine, "train_group", lambda jobs, *a, **k: [
+        DivergenceError("non-finite loss") if j.method == "base" else c
+        for j, c in zip(jobs, real(jobs, *a, **k))])
+    runs = collect_matrix(plan, n_tasks=1)
+    base = runs[runs["method"] == "base"]
+    assert len(runs) == 6 and (base["auc"] == 0.0).all() and base["curve"].str.contains("diverged").all()
+    monkeypatch.setattr(engine, "train_group", lambda jobs, *a, **k: pytest.fail("nothing is left to run"))
+    assert len(collect_matrix(plan, n_tasks=1)) == 6
+    assert json.loads(RunStore(plan.runs_path).frame()["curve"].iloc[-1]).startswith("diverged")
