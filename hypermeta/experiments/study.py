@@ -56,9 +56,13 @@ class StudySpec:
     n_evals: int = N_EVALS
     eval_episodes: int = EVAL_EPISODES
     reference: float | None = None
+    #: the DQN settings that are not tuned (default: hypermeta's base configuration), e.g. a matrix plan's
+    #: ``fixed`` settings so that a study tunes the schedules on the settings the meta-learner's data came from
+    fixed: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         get_space(self.space)
+        self.base  # validates ``fixed``
         if self.seeds_per_trial < 1:
             raise ValueError(f"seeds_per_trial must be >= 1, got {self.seeds_per_trial}")
         self.measurement  # validates timesteps, n_evals and eval_episodes
@@ -66,6 +70,10 @@ class StudySpec:
     @property
     def measurement(self) -> Measurement:
         return Measurement(self.timesteps, self.n_evals, self.eval_episodes)
+
+    @property
+    def base(self) -> DQNConfig:
+        return DQNConfig.from_dict(self.fixed or {}, source="study `fixed` settings")
 
     def tuning_seeds(self, trial_number: int) -> list[int]:
         return tuning_seeds(trial_number, self.seeds_per_trial)
@@ -267,7 +275,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.spec
-        config = self.space.suggest(trial)
+        config = self.space.suggest(trial, base=spec.base)
         seeds = spec.tuning_seeds(trial.number)
         trial.set_user_attr("seeds", seeds)
         trial.set_user_attr("config", config.to_dict())
@@ -308,7 +316,7 @@ class Objective:
         spec, start = self.spec, time.perf_counter()
         jobs, owner = [], {}
         for trial in trials:
-            config = self.space.suggest(trial)
+            config = self.space.suggest(trial, base=spec.base)
             seeds = spec.tuning_seeds(trial.number)
             trial.set_user_attr("seeds", seeds)
             trial.set_user_attr("config", config.to_dict())
@@ -555,7 +563,7 @@ def best_config_of(study: optuna.Study, within_trials: int | None = None) -> DQN
         raise ValueError(f"study {study.study_name!r} has no complete trial yet"
                          + (f" among its first {within_trials}" if within_trials else ""))
     best = max(complete, key=lambda t: (t.value, -t.number))
-    return get_space(spec.space).from_optuna_params(best.params)
+    return get_space(spec.space).from_optuna_params(best.params, base=spec.base)
 
 
 def tuning_cost_frame(studies: dict[tuple[str, str], optuna.Study]) -> pd.DataFrame:

@@ -43,7 +43,7 @@ def round0(task: str, predictor: Any = None, limit: int = ROUND0) -> list[tuple[
     result = predict_config(task, predictor, warn=False)
     seen, out = set(), []
     for label, code in result.model.warm_start_codes(result.features):
-        config = SPACE.decode(code)
+        config = SPACE.decode(code, base=result.model.base)
         key = json.dumps(config.to_dict(), sort_keys=True)
         if key not in seen:
             seen.add(key)
@@ -58,8 +58,10 @@ def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, ru
     is spent, and return its best configuration."""
     if time_budget_minutes is not None and not time_budget_minutes > 0:
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
-    spec = StudySpec(task, timesteps, "schedule", seeds_per_trial)
     candidates = round0(task, predictor, limit=min(ROUND0, trials))
+    # the study tunes the schedules over the settings the predictor's data came from (its candidates use them)
+    fixed = {k: v for k, v in candidates[0][1].to_dict().items() if k not in {p.name for p in SPACE.params}}
+    spec = StudySpec(task, timesteps, "schedule", seeds_per_trial, fixed=fixed)
     deadline = None if time_budget_minutes is None else time.time() + 60 * time_budget_minutes
     batch = max(len(candidates), BATCHED_STUDY_BATCH) if runner == "batched" else 1
     study = run_study(spec, trials, study_name=study_name or f"tune|{task}|T{timesteps}|m{seeds_per_trial}",

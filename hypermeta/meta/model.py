@@ -73,7 +73,8 @@ class MetaModel:
     def __init__(self, method: str, members: list[SchedulePredictor], mean: np.ndarray, std: np.ndarray,
                  task_names: list[str], task_features: np.ndarray, task_best: np.ndarray,
                  train_config: MetaTrainConfig, feature_names: Sequence[str] = FEATURE_NAMES,
-                 thresholds: dict[str, float] | None = None, fallback: np.ndarray | None = None) -> None:
+                 thresholds: dict[str, float] | None = None, fallback: np.ndarray | None = None,
+                 base: DQNConfig | None = None) -> None:
         self.method = method
         self.members = members
         self.mean, self.std = np.asarray(mean, float), np.asarray(std, float)
@@ -82,6 +83,8 @@ class MetaModel:
         self.task_best = np.asarray(task_best, float)
         self.train_config = train_config
         self.feature_names = tuple(feature_names)
+        #: the DQN settings the training data came from; predicted schedules are decoded over them
+        self.base = base or DQNConfig()
         #: best-fixed's code (None when the training tasks share no configuration)
         self.fallback = None if fallback is None else np.asarray(fallback, float)
         if method == "best-fixed" and self.fallback is None:
@@ -164,7 +167,7 @@ class MetaModel:
         if fallback:
             code = self.fallback
             reasons.append("falling back to best-fixed (the configuration best on average over the training tasks)")
-        pred = Prediction(SPACE.decode(code), code, disagreement, self.task_names[i], dist, bool(reasons), reasons,
+        pred = Prediction(SPACE.decode(code, base=self.base), code, disagreement, self.task_names[i], dist, bool(reasons), reasons,
                           score, fallback)
         if reasons and warn:
             warnings.warn("out of distribution: " + "; ".join(reasons) + ". Consider a few trials "
@@ -216,7 +219,7 @@ class MetaModel:
         cfg = self.train_config
         steps = cfg.inner_steps if steps is None else steps
         clone = MetaModel(self.method, [], self.mean, self.std, self.task_names, self.task_features, self.task_best,
-                          cfg, self.feature_names, self.thresholds, self.fallback)
+                          cfg, self.feature_names, self.thresholds, self.fallback, self.base)
         if self.method == "best-fixed":  # one configuration for every task: adapted, the best one observed
             clone.fallback = data.best_code()
             return clone
@@ -255,7 +258,7 @@ class MetaModel:
                 "feature_version": FEATURE_VERSION, "feature_names": list(self.feature_names),
                 "code_names": SPACE.encoded_names, "method": self.method, "members": len(self.members),
                 "training_tasks": self.task_names, "train_config": asdict(self.train_config),
-                "thresholds": self.thresholds}
+                "thresholds": self.thresholds, "fixed": self.base.to_dict()}
         stem.parent.mkdir(parents=True, exist_ok=True)
         weights = stem.with_suffix(".safetensors")
         save_file(tensors, str(weights), metadata={"hypermeta": json.dumps(meta)})
@@ -302,11 +305,13 @@ class MetaModel:
         return cls(meta["method"], members, tensors["norm.mean"].numpy(), tensors["norm.std"].numpy(),
                    meta["training_tasks"], tensors["tasks.features"].numpy(), tensors["tasks.best"].numpy(), cfg,
                    meta["feature_names"], meta["thresholds"],
-                   tensors["fallback.code"].numpy() if "fallback.code" in tensors else None)
+                   tensors["fallback.code"].numpy() if "fallback.code" in tensors else None,
+                   DQNConfig.from_dict(meta.get("fixed") or {}, source=f"{str(meta_path)!r} `fixed`"))
 
 
-def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> MetaModel:
-    """Train a :class:`MetaModel` on the training tasks. Deterministic for ``cfg.seed``."""
+def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig, base: DQNConfig | None = None) -> MetaModel:
+    """Train a :class:`MetaModel` on the training tasks (whose runs used the DQN settings ``base``, default
+    hypermeta's base configuration). Deterministic for ``cfg.seed``."""
     tasks = list(tasks)
     if not tasks:
         raise ValueError("meta-training needs at least one task")
@@ -321,7 +326,7 @@ def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> MetaModel:
     fixed = best_fixed_code(tasks)
     algorithm = get_method(cfg.method)(cfg)
     if not algorithm.learned:
-        return MetaModel(cfg.method, [], mean, std, names, feats, best, cfg, fallback=fixed)
+        return MetaModel(cfg.method, [], mean, std, names, feats, best, cfg, fallback=fixed, base=base)
     torch.set_num_threads(1)
     batches = [TaskBatch(t, mean, std, cfg.temperature) for t in tasks]
     members = []
@@ -330,7 +335,7 @@ def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> MetaModel:
         # bootstrap over tasks (all of them for a single member, so one member sees every task)
         chosen = batches if cfg.ensemble == 1 else [batches[i] for i in rng.choice(len(batches), len(batches))]
         members.append(algorithm.train_member(chosen, len(mean), member_seed(cfg.seed, k)))
-    return MetaModel(cfg.method, members, mean, std, names, feats, best, cfg, fallback=fixed)
+    return MetaModel(cfg.method, members, mean, std, names, feats, best, cfg, fallback=fixed, base=base)
 
 
 def default_weights_path() -> Path:
