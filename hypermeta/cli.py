@@ -263,8 +263,40 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             split = "train" if i < len(plan.train_tasks()) else "held-out"
             print(f"{split:<9} {plan.budget(task):>7} steps  {task}")
         return 0
-    runs = collect_matrix(plan, runner=args.runner, workers=args.workers, n_tasks=args.tasks, progress=args.progress)
-    print(f"matrix {plan.runs_path}: {matrix_summary(runs)}")
+    if not args.export_only:
+        runs = collect_matrix(plan, runner=args.runner, workers=args.workers, n_tasks=args.tasks,
+                              progress=args.progress, split=args.split)
+        print(f"matrix {plan.runs_path}: {matrix_summary(runs)}")
+    from hypermeta.experiments.matrix import export_matrix_dataset
+
+    frame, path = export_matrix_dataset(plan)
+    print(f"dataset {path}: {frame['task'].nunique() if len(frame) else 0} complete training tasks, {len(frame)} rows")
+    return 0
+
+
+def cmd_meta2(args: argparse.Namespace) -> int:
+    from hypermeta.experiments import meta2
+    from hypermeta.experiments.matrix import MatrixPlan
+
+    plan = MatrixPlan.load(args.plan)
+    methods = [m for m in args.methods.split(",") if m] if args.methods else None
+    unknown = sorted(set(methods or []) - set(plan.methods))
+    if unknown:
+        raise ValueError(f"--methods {','.join(unknown)}: not in the plan's methods {plan.methods}")
+    if args.stage == "cv":
+        sel = meta2.cross_validate(plan, methods, ensemble=args.cv_ensemble, workers=args.workers,
+                                   progress=args.progress)
+        for row in sel["table"]:
+            print(f"  {row['method']:<13} CV score {row['cv_score']:.3f}  vs best-fixed {row['minus_best_fixed']:+.3f} "
+                  f"({row['wins']} wins, {row['losses']} losses over {row['tasks']} tasks)")
+        print(f"CV winner: {sel['winner']} (selection written to {meta2.Paths.of(plan).selection})")
+    elif args.stage == "train":
+        models = meta2.train_methods(plan, retrain=args.retrain)
+        print(f"weights of {', '.join(models)} in {meta2.Paths.of(plan).weights}")
+    elif args.stage == "heldout":
+        out = meta2.run_heldout(plan, workers=args.workers, runner=args.runner, progress=args.progress,
+                                tpe=not args.no_tpe)
+        print(f"held-out runs in {out}")
     return 0
 
 
@@ -480,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--tasks", type=positive_int, help="only the first N training tasks (default: all)")
     p.add_argument("--list", action="store_true", help="print the training and held-out tasks, then exit")
+    p.add_argument("--split", choices=["train", "heldout"], default="train",
+                   help="heldout: the held-out tasks' matrix (their oracle); default: the training tasks")
+    p.add_argument("--export-only", action="store_true", help="only write the dataset of the complete training tasks")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_matrix)
 
@@ -493,6 +528,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=positive_int, default=5, help="networks in the ensemble")
     p.add_argument("--iterations", type=positive_int, help="outer steps / epochs (default: the method's)")
     p.set_defaults(func=cmd_meta_train)
+
+    p = sub.add_parser("meta2", help="meta-learner v2 after the matrix: cv (select), train, heldout (evaluate)")
+    p.add_argument("stage", choices=["cv", "train", "heldout"])
+    p.add_argument("plan", help="plan YAML, e.g. studies/meta2/plan.yaml")
+    p.add_argument("--methods", help="comma-separated subset of the plan's methods (default: all)")
+    p.add_argument("--cv-ensemble", type=positive_int, default=1, help="cv: ensemble members per fold")
+    p.add_argument("--workers", type=positive_int, default=1)
+    p.add_argument("--runner", choices=list(RUNNERS), default="batched")
+    p.add_argument("--retrain", action="store_true", help="train: train again even where weights exist")
+    p.add_argument("--no-tpe", action="store_true", help="heldout: leave out the Optuna TPE baselines")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_meta2)
 
     p = sub.add_parser("predict", help="predict the lr and epsilon schedules of a task with the meta-learner")
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")

@@ -83,6 +83,20 @@ class MatrixPlan:
                 tasks.append(get_task(f"{fam}:" + ",".join(f"{k}={v:g}" for k, v in ctx.items())).id)
         return list(dict.fromkeys(tasks))
 
+    def collection_order(self) -> list[str]:
+        """The training tasks in the order the matrix collects them: the calibration tasks, then one task of
+        each family in turn, so that a partial matrix covers every family. (Seeds follow :meth:`train_tasks`'
+        order, not this one.)"""
+        tasks = self.train_tasks()
+        head = [t for t in tasks if t in {get_task(c).id for c in self.calibration}]
+        by_family: dict[str, list[str]] = {}
+        for t in tasks:
+            if t not in head:
+                by_family.setdefault(get_task(t).family.name, []).append(t)
+        rest = [t for i in range(max(map(len, by_family.values()), default=0)) for ts in by_family.values()
+                if i < len(ts) for t in ts[i:i + 1]]
+        return head + rest
+
     def all_tasks(self) -> list[str]:
         return [*self.train_tasks(), *self.heldout_contexts, *self.heldout_family]
 
@@ -129,7 +143,7 @@ def collect_matrix(plan: MatrixPlan, runner: str = "batched", workers: int = 1, 
     ``heldout``: the held-out contexts and family, whose matrix gives their oracle); returns all its runs."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    tasks = plan.train_tasks() if split == "train" else [*plan.heldout_contexts, *plan.heldout_family]
+    tasks = plan.collection_order() if split == "train" else [*plan.heldout_contexts, *plan.heldout_family]
     store, failed = RunStore(plan.runs_path), []
     run_jobs(plan.jobs(tasks[:n_tasks]), store, workers=workers, progress=progress, runner=runner, errors=failed)
     for job, error in failed:  # a diverged configuration scores as the random policy, and is not retried
