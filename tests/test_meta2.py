@@ -198,3 +198,33 @@ def test_a_diverged_matrix_run_scores_as_random_and_is_not_retried(tmp_path, mon
     monkeypatch.setattr(engine, "train_group", lambda jobs, *a, **k: pytest.fail("nothing is left to run"))
     assert len(collect_matrix(plan, n_tasks=1)) == 6
     assert json.loads(RunStore(plan.runs_path).frame()["curve"].iloc[-1]).startswith("diverged")
+
+
+def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
+    """matrix -> cv -> train -> heldout on 3 training tasks of 5,000 steps: the selection, weights with their
+    OOD threshold and the plan's fixed settings, and test runs of every configuration on the test seeds."""
+    from hypermeta.cli import main
+    from hypermeta.experiments import meta2
+    from hypermeta.seeds import test_seeds
+
+    plan = {"name": "tiny", "fixed": {"net_arch": "small", "learning_starts": 100}, "seed": 1,
+            "train": {"cartpole": 2}, "calibration": ["cartpole"], "heldout_contexts": ["cartpole:gravity=12"],
+            "heldout_family": [], "budgets": {"cartpole": 5000}, "portfolio": {"sobol": 2, "named": ["base"]},
+            "matrix_seeds": 2, "methods": ["nearest-task", "best-fixed"], "test_seeds": 2}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    assert main(["matrix", str(path)]) == 0
+    assert main(["meta2", "cv", str(path)]) == 0
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    assert selection["winner"] in ("nearest-task", "best-fixed") and len(selection["tasks"]) == 3
+    assert main(["meta2", "heldout", str(path), "--no-tpe"]) == 0  # trains the weights first
+    model = MetaModel.load(tmp_path / "weights" / "winner.safetensors")
+    assert model.thresholds["score"] == selection["ood_thresholds"][selection["winner"]]
+    assert model.base.net_arch == "small" and model.base.learning_starts == 100
+    runs = pd.read_csv(tmp_path / "heldout" / "runs.csv")
+    assert set(runs["seed"]) == set(test_seeds(2)) and len(runs) >= 2  # identical configs share their runs
+    sb3 = pd.read_csv(tmp_path / "heldout" / "runs_sb3.csv")
+    assert len(sb3) >= 5 and set(sb3["seed"]) <= set(test_seeds(meta2.SB3_CONFIRM_SEEDS))
+    preds = pd.read_csv(tmp_path / "heldout" / "predictions.csv")
+    assert set(preds["method"]) == {"nearest-task", "best-fixed"}
+    assert main(["meta2", "cv", str(path), "--methods", "anil"]) == 2  # one-line error, exit 2
