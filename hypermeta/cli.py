@@ -142,6 +142,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                         args.workers, out)
     elif args.which == "guard":
         report = run_guard_benchmark(args.task, args.timesteps, args.seeds, out)
+    elif args.which == "minatar":
+        from hypermeta.experiments.bench import run_minatar_reference
+        from hypermeta.tasks.families import get_family
+
+        out = Path(args.out or "studies/reports/minatar/reference.md")
+        games = args.games.split(",")
+        for game in games:
+            get_family(game)  # unknown names fail before any training
+        report = run_minatar_reference(games, args.timesteps, args.seeds, args.workers, out)
     elif args.which == "kill":
         report = run_kill_stress(args.task, args.timesteps, args.trials, args.kills, out)
     else:
@@ -556,14 +565,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_meta_report)
 
     p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")
-    p.add_argument("which", choices=["overhead", "workers", "kill", "guard", "engine", "fidelity"])
+    p.add_argument("which", choices=["overhead", "workers", "kill", "guard", "engine", "fidelity", "minatar"])
+    p.add_argument("--games", default="minatar-breakout,minatar-asterix,minatar-freeway,minatar-seaquest,"
+                   "minatar-spaceinvaders", help="minatar benchmark: comma-separated MinAtar families")
     p.add_argument("--tasks", default="CartPole-v1,Acrobot-v1", help="engine benchmark: comma-separated tasks")
     p.add_argument("--fidelity-tasks", default="cartpole:length=0.7@5000;acrobot:link_mass_2=1.5@5000;"
                    "frozenlake:success_rate=0.6@5000", help="fidelity benchmark: TASK@STEPS;TASK@STEPS;...")
     p.add_argument("--configs", type=positive_int, default=16, help="fidelity benchmark: Sobol configurations")
     p.add_argument("--workers", type=positive_int, default=1, help="fidelity benchmark: processes")
     p.add_argument("--task", default="CartPole-v1")
-    p.add_argument("--timesteps", type=positive_int, default=20_000, help="overhead: steps per run; workers: per trial")
+    p.add_argument("--timesteps", type=positive_int, default=20_000,
+                   help="overhead: steps per run; workers: per trial; minatar: per run (use 100000)")
     p.add_argument("--repeats", type=positive_int, default=7, help="overhead benchmark: interleaved pairs")
     p.add_argument("--out", help="default: studies/reports/<which>.md")
     p.add_argument("--trials", type=positive_int, default=8, help="workers / kill: trials per study")

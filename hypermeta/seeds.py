@@ -9,6 +9,7 @@ what                      seeds                                        owner
 tuning (study trials)     trial ``t`` with ``m`` seeds: ``t*m .. t*m+m-1``, below :data:`TEST_SEED_START`   :func:`tuning_seeds`
 test runs                 :data:`TEST_SEED_START` + ``0 .. n-1``       :func:`test_seeds`
 matrix (meta-training)    :data:`MATRIX_SEED_START` + 1000 * task index + ``0 .. n-1``   :func:`matrix_seeds`
+reference returns         :data:`REFERENCE_SEED_START` + ``0 .. n-1``  :func:`reference_seeds`
 evaluation episodes       training seed + :data:`EVAL_SEED_OFFSET`      :func:`eval_seed`
 task-feature probe        :data:`FEATURE_SEED` (training and prediction alike)
 random-policy reference   :data:`RANDOM_SEED` (normalisation)
@@ -26,6 +27,8 @@ from __future__ import annotations
 TEST_SEED_START = 10_000_000
 #: Meta-training data (the performance matrix) uses seeds from here up, distinct per task; below the test seeds.
 MATRIX_SEED_START = 5_000_000
+#: Runs that measure a family's reference return (what scores 1.0) use seeds from here up.
+REFERENCE_SEED_START = 20_000_000
 #: Evaluation environments are seeded with ``seed + EVAL_SEED_OFFSET`` so they never replay training episodes.
 EVAL_SEED_OFFSET = 1_000_000
 #: The probe seed of every task's features (training data and prediction alike).
@@ -61,6 +64,13 @@ def test_seeds(n: int) -> list[int]:
 
 
 test_seeds.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
+
+
+def reference_seeds(n: int) -> list[int]:
+    """The ``n`` seeds of reference-return runs (``hypermeta bench minatar``)."""
+    if n < 1:
+        raise ValueError(f"the number of reference seeds must be >= 1, got {n}")
+    return [REFERENCE_SEED_START + i for i in range(n)]
 
 
 def matrix_seeds(task_index: int, n: int) -> list[int]:

@@ -21,7 +21,7 @@ import numpy as np
 from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
 from hypermeta.guard import DivergenceError  # noqa: F401  # re-exported: runs fail with it
 from hypermeta.seeds import RANDOM_SEED
-from hypermeta.tasks.families import get_task, is_family_task, make_env
+from hypermeta.tasks.families import family_of_env_id, get_task, is_family_task, make_env
 
 RANDOM_EPISODES = 100
 
@@ -46,11 +46,10 @@ def random_return(task_id: str) -> float:
 
 def reference_return(task_id: str) -> float:
     """The return that counts as 1.0: the family's ``reference_return`` or the spec's ``reward_threshold``."""
-    if is_family_task(task_id):
-        family = get_task(task_id).family
-        ref = getattr(family, "reference_return", None)
-        if ref is not None:
-            return float(ref)
+    family = get_task(task_id).family if is_family_task(task_id) else family_of_env_id(task_id)
+    ref = getattr(family, "reference_return", None)
+    if ref is not None:
+        return float(ref)
     env = make_env(task_id)
     ref = env.spec.reward_threshold if env.spec is not None else None
     env.close()

@@ -36,11 +36,14 @@ def build_model(
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     check_seed(seed)
+    from hypermeta.networks import policy_kwargs_for
+
     venv = make_vec_env(env_factory(env_id), n_envs=n_envs, seed=seed)
     check_spaces(venv)
+    kwargs = {**config.sb3_kwargs(), "policy_kwargs": policy_kwargs_for(venv.observation_space, config)}
     return DQN(
         "MlpPolicy", venv, seed=seed, verbose=verbose, device=device,
-        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **config.sb3_kwargs(),
+        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **kwargs,
     )
 
 

@@ -246,6 +246,11 @@ def is_family_task(task_id: str) -> bool:
     return task_id.partition(":")[0] in families()
 
 
+def family_of_env_id(env_id: str) -> TaskFamily | None:
+    """The registered family whose ``env_id`` is this gymnasium id (e.g. ``MinAtar/Breakout-v1``), if any."""
+    return next((f for f in families().values() if f.env_id == env_id), None)
+
+
 def _unknown_env_error(env_id: str) -> ValueError:
     candidates = list(gym.registry) + list(families())
     close = difflib.get_close_matches(env_id, candidates, n=3, cutoff=0.5)
