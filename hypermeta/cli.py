@@ -302,6 +302,10 @@ def cmd_meta2(args: argparse.Namespace) -> int:
     elif args.stage == "train":
         models = meta2.train_methods(plan, retrain=args.retrain)
         print(f"weights of {', '.join(models)} in {meta2.Paths.of(plan).weights}")
+    elif args.stage == "report":
+        from hypermeta.reports.meta2 import render_meta2_report
+
+        print(f"report written to {render_meta2_report(plan, args.out)}")
     elif args.stage == "heldout":
         out = meta2.run_heldout(plan, workers=args.workers, runner=args.runner, progress=args.progress,
                                 tpe=not args.no_tpe)
@@ -538,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=positive_int, help="outer steps / epochs (default: the method's)")
     p.set_defaults(func=cmd_meta_train)
 
-    p = sub.add_parser("meta2", help="meta-learner v2 after the matrix: cv (select), train, heldout (evaluate)")
-    p.add_argument("stage", choices=["cv", "train", "heldout"])
+    p = sub.add_parser("meta2", help="meta-learner v2 after the matrix: cv (select), train, heldout, report")
+    p.add_argument("stage", choices=["cv", "train", "heldout", "report"])
     p.add_argument("plan", help="plan YAML, e.g. studies/meta2/plan.yaml")
     p.add_argument("--methods", help="comma-separated subset of the plan's methods (default: all)")
     p.add_argument("--cv-ensemble", type=positive_int, default=1, help="cv: ensemble members per fold")
@@ -547,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runner", choices=list(RUNNERS), default="batched")
     p.add_argument("--retrain", action="store_true", help="train: train again even where weights exist")
     p.add_argument("--no-tpe", action="store_true", help="heldout: leave out the Optuna TPE baselines")
+    p.add_argument("--out", help="report: path (default studies/reports/meta2/report.md)")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_meta2)
 

@@ -228,3 +228,9 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     preds = pd.read_csv(tmp_path / "heldout" / "predictions.csv")
     assert set(preds["method"]) == {"nearest-task", "best-fixed"}
     assert main(["meta2", "cv", str(path), "--methods", "anil"]) == 2  # one-line error, exit 2
+    (tmp_path / "calibration.md").write_text("# log\n\n## 2026-11-26: a logged deviation\n")
+    assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0
+    report = (tmp_path / "report.md").read_text()
+    for text in ("a logged deviation", "| winner - best-fixed | 1 x 2 |", "optuna-tpe@5 | missing runs",
+                 "gap closed by the winner", "AUROC", "## Confirmation with the SB3 runner", "| oracle |"):
+        assert text in report, text

@@ -49,14 +49,14 @@ def test_sticky_actions_change_the_features():
 
 
 def test_sb3_gets_minatars_reference_cnn_and_learns_a_few_steps():
-    model = build_model("minatar-breakout", DQNConfig(learning_starts=50, batch_size=16), seed=0)
+    model = build_model("minatar-breakout", DQNConfig(learning_starts=100, batch_size=16), seed=0)
     extractor = model.policy.q_net.features_extractor
     assert isinstance(extractor, MinAtarCNN)
     conv = extractor.conv[0]
     assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (4, 16, (3, 3))
     assert extractor.head[0].out_features == 128 and model.policy.q_net.q_net[0].in_features == 128
-    model.learn(120)
-    assert model.num_timesteps == 120
+    model.learn(160)
+    assert model.num_timesteps == 160
 
 
 def test_the_batched_engine_refuses_images_in_one_line():

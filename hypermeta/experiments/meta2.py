@@ -205,15 +205,18 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
         sel = preds[preds["task"] == task]
         configs = {f"hypermeta-{m}": DQNConfig.from_dict(json.loads(c)) for m, c in zip(sel["method"], sel["config"])}
         configs["winner"] = configs[f"hypermeta-{selection['winner']}"]
+        configs["best-fixed"] = configs["hypermeta-best-fixed"]
         configs.update(named_schedules(plan, task))
         configs["oracle"] = oracle_config(plan, scores, task)
         if tpe:
             configs.update(tpe_configs(plan, task, workers, runner, progress))
         jobs += heldout_jobs(plan, task, configs, plan.test_seeds)
-        confirm += heldout_jobs(plan, task, {k: configs[k] if k != "best-fixed" else configs["hypermeta-best-fixed"]
-                                             for k in KEY_METHODS}, SB3_CONFIRM_SEEDS)
-    run_jobs(jobs, RunStore(out / "runs.csv"), workers=workers, progress=progress, runner=runner)
-    run_jobs(confirm, RunStore(out / "runs_sb3.csv"), workers=workers, progress=progress, runner="sb3")
+        confirm += heldout_jobs(plan, task, {k: configs[k] for k in KEY_METHODS}, SB3_CONFIRM_SEEDS)
+    # runs.csv caches one row per distinct run; *_by_method.csv has a row per (method label, run)
+    run_jobs(jobs, RunStore(out / "runs.csv"), workers=workers, progress=progress,
+             runner=runner).to_csv(out / "runs_by_method.csv", index=False)
+    run_jobs(confirm, RunStore(out / "runs_sb3.csv"), workers=workers, progress=progress,
+             runner="sb3").to_csv(out / "runs_sb3_by_method.csv", index=False)
     return out
 
 
