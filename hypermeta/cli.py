@@ -203,7 +203,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise ValueError("give --trials N, --time-budget MINUTES, or both")
     result = tune(args.task, args.trials or 10_000, args.timesteps, seeds_per_trial=args.seeds_per_trial,
                   runner=args.runner, storage=args.storage, study_name=args.study_name, predictor=args.weights,
-                  time_budget_minutes=args.time_budget, progress=args.progress)
+                  time_budget_minutes=args.time_budget, progress=args.progress, sampler=args.sampler,
+                  meta_data=args.meta_data)
     print(f"round 0 ({len(result.candidates)} warm candidates): " + ", ".join(label for label, _ in result.candidates))
     print(f"{result.trials} finished trials, {result.env_steps:,} environment steps, {result.train_seconds:.0f} s of "
           f"training (study {result.study.study_name!r} in {args.storage})")
@@ -487,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=DEFAULT_STORAGE)
     p.add_argument("--study-name", help="default: tune|TASK|T<timesteps>|m<seeds>")
     p.add_argument("--weights", help="meta-learner .safetensors for round 0 (default: the shipped weights)")
+    p.add_argument("--sampler", choices=["tpe", "adapt", "metatpe"], default="tpe",
+                   help="after round 0: Optuna TPE, the meta-learner's few-shot adapt step, or meta-learned TPE")
+    p.add_argument("--meta-data", help="metatpe: dataset CSV of the training tasks' trials "
+                   "(`hypermeta matrix PLAN --export-only`)")
     p.add_argument("--out", default="best.yaml", help="where to write the best configuration (YAML)")
     p.add_argument("--env", help="env id of the printed rl-zoo entry (default: the task)")
     p.add_argument("--progress", action="store_true")

@@ -3,8 +3,10 @@
 Round 0 (enqueued, evaluated first, together when the runner is batched) holds what hypermeta already knows
 about the task: the meta-learner's zero-shot prediction, each ensemble member's own prediction, and the best
 configurations of the nearest training tasks (duplicates dropped, at most :data:`ROUND0`). TPE then proposes
-the rest with those observations in its model. The study is an ordinary resumable Optuna study; the best
-trial's configuration is written as YAML (``HyperMetaCallback("best.yaml")`` applies it).
+the rest with those observations in its model, or (``sampler="adapt"`` / ``"metatpe"``, see
+:mod:`hypermeta.experiments.proposers`) a proposer enqueues each following round from what has been observed,
+TPE filling any slot it leaves. The study is an ordinary resumable Optuna study; the best trial's configuration
+is written as YAML (``HyperMetaCallback("best.yaml")`` applies it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from hypermeta.space import DQNConfig
 #: At most this many round-0 candidates: the zero-shot prediction, up to 5 ensemble members and 2-3 nearest
 #: training tasks' best configurations fit; more would spend the user's trial budget on guesses.
 ROUND0 = 8
+#: Trials per proposer round with the SB3 runner (the batched runner's rounds are its batches).
+ROUND_SIZE = 4
 
 
 @dataclass
@@ -38,9 +42,9 @@ class TuneResult:
     train_seconds: float
 
 
-def round0(task: str, predictor: Any = None, limit: int = ROUND0) -> list[tuple[str, DQNConfig]]:
+def round0(task: str, predictor: Any = None, limit: int = ROUND0, result: Any = None) -> list[tuple[str, DQNConfig]]:
     """The warm-start candidates for ``task`` (see the module docstring), labelled, duplicates dropped."""
-    result = predict_config(task, predictor, warn=False)
+    result = result or predict_config(task, predictor, warn=False)
     seen, out = set(), []
     for label, code in result.model.warm_start_codes(result.features):
         config = SPACE.decode(code, base=result.model.base)
@@ -51,23 +55,60 @@ def round0(task: str, predictor: Any = None, limit: int = ROUND0) -> list[tuple[
     return out[:limit]
 
 
+def make_proposer(sampler: str, prediction: Any, meta_data: str | Path | None, seed: int) -> Any:
+    """The proposer of ``sampler`` (None for ``tpe``); ``metatpe`` reads the training tasks' trials from the
+    dataset CSV ``meta_data`` (``hypermeta matrix --export-only`` writes one)."""
+    from hypermeta.experiments.proposers import PROPOSERS, AdaptProposer, MetaTPEProposer
+
+    if sampler not in PROPOSERS:
+        raise ValueError(f"sampler must be one of {list(PROPOSERS)}, got {sampler!r}")
+    if sampler == "adapt":
+        return AdaptProposer(prediction.model, prediction.features)
+    if sampler == "metatpe":
+        import pandas as pd
+
+        from hypermeta.meta.data import tasks_from_frame
+
+        if meta_data is None or not Path(meta_data).is_file():
+            raise ValueError(f"--sampler metatpe needs --meta-data DATASET.csv (the training tasks' trials), "
+                             f"got {meta_data!r}; `hypermeta matrix PLAN --export-only` writes one")
+        return MetaTPEProposer(tasks_from_frame(pd.read_csv(meta_data)), prediction.model.base, seed)
+    return None
+
+
+def observed_trials(study: optuna.Study) -> list[tuple[DQNConfig, float]]:
+    """(configuration, objective) of every complete trial, in finishing order."""
+    return [(DQNConfig.from_dict(t.user_attrs["config"]), float(t.value)) for t in finished_in_order(study)
+            if t.value is not None and "config" in t.user_attrs]
+
+
 def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, runner: str = "sb3",
          storage: str = DEFAULT_STORAGE, study_name: str | None = None, predictor: Any = None,
-         time_budget_minutes: float | None = None, progress: bool = False, seed: int = 0) -> TuneResult:
+         time_budget_minutes: float | None = None, progress: bool = False, seed: int = 0,
+         sampler: str = "tpe", meta_data: str | Path | None = None) -> TuneResult:
     """Run (or resume) the warm-started study of ``task`` until ``trials`` trials finished or the time budget
     is spent, and return its best configuration."""
     if time_budget_minutes is not None and not time_budget_minutes > 0:
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
-    candidates = round0(task, predictor, limit=min(ROUND0, trials))
+    prediction = predict_config(task, predictor, warn=False)
+    proposer = make_proposer(sampler, prediction, meta_data, seed)  # bad options fail before any training
+    candidates = round0(task, limit=min(ROUND0, trials), result=prediction)
     # the study tunes the schedules over the settings the predictor's data came from (its candidates use them)
     fixed = {k: v for k, v in candidates[0][1].to_dict().items() if k not in {p.name for p in SPACE.params}}
     spec = StudySpec(task, timesteps, "schedule", seeds_per_trial, fixed=fixed)
     deadline = None if time_budget_minutes is None else time.time() + 60 * time_budget_minutes
     batch = max(len(candidates), BATCHED_STUDY_BATCH) if runner == "batched" else 1
-    study = run_study(spec, trials, study_name=study_name or f"tune|{task}|T{timesteps}|m{seeds_per_trial}",
-                      storage=storage, sampler="tpe", pruner="none" if runner == "batched" else "median",
-                      enqueue=[c for _, c in candidates], progress=progress, runner=runner,
-                      batch_size=min(batch, trials), deadline=deadline, seed=seed)
+    name = study_name or f"tune|{task}|T{timesteps}|m{seeds_per_trial}" + ("" if sampler == "tpe" else f"|{sampler}")
+    common = dict(study_name=name, storage=storage, sampler="tpe", runner=runner, progress=progress, seed=seed,
+                  pruner="none" if runner == "batched" or proposer is not None else "median", deadline=deadline)
+    study = run_study(spec, trials if proposer is None else min(len(candidates), trials),
+                      enqueue=[c for _, c in candidates], batch_size=min(batch, trials), **common)
+    rounds = BATCHED_STUDY_BATCH if runner == "batched" else ROUND_SIZE
+    while proposer is not None and len(finished_in_order(study)) < trials and (deadline is None or time.time() < deadline):
+        done = len(finished_in_order(study))
+        size = min(rounds, trials - done)
+        study = run_study(spec, done + size, enqueue=proposer.propose(observed_trials(study), size),
+                          batch_size=size if runner == "batched" else 1, **common)
     finished = finished_in_order(study)
     return TuneResult(study, best_config_of(study), candidates, len(finished),
                       sum(t.user_attrs.get("env_steps", 0) for t in finished),
