@@ -142,3 +142,13 @@ def test_cli_study_with_the_batched_runner(tmp_path, capsys):
     code = main(["study", "cartpole", "--timesteps", "300", "--trials", "3", "--n-evals", "1", "--eval-episodes", "1",
                  "--runner", "batched", "--storage", f"sqlite:///{tmp_path}/s.db", "--sampler", "random"])
     assert code == 0 and "3 finished trials" in capsys.readouterr().out
+
+
+def test_batches_follow_the_order_of_the_jobs_across_groups():
+    """Early jobs finish early whatever their group (a partial matrix then covers every family)."""
+    m = Measurement(100)
+    jobs = [Job(task, "x", DQNConfig(), m, seed) for seed in range(2) for task in ("cartpole", "acrobot", "cartpole")]
+    batches = engine.BatchedRunner(max_agents=2).batches(jobs)
+    assert [[j.task for j in b] for b in batches] == [["cartpole", "cartpole"], ["acrobot", "acrobot"],
+                                                      ["cartpole", "cartpole"]]
+    assert sorted(id(j) for b in batches for j in b) == sorted(id(j) for j in jobs)

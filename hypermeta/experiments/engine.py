@@ -410,14 +410,16 @@ class BatchedRunner(Runner):
         return result
 
     def batches(self, jobs: Sequence[Job]) -> list[list[Job]]:
-        groups: dict[tuple, list[Job]] = {}
-        for job in jobs:
-            groups.setdefault(group_key(job), []).append(job)
+        """Jobs split into lock-step batches of one group each, in the order of the jobs: batches are sorted by
+        their first job's position, so jobs listed early finish early whatever their group."""
+        groups: dict[tuple, list[tuple[int, Job]]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(group_key(job), []).append((i, job))
         out = []
         for group in groups.values():
-            size = self.max_agents or MAX_AGENTS[group[0].config.net_arch]
+            size = self.max_agents or MAX_AGENTS[group[0][1].config.net_arch]
             out += [group[i:i + size] for i in range(0, len(group), size)]
-        return out
+        return [[job for _, job in batch] for batch in sorted(out, key=lambda b: b[0][0])]
 
     def run_many(self, jobs: Sequence[Job], workers: int = 1):
         if workers < 1:
