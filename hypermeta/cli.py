@@ -284,6 +284,17 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    from hypermeta.experiments.fewshot import FewShotPlan, run_fewshot
+    from hypermeta.reports.fewshot import render_fewshot_report
+
+    plan = FewShotPlan.load(args.plan)
+    if not args.render_only:
+        run_fewshot(plan, workers=args.workers, progress=args.progress)
+    print(f"report written to {render_fewshot_report(plan, args.out_dir)}")
+    return 0
+
+
 def cmd_meta2(args: argparse.Namespace) -> int:
     from hypermeta.experiments import meta2
     from hypermeta.experiments.matrix import MatrixPlan
@@ -546,6 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=positive_int, default=5, help="networks in the ensemble")
     p.add_argument("--iterations", type=positive_int, help="outer steps / epochs (default: the method's)")
     p.set_defaults(func=cmd_meta_train)
+
+    p = sub.add_parser("fewshot", help="benchmark: `tune` with a few trials against cold TPE studies")
+    p.add_argument("plan", help="few-shot plan YAML, e.g. studies/tune/plan.yaml")
+    p.add_argument("--workers", type=positive_int, default=1)
+    p.add_argument("--out-dir", default="studies/reports/tune")
+    p.add_argument("--render-only", action="store_true", help="only render the report from the runs that exist")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_fewshot)
 
     p = sub.add_parser("meta2", help="meta-learner v2 after the matrix: cv (select), train, heldout, report")
     p.add_argument("stage", choices=["cv", "train", "heldout", "report"])

@@ -82,6 +82,11 @@ CASES = [
     (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--storage", "foo://x"], "unknown or uninstalled"),
     (["matrix", "missing.yaml"], "plan file 'missing.yaml' does not exist"),
     (["bench", "overhead", "--timesteps", "0"], "--timesteps: must be an integer >= 1"),
+    (["bench", "minatar", "--games", "minatar-brekout"], "did you mean ['minatar-breakout'"),
+    (["meta2", "cv", "missing.yaml"], "plan file 'missing.yaml' does not exist"),
+    (["meta2", "report", "studies"], "plan file 'studies' does not exist"),
+    (["fewshot", "missing.yaml"], "few-shot plan file 'missing.yaml' does not exist"),
+    (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--sampler", "metatpe"], "needs --meta-data"),
 ]
 
 

@@ -1,0 +1,137 @@
+"""The few-shot benchmark of ``hypermeta tune`` (``hypermeta fewshot PLAN``; report under ``studies/reports/tune/``).
+
+For every task of a pre-registered plan (``studies/tune/plan.yaml``), all with the same budget, tuning seeds
+per trial and fixed DQN settings (those of the meta-learner's weights):
+
+* a cold Optuna TPE study of ``max(cold_trials)`` trials (no pruning); its best trial among the first k is
+  ``cold@k`` for every k in ``cold_trials``;
+* ``hypermeta tune`` with ``tune_trials`` trials for every sampler in ``samplers`` (``tune-<sampler>@<n>``);
+* every chosen configuration re-trained on the plan's test seeds (paired: the same seeds for all).
+
+Studies live in ``<plan dir>/studies.db`` and test runs in ``<plan dir>/runs.csv``: every stage resumes. The
+renderer (:mod:`hypermeta.reports.fewshot`) reads ``runs_by_method.csv`` and ``progress.csv`` (best-so-far
+objective against environment steps spent, per study).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH
+from hypermeta.experiments.measurement import Measurement, Normalizer
+from hypermeta.experiments.pipeline import RunStore, run_jobs
+from hypermeta.experiments.proposers import PROPOSERS
+from hypermeta.experiments.runner import RUNNERS, Job
+from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
+from hypermeta.experiments.tune import tune
+from hypermeta.files import dataclass_from_yaml
+from hypermeta.seeds import test_seeds
+from hypermeta.space import DQNConfig, get_space
+
+
+@dataclass
+class FewShotPlan:
+    name: str
+    tasks: list[dict[str, Any]]  # {task, timesteps, runner}
+    samplers: list[str] = field(default_factory=lambda: ["tpe"])
+    tune_trials: int = 8
+    cold_trials: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    seeds_per_trial: int = 3
+    test_seeds: int = 10
+    weights: str | None = None  # the meta-learner tune uses (default: the shipped weights)
+    meta_data: str | None = None  # metatpe's dataset of training-task trials
+    #: tasks on which the default sampler is chosen (the first sampler, unless another beats it there with a
+    #: paired CI above 0); the targets are then judged on the other tasks only
+    selection_tasks: list[str] = field(default_factory=list)
+    target: str = ""
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        for entry in self.tasks:
+            if set(entry) - {"task", "timesteps", "runner"} or "task" not in entry or "timesteps" not in entry:
+                raise ValueError(f"plan {self.name!r}: each task needs `task` and `timesteps` (and optionally "
+                                 f"`runner`), got {entry}")
+            if entry.setdefault("runner", "batched") not in RUNNERS:
+                raise ValueError(f"plan {self.name!r}: runner must be one of {list(RUNNERS)}, got {entry['runner']!r}")
+            Measurement(int(entry["timesteps"]))
+        unknown = sorted(set(self.samplers) - set(PROPOSERS))
+        if unknown:
+            raise ValueError(f"plan {self.name!r}: unknown sampler(s) {unknown}; choose from {list(PROPOSERS)}")
+        unknown = sorted(set(self.selection_tasks) - {e["task"] for e in self.tasks})
+        if unknown:
+            raise ValueError(f"plan {self.name!r}: selection tasks {unknown} are not among its tasks")
+        if self.tune_trials < 1 or self.seeds_per_trial < 1 or self.test_seeds < 1 or min(self.cold_trials) < 1:
+            raise ValueError(f"plan {self.name!r}: trial, seed and test-seed counts must be >= 1")
+
+    @classmethod
+    def load(cls, path: str | Path) -> FewShotPlan:
+        plan = dataclass_from_yaml(cls, path, "few-shot plan")
+        plan.path = str(path)
+        return plan
+
+    @property
+    def root(self) -> Path:
+        return Path(self.path).parent
+
+    @property
+    def storage(self) -> str:
+        return f"sqlite:///{self.root / 'studies.db'}"
+
+    def fixed(self) -> dict[str, Any]:
+        """The untuned settings: those the meta-learner's data came from (cold and tune studies alike)."""
+        from hypermeta.meta.predict import load_predictor
+
+        base = load_predictor(self.weights).base
+        schedule = {p.name for p in get_space("schedule").params}
+        return {k: v for k, v in base.to_dict().items() if k not in schedule}
+
+
+def progress_rows(study: Any, task: str, label: str) -> list[dict]:
+    """Best objective so far after each finished trial, with the environment steps spent until then."""
+    rows, best, steps = [], -np.inf, 0
+    for i, t in enumerate(finished_in_order(study), start=1):
+        steps += int(t.user_attrs.get("env_steps", 0))
+        if t.value is not None:
+            best = max(best, float(t.value))
+        rows.append({"task": task, "study": label, "trials": i, "env_steps": steps, "best_so_far": best})
+    return rows
+
+
+def run_task(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: bool
+             ) -> tuple[dict[str, DQNConfig], list[dict]]:
+    task, steps, runner = entry["task"], int(entry["timesteps"]), entry["runner"]
+    spec = StudySpec(task, steps, "schedule", plan.seeds_per_trial, fixed=plan.fixed())
+    cold = run_study(spec, max(plan.cold_trials), study_name=f"{plan.name}|{task}|cold", storage=plan.storage,
+                     sampler="tpe", pruner="none", workers=workers, progress=progress, runner=runner,
+                     batch_size=BATCHED_STUDY_BATCH if runner == "batched" else 1)
+    configs = {f"cold@{k}": best_config_of(cold, k) for k in plan.cold_trials}
+    rows = progress_rows(cold, task, "cold")
+    for sampler in plan.samplers:
+        result = tune(task, plan.tune_trials, steps, seeds_per_trial=plan.seeds_per_trial, runner=runner,
+                      storage=plan.storage, study_name=f"{plan.name}|{task}|tune-{sampler}", predictor=plan.weights,
+                      progress=progress, sampler=sampler, meta_data=plan.meta_data)
+        configs[f"tune-{sampler}@{plan.tune_trials}"] = result.best
+        rows += progress_rows(result.study, task, f"tune-{sampler}")
+    return configs, rows
+
+
+def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> Path:
+    """Run (or resume) the whole benchmark; writes ``runs_by_method.csv`` and ``progress.csv`` beside the plan."""
+    for entry in plan.tasks:
+        Normalizer.for_task(entry["task"])  # unknown tasks and missing references fail before any training
+    all_runs, all_rows = [], []
+    for entry in plan.tasks:
+        configs, rows = run_task(plan, entry, workers, progress)
+        m = Measurement(int(entry["timesteps"]))
+        jobs = [Job(entry["task"], name, c, m, s) for name, c in configs.items() for s in test_seeds(plan.test_seeds)]
+        all_runs.append(run_jobs(jobs, RunStore(plan.root / "runs.csv"), workers=workers, progress=progress,
+                                 runner=entry["runner"]))
+        all_rows += rows
+    pd.concat(all_runs, ignore_index=True).to_csv(plan.root / "runs_by_method.csv", index=False)
+    pd.DataFrame(all_rows).to_csv(plan.root / "progress.csv", index=False)
+    return plan.root

@@ -1,0 +1,128 @@
+"""The few-shot benchmark report (``hypermeta fewshot PLAN`` -> ``studies/reports/tune/report.md`` and
+``progress.png``), rendered from the plan and the run stage's ``runs_by_method.csv`` and ``progress.csv``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hypermeta.experiments.fewshot import FewShotPlan
+from hypermeta.experiments.pipeline import iqm_with_ci, paired_difference, score_matrix
+from hypermeta.reports.common import generated_line, iqm_text, pyplot, save_figure, test_seed_text, write_markdown
+
+
+def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/reports/tune") -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = pd.read_csv(plan.root / "runs_by_method.csv")
+    progress = pd.read_csv(plan.root / "progress.csv")
+    tasks = [e["task"] for e in plan.tasks]
+    evaluation = [t for t in tasks if t not in plan.selection_tasks]
+    default, choice = choose_sampler(plan, runs)
+    lines = ["# Few-shot tuning: `hypermeta tune` against cold Optuna TPE", "",
+             generated_line(f"hypermeta fewshot {plan.path}"), ""]
+    lines += targets_lines(plan, runs, evaluation, default) + [""] + choice + [""] + setup_lines(plan) + [""]
+    lines += paired_lines(plan, runs, evaluation) + [""] + iqm_lines(runs, evaluation) + [""]
+    lines += per_task_lines(plan, runs, tasks, default)
+    plot_progress(progress, tasks, out_dir / "progress.png")
+    lines += ["", "![best so far against environment steps](progress.png)", "",
+              "Best objective so far (normalised AUC on tuning seeds, optimistic) against the environment steps the "
+              "study spent, per task: cold TPE and each `tune` sampler."]
+    return write_markdown(out_dir / "report.md", lines)
+
+
+def _tune(plan: FewShotPlan, sampler: str) -> str:
+    return f"tune-{sampler}@{plan.tune_trials}"
+
+
+def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict:
+    return paired_difference(score_matrix(runs, a, tasks), score_matrix(runs, b, tasks))
+
+
+def choose_sampler(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str]]:
+    """The default sampler, chosen on the selection tasks only: the plan's first sampler unless another beats it
+    there (paired CI above 0; the largest difference wins)."""
+    first = plan.samplers[0]
+    lines = ["## Choice of the default sampler (selection tasks only)", ""]
+    if not plan.selection_tasks:
+        return first, lines + [f"No selection tasks in the plan: the default stays `{first}`."]
+    best, best_diff = first, 0.0
+    for sampler in plan.samplers[1:]:
+        d = _diff(runs, _tune(plan, sampler), _tune(plan, first), plan.selection_tasks)
+        lines.append(f"- {sampler} - {first}: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+        if d["ci_low"] > 0 and d["diff"] > best_diff:
+            best, best_diff = sampler, d["diff"]
+    return best, lines + ["", f"Default: `{best}` (on {len(plan.selection_tasks)} selection tasks; the targets "
+                              "and tables below use the other tasks only)."]
+
+
+def targets_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampler: str) -> list[str]:
+    """tune (the default sampler) at its trials against cold TPE at 32 (target) and 64 (stretch)."""
+    lines = ["## Targets", ""]
+    default = _tune(plan, sampler)
+    if not {32, 64} & set(plan.cold_trials):
+        lines.append("The plan has neither cold@32 nor cold@64: no target to check.")
+    for k, what in ((32, "target"), (64, "stretch")):
+        if k not in plan.cold_trials:
+            continue
+        d = _diff(runs, default, f"cold@{k}", tasks)
+        met = d["diff"] >= 0 and d["ci_high"] >= 0
+        lines.append(f"- {what}: {default} >= cold@{k}: {'**met**' if met else '**missed**'} (paired difference "
+                     f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])")
+    return lines
+
+
+def setup_lines(plan: FewShotPlan) -> list[str]:
+    tasks = ", ".join(f"`{e['task']}` ({int(e['timesteps']):,} steps, {e['runner']})" for e in plan.tasks)
+    return ["## Setup", "",
+            f"Tasks: {tasks}. Every trial averages {plan.seeds_per_trial} tuning seeds; the chosen configuration of "
+            f"every study is re-trained on {test_seed_text(plan.test_seeds)}, the same for every method. Cold TPE: "
+            f"one study of {max(plan.cold_trials)} trials, best of its first k = `cold@k`; `tune`: "
+            f"{plan.tune_trials} trials, round 0 from the meta-learner (`{plan.weights or 'shipped weights'}`), then "
+            f"each sampler of {plan.samplers}. Scores: normalised AUC (0 = random policy, 1 = reference return)."]
+
+
+def paired_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str]) -> list[str]:
+    lines = ["## Paired differences (tasks x test seeds, bootstrap over both)", "",
+             "| comparison | difference [95% CI] | MDD (80% power) |", "|---|---:|---:|"]
+    for sampler in plan.samplers:
+        for k in plan.cold_trials:
+            d = _diff(runs, _tune(plan, sampler), f"cold@{k}", tasks)
+            lines.append(f"| {_tune(plan, sampler)} - cold@{k} | {d['diff']:+.3f} [{d['ci_low']:+.3f}, "
+                         f"{d['ci_high']:+.3f}] | {d['mdd']:.3f} |")
+    return lines
+
+
+def iqm_lines(runs: pd.DataFrame, tasks: list[str]) -> list[str]:
+    methods = list(dict.fromkeys(runs["method"]))
+    table = iqm_with_ci({m: score_matrix(runs, m, tasks) for m in methods})
+    return ["## Every configuration", "", iqm_text() + ".", "", "| method | IQM [95% CI] | runs |", "|---|---:|---:|"] + [
+        f"| {r.method} | {r.iqm:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.runs} |" for r in table.itertuples()]
+
+
+def per_task_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampler: str) -> list[str]:
+    """Where tune loses: per task, the default sampler's mean against cold@k."""
+    default = _tune(plan, sampler)
+    cols = [default] + [f"cold@{k}" for k in plan.cold_trials]
+    lines = ["## Per task (mean normalised AUC over the test seeds)", "", "| task | " + " | ".join(cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for task in tasks:
+        means = [float(runs[(runs["task"] == task) & (runs["method"] == c)]["auc"].mean()) for c in cols]
+        cells = [f"{v:.3f}" + (" (loses)" if i and means[0] < v else "") for i, v in enumerate(means)]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_progress(progress: pd.DataFrame, tasks: list[str], path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for label, g in progress[progress["task"] == task].groupby("study", sort=False):
+            ax.step(g["env_steps"], np.maximum.accumulate(g["best_so_far"]), where="post", label=label)
+        ax.set_title(task, fontsize=8)
+        ax.set_xlabel("environment steps")
+    axes[0][0].set_ylabel("best objective so far")
+    axes[0][0].legend(fontsize=7)
+    save_figure(fig, path)

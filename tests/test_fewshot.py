@@ -1,0 +1,49 @@
+"""The few-shot benchmark (`hypermeta fewshot`) on a tiny plan: cold TPE best-of-k, tune per sampler, test runs on
+the same seeds, the report and its targets."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from hypermeta.cli import main
+from hypermeta.experiments.fewshot import FewShotPlan
+from hypermeta.seeds import test_seeds
+
+
+def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path):
+    plan = {"name": "tiny", "tasks": [{"task": "cartpole:gravity=12", "timesteps": 300}],
+            "samplers": ["tpe", "adapt"], "tune_trials": 2, "cold_trials": [2, 4], "seeds_per_trial": 1,
+            "test_seeds": 2, "selection_tasks": []}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "report"
+    assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0
+    runs = pd.read_csv(tmp_path / "runs_by_method.csv")
+    assert set(runs["method"]) == {"cold@2", "cold@4", "tune-tpe@2", "tune-adapt@2"}
+    assert all(set(g["seed"]) == set(test_seeds(2)) for _, g in runs.groupby("method"))
+    progress = pd.read_csv(tmp_path / "progress.csv")
+    assert set(progress["study"]) == {"cold", "tune-tpe", "tune-adapt"}
+    cold = progress[progress["study"] == "cold"]
+    assert list(cold["trials"]) == [1, 2, 3, 4] and cold["env_steps"].is_monotonic_increasing
+    report = (out / "report.md").read_text()
+    assert "| tune-adapt@2 - cold@4 |" in report and (out / "progress.png").is_file()
+    assert "the default stays `tpe`" in report and "neither cold@32 nor cold@64" in report
+    # resumes: nothing is trained again
+    assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0
+    assert len(pd.read_csv(tmp_path / "runs.csv")) == len(pd.read_csv(tmp_path / "runs.csv").drop_duplicates())
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"samplers": ["gp"]}, "unknown sampler"),
+    ({"tasks": [{"task": "cartpole"}]}, "needs `task` and `timesteps`"),
+    ({"tasks": [{"task": "cartpole", "timesteps": 100, "runner": "gpu"}]}, "runner must be one of"),
+    ({"selection_tasks": ["acrobot"]}, "not among its tasks"),
+])
+def test_bad_plans_fail_in_one_line(tmp_path, change, match):
+    plan = {"name": "bad", "tasks": [{"task": "cartpole", "timesteps": 300}], **change}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    with pytest.raises(ValueError, match=match):
+        FewShotPlan.load(path)
