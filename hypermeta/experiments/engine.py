@@ -190,7 +190,7 @@ class _Agents:
         rewards = np.empty(len(idx), dtype=np.float32)
         terminated = np.empty(len(idx), dtype=np.float32)
         for i, k in enumerate(idx):
-            obs, r, term, trunc, _ = self.envs[k].step(int(actions[k]))
+            obs, r, term, trunc, _ = self.envs[k].step(actions[k])  # a NumPy integer, as SB3's DummyVecEnv passes
             next_obs[i] = self._encode(obs)
             rewards[i] = r
             terminated[i] = float(term)
@@ -310,7 +310,7 @@ class _Agents:
         while todo:
             greedy = self.q_values(torch.from_numpy(obs).unsqueeze(1))[:, 0].argmax(dim=1).numpy()
             for k in list(todo):
-                o, r, term, trunc, _ = envs[k].step(int(greedy[k]))
+                o, r, term, trunc, _ = envs[k].step(greedy[k])
                 running[k] += float(r)
                 if term or trunc:
                     episodes[k].append(round(running[k], 6))
