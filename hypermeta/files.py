@@ -34,16 +34,20 @@ def read_yaml(path: str | Path, what: str) -> Any:
 
 
 def dataclass_from_yaml(cls: type[T], path: str | Path, what: str) -> T:
-    """Build the dataclass ``cls`` from a YAML mapping file; ``what`` names the file in error messages."""
+    """Build the dataclass ``cls`` from a YAML mapping file; ``what`` names the file in error messages. A field
+    named ``path`` is not read from the file: it is set to the file's path (plans find their data beside it)."""
     path = Path(path)
     data = read_yaml(path, f"{what} file")
     if not isinstance(data, dict):
         raise ValueError(f"{what} file {str(path)!r} must be a mapping")
-    valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    valid = [f.name for f in fields(cls) if f.name != "path"]  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ValueError(f"{what} file {str(path)!r} has unknown key(s) {unknown}; valid keys are {valid}")
-    return cls(**data)
+    obj = cls(**data)
+    if any(f.name == "path" for f in fields(cls)):  # type: ignore[arg-type]
+        obj.path = str(path)  # type: ignore[attr-defined]
+    return obj
 
 
 def write_report(out: Path, lines: Sequence[str]) -> str:

@@ -70,9 +70,7 @@ class FewShotPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> FewShotPlan:
-        plan = dataclass_from_yaml(cls, path, "few-shot plan")
-        plan.path = str(path)
-        return plan
+        return dataclass_from_yaml(cls, path, "few-shot plan")
 
     @property
     def root(self) -> Path:

@@ -67,9 +67,7 @@ class MatrixPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> MatrixPlan:
-        plan = dataclass_from_yaml(cls, path, "plan")
-        plan.path = str(path)
-        return plan
+        return dataclass_from_yaml(cls, path, "plan")
 
     @property
     def runs_path(self) -> Path:
