@@ -234,3 +234,17 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     for text in ("a logged deviation", "| winner - best-fixed | 1 x 2 |", "optuna-tpe@5 | missing runs",
                  "gap closed by the winner", "AUROC", "## Confirmation with the SB3 runner", "| oracle |"):
         assert text in report, text
+
+
+def test_the_oracle_is_the_best_portfolio_mean_of_the_task_itself(tmp_path):
+    from hypermeta.experiments.meta2 import named_schedules, oracle_config
+
+    plan = tiny_plan(tmp_path)
+    task = plan.heldout_contexts[0]
+    runs = fake_runs(plan, [task], {"sobol-00": 0.2, "sobol-01": 0.1, "base": 0.3})
+    scores = matrix_scores(plan, runs, [task])
+    assert oracle_config(plan, scores, task) == plan.portfolio_for(task)["base"]
+    with pytest.raises(ValueError, match="no complete matrix yet"):
+        oracle_config(plan, scores, "cartpole:gravity=5")
+    named = named_schedules(plan, task)  # the named schedules over the plan's fixed settings, as in the portfolio
+    assert named["base"] == plan.portfolio_for(task)["base"] and named["rl-zoo"].net_arch == "small"
