@@ -14,25 +14,27 @@ from hypermeta.seeds import test_seeds
 
 def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path):
     plan = {"name": "tiny", "tasks": [{"task": "cartpole:gravity=12", "timesteps": 300}],
-            "samplers": ["tpe", "adapt"], "tune_trials": 2, "cold_trials": [2, 4], "seeds_per_trial": 1,
+            "samplers": ["tpe", "adapt"], "tune_trials": 3, "cold_trials": [2, 4], "seeds_per_trial": 1,
             "test_seeds": 2, "selection_tasks": []}
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
     out = tmp_path / "report"
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0
     runs = pd.read_csv(tmp_path / "runs_by_method.csv")
-    assert set(runs["method"]) == {"cold@2", "cold@4", "tune-tpe@2", "tune-adapt@2"}
+    assert set(runs["method"]) == {"cold@2", "cold@4", "tune-tpe@3", "tune-adapt@3"}
     assert all(set(g["seed"]) == set(test_seeds(2)) for _, g in runs.groupby("method"))
     progress = pd.read_csv(tmp_path / "progress.csv")
     assert set(progress["study"]) == {"cold", "tune-tpe", "tune-adapt"}
     cold = progress[progress["study"] == "cold"]
     assert list(cold["trials"]) == [1, 2, 3, 4] and cold["env_steps"].is_monotonic_increasing
     report = (out / "report.md").read_text()
-    assert "| tune-adapt@2 - cold@4 |" in report and (out / "progress.png").is_file()
+    assert "| tune-adapt@3 - cold@4 |" in report and (out / "progress.png").is_file()
     assert "the default stays `tpe`" in report and "neither cold@32 nor cold@64" in report
-    # resumes: nothing is trained again
+    # resumes: nothing is trained again (the cache keeps its rows, no study gets a trial more)
+    before = pd.read_csv(tmp_path / "runs.csv")
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0
-    assert len(pd.read_csv(tmp_path / "runs.csv")) == len(pd.read_csv(tmp_path / "runs.csv").drop_duplicates())
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "runs.csv"), before)
+    assert len(pd.read_csv(tmp_path / "progress.csv")) == len(progress)
 
 
 @pytest.mark.parametrize("change,match", [

@@ -29,11 +29,12 @@ def test_round0_starts_with_the_zero_shot_prediction_and_is_diverse():
 
 def test_tune_tries_round0_first_then_tpe_and_resumes(tmp_path):
     storage = f"sqlite:///{tmp_path}/t.db"
-    first = tune("cartpole", 2, 300, storage=storage, runner="batched")
+    first = tune("cartpole", 4, 300, storage=storage, runner="batched")
     configs = [DQNConfig.from_dict(t.user_attrs["config"]) for t in sorted(first.study.trials, key=lambda t: t.number)]
-    assert configs == [c for _, c in first.candidates[:2]]  # the first trials are round 0, in order
-    again = tune("cartpole", 3, 300, storage=storage, runner="batched")
-    assert len(again.study.get_trials(states=(TrialState.COMPLETE,))) == 3 and again.trials == 3
+    assert len(first.candidates) == 2  # round 0 takes at most half of the trials, so TPE gets the rest
+    assert configs[:2] == [c for _, c in first.candidates]  # the first trials are round 0, in order
+    again = tune("cartpole", 5, 300, storage=storage, runner="batched")
+    assert len(again.study.get_trials(states=(TrialState.COMPLETE,))) == 5 and again.trials == 5
 
 
 def test_cli_tune_writes_a_best_yaml_the_callback_applies(tmp_path, capsys):
@@ -90,12 +91,17 @@ def test_adapt_proposer_moves_away_from_the_observed_configs():
     from hypermeta.experiments.proposers import AdaptProposer
     from hypermeta.meta.predict import predict_config
 
+    import numpy as np
+
     pred = predict_config("cartpole:gravity=11", None, warn=False)
     base = pred.prediction.config
-    observed = [(base, 0.3), (base.replace(lr_initial=base.lr_initial * 3), 0.6)]
-    props = AdaptProposer(pred.model, pred.features).propose(observed, 3)
+    higher = base.replace(lr_initial=min(base.lr_initial * 4, 0.01))
+    observed = [(base, 0.3), (higher, 0.6)]  # the higher learning rate did better
+    props = AdaptProposer(pred.model, pred.features, steps=30).propose(observed, 3)
     assert 1 <= len(props) <= 3
     assert all(json.dumps(p.to_dict()) not in {json.dumps(c.to_dict()) for c, _ in observed} for p in props)
+    # the few-shot step moved the prediction towards the better trial
+    assert np.log(props[0].lr_initial) > np.log(base.lr_initial) + 0.3 * (np.log(higher.lr_initial) - np.log(base.lr_initial))
 
 
 def test_tune_with_a_proposer_runs_rounds_and_names_its_study(tmp_path):
@@ -104,5 +110,9 @@ def test_tune_with_a_proposer_runs_rounds_and_names_its_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 't.db'}"
     res = tune("cartpole", 5, 300, storage=storage, runner="batched", sampler="adapt")
     assert res.trials == 5 and res.study.study_name.endswith("|adapt")
+    trials = sorted(res.study.trials, key=lambda t: t.number)
+    assert len(res.candidates) == 2 and all("fixed_params" in t.system_attrs for t in trials)  # all enqueued:
+    round0 = {json.dumps(c.to_dict()) for _, c in res.candidates}  # round 0, then the proposer's rounds
+    assert not round0 & {json.dumps(t.user_attrs["config"]) for t in trials[2:]}
     with pytest.raises(ValueError, match="needs --meta-data"):
         tune("cartpole", 5, 300, storage=storage, sampler="metatpe")

@@ -25,8 +25,9 @@ from hypermeta.meta.data import SPACE
 from hypermeta.meta.predict import predict_config
 from hypermeta.space import DQNConfig
 
-#: At most this many round-0 candidates: the zero-shot prediction, up to 5 ensemble members and 2-3 nearest
-#: training tasks' best configurations fit; more would spend the user's trial budget on guesses.
+#: At most this many round-0 candidates (and at most half of the trials, so that the sampler after round 0
+#: always gets trials): the zero-shot prediction, best-fixed, and nearest tasks' best configurations
+#: alternating with ensemble members fit; more would spend the user's trial budget on guesses.
 ROUND0 = 8
 #: Trials per proposer round with the SB3 runner (the batched runner's rounds are its batches).
 ROUND_SIZE = 4
@@ -53,6 +54,11 @@ def round0(task: str, predictor: Any = None, limit: int = ROUND0, result: Any = 
             seen.add(key)
             out.append((label, config))
     return out[:limit]
+
+
+def round0_size(trials: int) -> int:
+    """Round 0 takes at most :data:`ROUND0` trials and at most half of them (at least one)."""
+    return max(1, min(ROUND0, trials // 2))
 
 
 def make_proposer(sampler: str, prediction: Any, meta_data: str | Path | None, seed: int) -> Any:
@@ -92,7 +98,7 @@ def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, ru
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
     prediction = predict_config(task, predictor, warn=False)
     proposer = make_proposer(sampler, prediction, meta_data, seed)  # bad options fail before any training
-    candidates = round0(task, limit=min(ROUND0, trials), result=prediction)
+    candidates = round0(task, limit=round0_size(trials), result=prediction)
     # the study tunes the schedules over the settings the predictor's data came from (its candidates use them)
     fixed = {k: v for k, v in candidates[0][1].to_dict().items() if k not in {p.name for p in SPACE.params}}
     spec = StudySpec(task, timesteps, "schedule", seeds_per_trial, fixed=fixed)
@@ -109,6 +115,8 @@ def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, ru
         size = min(rounds, trials - done)
         study = run_study(spec, done + size, enqueue=proposer.propose(observed_trials(study), size),
                           batch_size=size if runner == "batched" else 1, **common)
+        if len(finished_in_order(study)) == done:  # the round finished nothing (e.g. every trial diverged)
+            break
     finished = finished_in_order(study)
     return TuneResult(study, best_config_of(study), candidates, len(finished),
                       sum(t.user_attrs.get("env_steps", 0) for t in finished),

@@ -188,17 +188,19 @@ class MetaModel:
         return features
 
     def warm_start_codes(self, features: np.ndarray | Any, n_nearest: int = 3) -> list[tuple[str, np.ndarray]]:
-        """Diverse candidates for a new task, best guess first: the ensemble's prediction, each member's own
-        prediction, and the best configurations of the ``n_nearest`` nearest training tasks."""
+        """Diverse candidates for a new task, best guess first: the ensemble's prediction, then best-fixed (when
+        the model has it), then the best configurations of the ``n_nearest`` nearest training tasks alternating
+        with the members' own predictions (so that a short prefix mixes every source)."""
         features = self._check_features(features)
         codes = self._member_codes(features)
         out = [("zero-shot", codes.mean(0))]
-        if len(codes) > 1:
-            out += [(f"member-{i}", c) for i, c in enumerate(codes)]
-        d = np.linalg.norm(self._z(self.task_features) - self._z(features), axis=1)
-        out += [(f"nearest:{self.task_names[i]}", self.task_best[i]) for i in np.argsort(d)[:n_nearest]]
         if self.fallback is not None and self.method != "best-fixed":
             out.append(("best-fixed", self.fallback))
+        d = np.linalg.norm(self._z(self.task_features) - self._z(features), axis=1)
+        nearest = [(f"nearest:{self.task_names[i]}", self.task_best[i]) for i in np.argsort(d)[:n_nearest]]
+        members = [(f"member-{i}", c) for i, c in enumerate(codes)] if len(codes) > 1 else []
+        for k in range(max(len(nearest), len(members))):
+            out += nearest[k:k + 1] + members[k:k + 1]
         return out
 
     # -- few-shot adaptation --
@@ -220,8 +222,9 @@ class MetaModel:
         steps = cfg.inner_steps if steps is None else steps
         clone = MetaModel(self.method, [], self.mean, self.std, self.task_names, self.task_features, self.task_best,
                           cfg, self.feature_names, self.thresholds, self.fallback, self.base)
-        if self.method == "best-fixed":  # one configuration for every task: adapted, the best one observed
-            clone.fallback = data.best_code()
+        # adapted, the fallback is the best observed configuration (for best-fixed also the prediction itself)
+        clone.fallback = data.best_code()
+        if self.method == "best-fixed":
             return clone
         if not self.algorithm.learned:
             clone.task_names = [*self.task_names, "adapted"]
