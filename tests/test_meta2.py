@@ -109,6 +109,8 @@ def test_loto_cv_prefers_the_method_that_uses_the_features_and_resumes(tmp_path,
     monkeypatch.setattr(selection, "cv_fold", lambda *a: calls.append(a) or {})
     again = loto_cv(tasks, ["best-fixed", "nearest-task"], cfg, out=out)  # every fold read back, none retrained
     assert calls == [] and len(again) == 48
+    loto_cv(tasks[:20], ["best-fixed"], cfg, out=out)  # other training tasks: no stored fold is reused
+    assert len(calls) == 20
     with pytest.raises(ValueError, match="complete set of CV folds"):
         cv_winner(cv[cv.index % 5 != 0], ["best-fixed", "nearest-task"])
 

@@ -32,7 +32,7 @@ from hypermeta.experiments.pipeline import RunStore, run_jobs
 from hypermeta.experiments.runner import Job
 from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
 from hypermeta.meta.model import MetaModel, meta_train
-from hypermeta.meta.selection import cv_table, cv_winner, loto_cv, ood_threshold
+from hypermeta.meta.selection import cv_table, cv_winner, fingerprint, loto_cv, ood_threshold
 from hypermeta.seeds import FEATURE_SEED, test_seeds
 from hypermeta.space import DQNConfig
 
@@ -92,14 +92,14 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
     paths = Paths.of(plan)
     cfg = MetaTrainConfig(seed=0, ensemble=ensemble)
     cv = loto_cv(tasks, methods, cfg, out=paths.cv, workers=workers, progress=progress)
-    cv = cv[cv["task"].isin({t.task for t in tasks})]
     winner = cv_winner(cv, methods)
     thresholds = {}
     for m in methods:
         rows = cv[cv["method"] == m]
         thresholds[m] = ood_threshold(rows["ood_score"].to_numpy(), (rows["score"] < rows["best_fixed"]).to_numpy())
     selection = {"winner": winner, "ood_thresholds": thresholds, "methods": methods, "cv_ensemble": ensemble,
-                 "tasks": [t.task for t in tasks], "table": cv_table(cv, methods).to_dict("records")}
+                 "tasks": [t.task for t in tasks], "fingerprint": fingerprint(tasks, cfg),
+                 "table": cv_table(cv, methods).to_dict("records")}
     paths.selection.write_text(json.dumps(selection, indent=2) + "\n")
     return selection
 
@@ -113,11 +113,15 @@ def load_selection(plan: MatrixPlan) -> dict:
 
 def train_methods(plan: MatrixPlan, ensemble: int = SHIPPED_ENSEMBLE, retrain: bool = False) -> dict[str, MetaModel]:
     """Every selected method trained on the CV's training tasks, with its OOD threshold; the winner is also
-    written as ``weights/winner``. Weights that exist are loaded (``retrain`` trains again)."""
+    written as ``weights/winner``. Weights written for this very selection are loaded (``retrain`` trains
+    again); a new selection (``selection.json`` changed) trains them all again."""
     selection = load_selection(plan)
     frame = pd.read_csv(Paths.of(plan).dataset)
     tasks = [t for t in tasks_from_frame(frame) if t.task in set(selection["tasks"])]
     weights = Paths.of(plan).weights
+    stamp = weights / "selection.json"  # the selection the weights in this folder were trained for
+    current = json.dumps(selection, sort_keys=True)
+    retrain = retrain or not stamp.is_file() or stamp.read_text() != current
     models = {}
     for method in selection["methods"]:
         path = weights / f"{method}.safetensors"
@@ -125,11 +129,13 @@ def train_methods(plan: MatrixPlan, ensemble: int = SHIPPED_ENSEMBLE, retrain: b
             models[method] = MetaModel.load(path)
             continue
         model = meta_train(tasks, MetaTrainConfig(method=method, seed=0, ensemble=ensemble), base=plan.base)
-        model.set_ood_threshold(selection["ood_thresholds"][method])
+        # with one-member CV folds the threshold saw no disagreement: it then applies to the distance alone
+        model.set_ood_threshold(selection["ood_thresholds"][method], uses_disagreement=selection["cv_ensemble"] > 1)
         model.save(path)
         if method == selection["winner"]:
             model.save(weights / "winner.safetensors")
         models[method] = model
+    stamp.write_text(current)
     return models
 
 

@@ -129,14 +129,21 @@ class MetaModel:
 
     def ood_score(self, distance: float, disagreement: float) -> float:
         """How far outside the training tasks a task is: 1 = as far as the farthest training task was from
-        its nearest neighbour, or as much member disagreement as the most seen on a training task."""
-        return max(distance / self.thresholds["ref_distance"], disagreement / self.thresholds["ref_disagreement"])
+        its nearest neighbour, or as much member disagreement as the most seen on a training task. A threshold
+        calibrated without the disagreement term (cross-validation with one-member folds, where members cannot
+        disagree) is applied to the distance term alone (``thresholds["score_uses_disagreement"] == 0``)."""
+        score = distance / self.thresholds["ref_distance"]
+        if self.thresholds.get("score_uses_disagreement", 1.0):
+            score = max(score, disagreement / self.thresholds["ref_disagreement"])
+        return score
 
-    def set_ood_threshold(self, score: float) -> None:
-        """Use one cross-validated threshold on :meth:`ood_score` instead of the two default factors."""
+    def set_ood_threshold(self, score: float, uses_disagreement: bool = True) -> None:
+        """Use one cross-validated threshold on :meth:`ood_score` instead of the two default factors;
+        ``uses_disagreement=False`` when the validation could not see member disagreement."""
         if not np.isfinite(score) or score <= 0:
             raise ValueError(f"the OOD score threshold must be a positive number, got {score}")
         self.thresholds["score"] = float(score)
+        self.thresholds["score_uses_disagreement"] = float(uses_disagreement)
 
     def predict(self, features: np.ndarray | Any, warn: bool = True, fallback: bool = True) -> Prediction:
         """Predict a configuration for a task's features (a ``TaskFeatures`` or a vector in feature order).

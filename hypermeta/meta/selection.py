@@ -16,7 +16,9 @@ folds in parallel processes.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -26,7 +28,18 @@ import pandas as pd
 from hypermeta.meta.data import MetaTrainConfig, TaskData
 
 CV_COLUMNS = ["method", "task", "score", "best_fixed", "oracle", "ood_score", "nearest_distance", "disagreement",
-              "code"]
+              "code", "fingerprint"]
+
+
+def fingerprint(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> str:
+    """What a fold's result depends on besides its method and left-out task: every task's data and the
+    settings. A fold stored under another fingerprint (fewer tasks, other data or settings) is not reused."""
+    h = hashlib.sha1(json.dumps({k: v for k, v in asdict(cfg).items() if k != "method"}, sort_keys=True).encode())
+    for t in sorted(tasks, key=lambda t: t.task):
+        h.update(t.task.encode())
+        for a in (t.features, t.codes, t.objectives):
+            h.update(np.round(np.asarray(a, float), 9).tobytes())
+    return h.hexdigest()[:16]
 
 
 def portfolio_score(task: TaskData, code: np.ndarray) -> float:
@@ -59,14 +72,17 @@ def _fold_job(args: tuple) -> dict:
 def loto_cv(tasks: Sequence[TaskData], methods: Sequence[str], cfg: MetaTrainConfig, out: str | Path | None = None,
             workers: int = 1, progress: bool = False) -> pd.DataFrame:
     """LOTO-CV of ``methods`` (each with ``cfg``, its ``method`` replaced) over ``tasks``; rows of
-    :data:`CV_COLUMNS`. With ``out``, finished folds are appended there and skipped when the CV runs again."""
+    :data:`CV_COLUMNS`. With ``out``, finished folds are appended there and skipped when the CV runs again on
+    the same tasks and settings (:func:`fingerprint`); folds of other data stay in the file, unused."""
     tasks = list(tasks)
     if len(tasks) < 3:
         raise ValueError(f"leave-one-task-out cross-validation needs >= 3 training tasks, got {len(tasks)}")
+    fp = fingerprint(tasks, cfg)
     done = pd.read_csv(out) if out is not None and Path(out).is_file() else pd.DataFrame(columns=CV_COLUMNS)
+    done = done[done["fingerprint"] == fp] if "fingerprint" in done else done.iloc[:0]
     have = set(zip(done["method"], done["task"]))
     todo = [(tasks, i, replace(cfg, method=m)) for m in methods for i, t in enumerate(tasks) if (m, t.task) not in have]
-    rows = [r for r in done.to_dict("records") if r["method"] in methods and r["task"] in {t.task for t in tasks}]
+    rows = [r for r in done.to_dict("records") if r["method"] in methods]
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -74,6 +90,7 @@ def loto_cv(tasks: Sequence[TaskData], methods: Sequence[str], cfg: MetaTrainCon
         bar = tqdm(total=len(todo), desc="CV folds", unit="fold")
     try:
         for row in _run_folds(todo, workers):
+            row["fingerprint"] = fp
             rows.append(row)
             if out is not None:
                 Path(out).parent.mkdir(parents=True, exist_ok=True)
