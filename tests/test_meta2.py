@@ -246,7 +246,19 @@ def test_the_oracle_is_the_best_portfolio_mean_of_the_task_itself(tmp_path):
     runs = fake_runs(plan, [task], {"sobol-00": 0.2, "sobol-01": 0.1, "base": 0.3})
     scores = matrix_scores(plan, runs, [task])
     assert oracle_config(plan, scores, task) == plan.portfolio_for(task)["base"]
-    with pytest.raises(ValueError, match="no complete matrix yet"):
+    with pytest.raises(ValueError, match="no complete matrix with signal"):
         oracle_config(plan, scores, "cartpole:gravity=5")
     named = named_schedules(plan, task)  # the named schedules over the plan's fixed settings, as in the portfolio
     assert named["base"] == plan.portfolio_for(task)["base"] and named["rl-zoo"].net_arch == "small"
+
+
+def test_tasks_without_signal_are_listed_not_silently_dropped(tmp_path):
+    from hypermeta.experiments.matrix import matrix_gaps
+
+    plan = tiny_plan(tmp_path)
+    tasks = plan.train_tasks()[:2]
+    runs = fake_runs(plan, tasks, {"sobol-00": 0.2, "sobol-01": 0.4, "base": 0.1})
+    flat = runs["task"] == tasks[1]
+    runs.loc[flat, "auc"] = -0.05  # nothing beats the random policy on the second task
+    assert set(matrix_scores(plan, runs, tasks)["task"]) == {tasks[0]}
+    assert matrix_gaps(plan, runs, tasks) == {tasks[1]: pytest.approx(-0.05)}

@@ -24,7 +24,7 @@ import pandas as pd
 
 from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH
 from hypermeta.experiments.measurement import Measurement, Normalizer
-from hypermeta.experiments.pipeline import RunStore, run_jobs
+from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence
 from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
@@ -127,8 +127,8 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> 
         configs, rows = run_task(plan, entry, workers, progress)
         m = Measurement(int(entry["timesteps"]))
         jobs = [Job(entry["task"], name, c, m, s) for name, c in configs.items() for s in test_seeds(plan.test_seeds)]
-        all_runs.append(run_jobs(jobs, RunStore(plan.root / "runs.csv"), workers=workers, progress=progress,
-                                 runner=entry["runner"]))
+        all_runs.append(run_jobs_scoring_divergence(jobs, RunStore(plan.root / "runs.csv"), workers=workers,
+                                                    progress=progress, runner=entry["runner"]))
         all_rows += rows
     pd.concat(all_runs, ignore_index=True).to_csv(plan.root / "runs_by_method.csv", index=False)
     pd.DataFrame(all_rows).to_csv(plan.root / "progress.csv", index=False)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from hypermeta.experiments.baselines import SB3_DEFAULT, rl_zoo_config
 from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.pipeline import RunStore, config_key, diverged_row, run_jobs
+from hypermeta.experiments.pipeline import RunStore, config_key, run_jobs_scoring_divergence
 from hypermeta.experiments.runner import Job
 from hypermeta.files import dataclass_from_yaml
 from hypermeta.seeds import matrix_seeds
@@ -142,10 +142,8 @@ def collect_matrix(plan: MatrixPlan, runner: str = "batched", workers: int = 1, 
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     tasks = plan.collection_order() if split == "train" else [*plan.heldout_contexts, *plan.heldout_family]
-    store, failed = RunStore(plan.runs_path), []
-    run_jobs(plan.jobs(tasks[:n_tasks]), store, workers=workers, progress=progress, runner=runner, errors=failed)
-    for job, error in failed:  # a diverged configuration scores as the random policy, and is not retried
-        store.add(diverged_row(job, error))
+    store = RunStore(plan.runs_path)  # a diverged configuration scores as the random policy, and is not retried
+    run_jobs_scoring_divergence(plan.jobs(tasks[:n_tasks]), store, workers=workers, progress=progress, runner=runner)
     return store.frame()
 
 
@@ -156,7 +154,7 @@ def matrix_scores(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str] | None 
     ``auc`` is the normalised AUC of the runs (0 = random policy, 1 = the env's reward threshold); ``score``
     renormalises it per task so that 1 = the best portfolio mean on that task (``score = auc_mean / best``;
     0 stays the random policy), which puts every family on one scale. A task where no configuration beats the
-    random policy on average (``best <= 0``) carries no signal and is left out (``matrix_gaps`` lists it).
+    random policy on average (``best <= 0``) carries no signal and is left out (:func:`matrix_gaps` lists it).
     """
     out = []
     for task in tasks if tasks is not None else plan.all_tasks():
@@ -178,6 +176,19 @@ def matrix_scores(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str] | None 
     cols = ["task", "method", "config_key", "auc_mean", "auc_std", "n_seeds", "config", "auc_se", "best_auc",
             "score", "score_se"]
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
+
+
+def matrix_gaps(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str]) -> dict[str, float]:
+    """The tasks whose matrix is complete but where no portfolio configuration beats the random policy on
+    average (best mean normalised AUC <= 0), with that best mean: they cannot be normalised and carry no signal."""
+    out = {}
+    for task in tasks:
+        sel = _planned_runs(plan, runs, task)
+        if sel is not None:
+            best = float(sel.groupby("config_key")["auc"].mean().max())
+            if not best > 0:
+                out[task] = best
+    return out
 
 
 def _planned_runs(plan: MatrixPlan, runs: pd.DataFrame, task: str) -> pd.DataFrame | None:

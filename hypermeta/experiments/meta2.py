@@ -26,9 +26,9 @@ import pandas as pd
 
 from hypermeta.experiments.baselines import SB3_DEFAULT, rl_zoo_config
 from hypermeta.experiments.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_matrix, export_matrix_dataset,
-                                          matrix_scores)
+                                          matrix_gaps, matrix_scores)
 from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.pipeline import RunStore, run_jobs
+from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence
 from hypermeta.experiments.runner import Job
 from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
 from hypermeta.meta.model import MetaModel, meta_train
@@ -154,8 +154,8 @@ def oracle_config(plan: MatrixPlan, scores: pd.DataFrame, task: str) -> DQNConfi
     """The portfolio configuration with the best mean on ``task``'s own matrix."""
     sel = scores[scores["task"] == task]
     if sel.empty:
-        raise ValueError(f"held-out task {task!r} has no complete matrix yet: run `hypermeta meta2 heldout` "
-                         "again after `hypermeta matrix --split heldout`")
+        raise ValueError(f"held-out task {task!r} has no complete matrix with signal (some configuration above "
+                         "the random policy); `hypermeta matrix PLAN --split heldout` completes it")
     return DQNConfig.from_dict(json.loads(sel.loc[sel["score"].idxmax(), "config"]))
 
 
@@ -203,6 +203,11 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
     out = Paths.of(plan).heldout
     out.mkdir(parents=True, exist_ok=True)
     runs = collect_matrix(plan, runner=runner, workers=workers, progress=progress, split="heldout")
+    # a held-out task where no portfolio configuration beats the random policy cannot be normalised: it is
+    # left out of the evaluation and the report lists it among the deviations
+    gaps = matrix_gaps(plan, runs, tasks)
+    (out / "excluded.json").write_text(json.dumps(gaps, indent=2) + "\n")
+    tasks = [t for t in tasks if t not in gaps]
     scores = matrix_scores(plan, runs, tasks)
     preds = zero_shot(plan, models, tasks)
     preds.to_csv(out / "predictions.csv", index=False)
@@ -219,10 +224,11 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
         jobs += heldout_jobs(plan, task, configs, plan.test_seeds)
         confirm += heldout_jobs(plan, task, {k: configs[k] for k in KEY_METHODS}, SB3_CONFIRM_SEEDS)
     # runs.csv caches one row per distinct run; *_by_method.csv has a row per (method label, run)
-    run_jobs(jobs, RunStore(out / "runs.csv"), workers=workers, progress=progress,
-             runner=runner).to_csv(out / "runs_by_method.csv", index=False)
-    run_jobs(confirm, RunStore(out / "runs_sb3.csv"), workers=workers, progress=progress,
-             runner="sb3").to_csv(out / "runs_sb3_by_method.csv", index=False)
+    # a diverged test run is stored, scored as the random policy (the report counts them)
+    run_jobs_scoring_divergence(jobs, RunStore(out / "runs.csv"), workers=workers, progress=progress,
+                                runner=runner).to_csv(out / "runs_by_method.csv", index=False)
+    run_jobs_scoring_divergence(confirm, RunStore(out / "runs_sb3.csv"), workers=workers, progress=progress,
+                                runner="sb3").to_csv(out / "runs_sb3_by_method.csv", index=False)
     return out
 
 

@@ -146,6 +146,17 @@ def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
+def run_jobs_scoring_divergence(jobs: Sequence[Job], store: RunStore, **kwargs: Any) -> pd.DataFrame:
+    """:func:`run_jobs`, but a diverged run is stored as :func:`diverged_row` (scored as the random policy, its
+    reason in ``curve``) instead of raised, so the stage finishes and a rerun does not train it again. Every
+    job gets a row, under its own method label."""
+    failed: list[tuple[Job, BaseException]] = []
+    run_jobs(jobs, store, errors=failed, **kwargs)
+    for job, error in failed:
+        store.add(diverged_row(job, error))
+    return run_jobs(jobs, store)  # everything is stored now: only reads
+
+
 def evaluate_on_test_seeds(task: str, method: str, config: DQNConfig, measurement: Any, n_seeds: int,
                            out: str | Path, *, workers: int = 1, runner: str | Runner = DEFAULT_RUNNER,
                            reference: float | None = None, progress: bool = False) -> tuple[pd.DataFrame, pd.Series]:

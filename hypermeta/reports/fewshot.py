@@ -70,7 +70,8 @@ def targets_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampl
         d = _diff(runs, default, f"cold@{k}", tasks)
         met = d["diff"] >= 0 and d["ci_high"] >= 0
         lines.append(f"- {what}: {default} >= cold@{k}: {'**met**' if met else '**missed**'} (paired difference "
-                     f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])")
+                     f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]; differences smaller than the "
+                     f"minimum detectable {d['mdd']:.3f} are not resolved)")
     return lines
 
 

@@ -31,7 +31,10 @@ class _Data:
         self.selection = json.loads(paths.selection.read_text())
         self.winner = self.selection["winner"]
         self.cv = pd.read_csv(paths.cv)
-        self.contexts, self.family = list(plan.heldout_contexts), list(plan.heldout_family)
+        excluded = paths.heldout / "excluded.json"
+        self.excluded = json.loads(excluded.read_text()) if excluded.is_file() else {}
+        self.contexts = [t for t in plan.heldout_contexts if t not in self.excluded]
+        self.family = [t for t in plan.heldout_family if t not in self.excluded]
         tasks = self.contexts + self.family
         self.runs = heldout_scores(plan, pd.read_csv(paths.heldout / "runs_by_method.csv"), tasks)
         sb3 = paths.heldout / "runs_sb3_by_method.csv"
@@ -59,6 +62,10 @@ def deviations_section(data: _Data) -> list[str]:
         lines += [f"> {line}" if line else ">" for line in data.calibration.read_text().splitlines()[1:]]
     lines += ["", f"- Cross-validation folds train ensembles of {data.selection['cv_ensemble']} member(s) (the plan "
               "does not fix it; the shipped weights have 5)."]
+    lines += [f"- Left out: `{t}`: no portfolio configuration beat the random policy there (best mean normalised "
+              f"AUC {v:.3f}), so it cannot be normalised." for t, v in data.excluded.items()]
+    diverged = int(data.runs["curve"].astype(str).str.startswith('"diverged').sum())
+    lines.append(f"- {diverged} test run(s) diverged; each is scored as the random policy (0).")
     return lines
 
 
@@ -101,7 +108,10 @@ def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict | None:
 def targets_section(data: _Data) -> list[str]:
     """The plan's targets, each met / missed / not measurable yet, first in the report."""
     def verdict(d: dict | None, test) -> str:
-        return "not measured yet" if d is None else ("**met**" if test(d) else "**missed**")
+        if d is None:
+            return "not measured yet"
+        return (f"{'**met**' if test(d) else '**missed**'} ({d['diff']:+.3f} [{d['ci_low']:+.3f}, "
+                f"{d['ci_high']:+.3f}], MDD {d['mdd']:.3f})")
 
     above = lambda d: d["ci_low"] > 0  # noqa: E731
     not_worse = lambda d: d["ci_high"] >= 0  # noqa: E731
@@ -116,7 +126,13 @@ def targets_section(data: _Data) -> list[str]:
             f"- not significantly worse than optuna-tpe@20: "
             f"{verdict(_diff(runs, 'winner', 'optuna-tpe@20', ctx), not_worse)}",
             f"- held-out family, not significantly worse than best-fixed: "
-            f"{verdict(_diff(runs, 'winner', 'best-fixed', fam), not_worse)}"]
+            f"{verdict(_diff(runs, 'winner', 'best-fixed', fam), not_worse)}; the winner fell back to best-fixed "
+            f"on {_fallbacks(data, fam)} of {len(fam)} family task(s) (a fallback is best-fixed itself: difference 0)"]
+
+
+def _fallbacks(data: _Data, tasks: list[str]) -> int:
+    sel = data.preds[(data.preds["method"] == data.winner) & data.preds["task"].isin(tasks)]
+    return int(sel["fallback"].astype(bool).sum())
 
 
 def gap_closed(runs: pd.DataFrame, method: str, tasks: list[str]) -> float:
