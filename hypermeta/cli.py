@@ -539,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan", help="plan YAML, e.g. studies/meta2/plan.yaml")
     p.add_argument("--runner", choices=list(RUNNERS), default="batched")
     p.add_argument("--workers", type=positive_int, default=1)
-    p.add_argument("--tasks", type=positive_int, help="only the first N training tasks (default: all)")
+    p.add_argument("--tasks", type=positive_int,
+                   help="only the first N tasks in collection order (calibration tasks, then one per family in turn)")
     p.add_argument("--list", action="store_true", help="print the training and held-out tasks, then exit")
     p.add_argument("--split", choices=["train", "heldout"], default="train",
                    help="heldout: the held-out tasks' matrix (their oracle); default: the training tasks")
