@@ -49,3 +49,19 @@ def test_bad_plans_fail_in_one_line(tmp_path, change, match):
     path.write_text(yaml.safe_dump(plan))
     with pytest.raises(ValueError, match=match):
         FewShotPlan.load(path)
+
+
+def test_the_committed_plan_uses_meta2s_held_out_tasks_and_budgets():
+    from pathlib import Path
+
+    from hypermeta.experiments.matrix import MatrixPlan
+
+    root = Path(__file__).parent.parent / "studies"
+    plan, meta2 = FewShotPlan.load(root / "tune" / "plan.yaml"), MatrixPlan.load(root / "meta2" / "plan.yaml")
+    heldout = [*meta2.heldout_contexts, *meta2.heldout_family]
+    tasks = [e["task"] for e in plan.tasks]
+    assert set(heldout) <= set(tasks) and set(plan.selection_tasks) <= set(meta2.heldout_contexts)
+    for e in plan.tasks:
+        if e["task"] in heldout:
+            assert e["timesteps"] == meta2.budget(e["task"]) and e["runner"] == "batched", e
+    assert {e["task"] for e in plan.tasks if e["runner"] == "sb3"} == {"minatar-breakout", "minatar-freeway"}
