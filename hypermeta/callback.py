@@ -51,7 +51,10 @@ class HyperMetaCallback(BaseCallback):
     ``Monitor`` files, ``VecNormalize`` and ``SubprocVecEnv`` are fine), or of ``task`` when given, and asks the
     meta-learner (``predictor``: a ``MetaModel``, a weights file, or by default the weights shipped with
     hypermeta) for a configuration; the prediction is kept for later ``learn`` calls and exposed as
-    ``callback.prediction`` (with its out-of-distribution flag, which is also issued as a warning).
+    ``callback.prediction`` (with its out-of-distribution flag, which is also issued as a warning and logged as
+    ``hypermeta/out_of_distribution``). Out of distribution, weights that know ``best-fixed`` (meta-learner
+    v2's) apply it instead of the prediction (``callback.prediction.fallback``, logged as
+    ``hypermeta/fallback``).
 
     :param config: the configuration whose schedules to apply (a ``DQNConfig``, a dict of its fields
         or a YAML/JSON file); only its schedule fields are used here, build the model with
@@ -87,6 +90,8 @@ class HyperMetaCallback(BaseCallback):
         check_spaces(self.training_env, "HyperMetaCallback")
         if self.config is None:
             self.config = self._predict()
+            self.logger.record("hypermeta/out_of_distribution", int(self.prediction.out_of_distribution))
+            self.logger.record("hypermeta/fallback", int(self.prediction.fallback))
         self.model.lr_schedule = self._lr_schedule()
         self.model.exploration_schedule = self.config.exploration_schedule()
         # SB3 applies both only after the first step / at the first train(); apply them now so the very

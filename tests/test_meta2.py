@@ -262,3 +262,21 @@ def test_tasks_without_signal_are_listed_not_silently_dropped(tmp_path):
     runs.loc[flat, "auc"] = -0.05  # nothing beats the random policy on the second task
     assert set(matrix_scores(plan, runs, tasks)["task"]) == {tasks[0]}
     assert matrix_gaps(plan, runs, tasks) == {tasks[1]: pytest.approx(-0.05)}
+
+
+def test_the_callback_says_out_of_distribution_and_applies_best_fixed(recwarn):
+    from stable_baselines3 import DQN
+
+    from hypermeta import DQNConfig, HyperMetaCallback, OutOfDistributionWarning, make_env
+
+    tasks = task_family(10, seed=2)  # synthetic features: CartPole is far from all of them
+    predictor = meta_train(tasks, MetaTrainConfig(method="nearest-task"))
+    model = DQN("MlpPolicy", make_env("cartpole"), **DQNConfig(net_arch="small", learning_starts=100).sb3_kwargs())
+    callback = HyperMetaCallback(predictor=predictor)
+    model.learn(120, callback=callback)
+    assert callback.prediction.out_of_distribution and callback.prediction.fallback
+    fixed = SPACE.decode(best_fixed_code(tasks))
+    assert callback.config.lr_initial == pytest.approx(fixed.lr_initial)
+    assert model.lr_schedule(1.0) == pytest.approx(fixed.lr_initial)
+    warning = [w for w in recwarn if issubclass(w.category, OutOfDistributionWarning)]
+    assert warning and "falling back to best-fixed" in str(warning[0].message)
