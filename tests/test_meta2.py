@@ -280,3 +280,11 @@ def test_the_callback_says_out_of_distribution_and_applies_best_fixed(recwarn):
     assert model.lr_schedule(1.0) == pytest.approx(fixed.lr_initial)
     warning = [w for w in recwarn if issubclass(w.category, OutOfDistributionWarning)]
     assert warning and "falling back to best-fixed" in str(warning[0].message)
+
+
+def test_cv_folds_in_worker_processes_give_the_same_rows():
+    tasks = task_family(6, seed=4)
+    cfg = MetaTrainConfig(ensemble=1)
+    one = loto_cv(tasks, ["best-fixed", "nearest-task"], cfg).sort_values(["method", "task"]).reset_index(drop=True)
+    two = loto_cv(tasks, ["best-fixed", "nearest-task"], cfg, workers=2)
+    pd.testing.assert_frame_equal(one, two.sort_values(["method", "task"]).reset_index(drop=True))
