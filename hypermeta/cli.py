@@ -211,8 +211,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     path = write_best(result.best, args.out)
     print(f"best configuration -> {path} (apply it with HyperMetaCallback({str(path)!r}); its tuning-seed score is "
           "optimistic: re-evaluate it with `hypermeta evaluate --config` on test seeds)")
-    print("SB3 kwargs: " + json.dumps(result.best.sb3_kwargs(), default=str))
-    print(yaml.safe_dump(result.best.to_zoo(args.env or args.task, args.timesteps), sort_keys=False), end="")
+    from hypermeta.networks import policy_kwargs_for, zoo_policy_kwargs
+    from hypermeta.tasks.families import make_env
+
+    env = make_env(args.task)
+    space = env.observation_space
+    env.close()
+    kwargs = {**result.best.sb3_kwargs(), "policy_kwargs": policy_kwargs_for(space, result.best)}
+    print("SB3 kwargs: " + json.dumps(kwargs, default=str))
+    zoo = zoo_policy_kwargs(space, result.best)
+    if zoo:
+        print("rl-zoo (image observations: put this entry in a Python hyperparameter file, `-conf`, that imports "
+              "MinAtarCNN from hypermeta.networks):")
+    print(yaml.safe_dump(result.best.to_zoo(args.env or args.task, args.timesteps, zoo), sort_keys=False), end="")
     return 0
 
 

@@ -41,6 +41,13 @@ def is_image(space: gym.Space) -> bool:
     return isinstance(space, gym.spaces.Box) and len(space.shape) == 3
 
 
+def zoo_policy_kwargs(space: gym.Space, config: DQNConfig) -> str | None:
+    """rl-zoo's ``policy_kwargs`` string for image observations (None: the configuration's MLP). rl-zoo evaluates
+    the string in its own namespace, so the class must be importable there: use a Python hyperparameter file
+    (``-conf``) that does ``from hypermeta.networks import MinAtarCNN``."""
+    return "dict(features_extractor_class=MinAtarCNN, net_arch=[])" if is_image(space) else None
+
+
 def policy_kwargs_for(space: gym.Space, config: DQNConfig) -> dict[str, Any]:
     """SB3 ``policy_kwargs``: MinAtar's CNN for 3-D (image) observations, else ``config``'s MLP layers."""
     if is_image(space):

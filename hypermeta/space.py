@@ -298,9 +298,10 @@ class DQNConfig:
         except (ValueError, TypeError) as exc:
             raise ValueError(f"schedule file {str(path)!r}: {exc}") from None
 
-    def to_zoo(self, env_id: str, n_timesteps: int) -> dict[str, Any]:
+    def to_zoo(self, env_id: str, n_timesteps: int, policy_kwargs: str | None = None) -> dict[str, Any]:
         """An rl-baselines3-zoo ``dqn.yml`` entry: zoo's own keys, plus the callback that applies the
-        exact schedules (rl-zoo instantiates entries of ``callback`` with their keyword arguments)."""
+        exact schedules (rl-zoo instantiates entries of ``callback`` with their keyword arguments).
+        ``policy_kwargs`` replaces the MLP's (e.g. :func:`hypermeta.networks.zoo_policy_kwargs` for images)."""
         kw = self.sb3_kwargs()
         entry: dict[str, Any] = {
             "n_timesteps": int(n_timesteps),
@@ -311,7 +312,7 @@ class DQNConfig:
                     "train_freq", "gradient_steps", "exploration_fraction", "exploration_initial_eps",
                     "exploration_final_eps"):
             entry[key] = kw[key]
-        entry["policy_kwargs"] = f"dict(net_arch={NET_ARCHS[self.net_arch]})"
+        entry["policy_kwargs"] = policy_kwargs or f"dict(net_arch={NET_ARCHS[self.net_arch]})"
         entry["callback"] = [{"hypermeta.HyperMetaCallback": {"config": self.to_dict()}}]
         return {env_id: entry}
 

@@ -4,23 +4,25 @@ image observations, as one task family each: ``minatar-breakout``, ``minatar-ast
 
 Context (MinAtar's own constructor arguments): ``sticky_action_prob`` (the probability that the previous action
 is repeated instead of the chosen one; MinAtar's default 0.1) and, in the games that ramp (Asterix, Seaquest,
-Space Invaders), ``difficulty_ramping`` (1: the game speeds up as it goes, MinAtar's default; 0: it does not). Episodes are cut at :data:`MAX_EPISODE_STEPS` steps (MinAtar
-sets no limit). Importing this module registers MinAtar's gymnasium ids (``MinAtar/Breakout-v1``, ...; v1 = the
-minimal action set), so plain ids work everywhere a task id does.
+Space Invaders), ``difficulty_ramping`` (1: the game speeds up as it goes, MinAtar's default; 0: it does not).
+Episodes are cut at :data:`MAX_EPISODE_STEPS` steps (MinAtar sets no limit). Importing this module registers
+MinAtar's gymnasium ids (``MinAtar/Breakout-v1``, ...; v1 = the minimal action set) with that limit, so plain
+ids work everywhere a task id does.
 
 Networks: the SB3 runner gives image observations MinAtar's reference Q-network (one 3x3 convolution with 16
 channels, 128 hidden units; :class:`hypermeta.networks.MinAtarCNN`); the batched engine has no CNN, so MinAtar
 runs use ``--runner sb3``.
 
 Reference returns (what scores 1.0): MinAtar publishes learning curves, not a solved threshold, so
-:data:`REFERENCE_RETURNS` are hypermeta's own measurement: the mean final return of the base configuration
-(with the CNN) at the family's documented budget, ``studies/reports/minatar/reference.md``. They put the games
-on one scale; they are not comparable with MinAtar's 5M-frame results.
+:data:`REFERENCE_RETURNS` are hypermeta's own measurement (``hypermeta bench minatar --timesteps 100000 --seeds
+3``, ``studies/reports/minatar/reference.md``): the mean final return of the base configuration with the CNN
+after 100,000 steps. They put the games on one scale; they are not comparable with MinAtar's 5M-frame results.
+Seaquest has none: the base configuration does not beat the random policy there at that budget (it scored 0),
+so normalising Seaquest needs an explicit ``--reference``.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar, Mapping
 
 import gymnasium as gym
@@ -28,6 +30,9 @@ import gymnasium as gym
 from hypermeta import ContextParam, TaskFamily
 
 GAMES = ("breakout", "asterix", "freeway", "seaquest", "space_invaders")
+#: the base configuration's mean final return at 100,000 steps (3 reference seeds), where it beats random
+REFERENCE_RETURNS = {"breakout": 6.333333333333333, "asterix": 1.3333333333333333, "freeway": 45.666666666666664,
+                     "space_invaders": 28.866666666666664}
 #: the games whose ``ramping`` argument does something (Breakout and Freeway ignore it)
 RAMPING_GAMES = ("asterix", "seaquest", "space_invaders")
 STICKY = ContextParam(0.1, 0.0, 0.25, "probability that the previous action repeats", hard_low=0.0, hard_high=1.0)
@@ -37,16 +42,17 @@ MAX_EPISODE_STEPS = 2_500  # Freeway ends itself after 2,500 steps; the others e
 
 
 def register_minatar() -> None:
-    """Register MinAtar's gymnasium ids once (``minatar.gym.register_envs``), without its seaborn warning."""
-    if "MinAtar/Breakout-v1" in gym.registry:
-        return
-    level = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # minatar.gym warns at import when seaborn (pixel rendering) is missing
-    try:
-        from minatar.gym import register_envs
-    finally:
-        logging.disable(level)
-    register_envs()
+    """Register MinAtar's gymnasium ids (``MinAtar/<Game>-v0``, and ``-v1`` with the minimal action set) as
+    ``minatar.gym.register_envs`` does, plus a time limit of :data:`MAX_EPISODE_STEPS` steps: without one a
+    greedy agent that keeps the Breakout ball in play without scoring never ends its evaluation episode. Ids
+    registered before (``import minatar.gym`` first) are left as they are."""
+    for game in GAMES:
+        name = game.title().replace("_", "")
+        for version, minimal in (("v0", False), ("v1", True)):
+            env_id = f"MinAtar/{name}-{version}"
+            if env_id not in gym.registry:
+                gym.register(id=env_id, entry_point="minatar.gym:BaseEnv", max_episode_steps=MAX_EPISODE_STEPS,
+                             kwargs={"game": game, "use_minimal_action_set": minimal})
 
 
 class MinAtarFamily(TaskFamily):
@@ -70,6 +76,7 @@ def _family(game: str) -> type[MinAtarFamily]:
     title = game.title().replace("_", "")
     return type(f"MinAtar{title}Family", (MinAtarFamily,), {
         "name": f"minatar-{game.replace('_', '')}", "game": game, "env_id": f"MinAtar/{title}-v1",
+        "reference_return": REFERENCE_RETURNS.get(game),
         "description": f"MinAtar {title} (10x10 boolean image observations), at most {MAX_EPISODE_STEPS} steps.",
         "__doc__": f"MinAtar {title} with its sticky-action probability"
                    + (" and difficulty ramping" if game in RAMPING_GAMES else "") + " as context.",

@@ -31,6 +31,7 @@ def test_plain_gymnasium_ids_are_registered_by_the_plugin():
     env = make_env("MinAtar/Freeway-v1")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (10, 10, 7) and obs.dtype == bool and env.action_space.n == 3
+    assert env.spec.max_episode_steps == MAX_EPISODE_STEPS  # MinAtar sets none; an unending episode would hang
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -69,11 +70,19 @@ def test_the_batched_engine_refuses_images_in_one_line():
 
 
 def test_reference_returns_are_the_committed_measurement():
-    """The families' reference returns are the numbers of studies/reports/minatar/reference.csv."""
+    """A family's reference return is the committed base mean where the base clearly beats random, else none
+    (normalising then needs an explicit reference, and says so)."""
     from pathlib import Path
 
     path = Path(__file__).parent.parent / "studies" / "reports" / "minatar" / "reference.csv"
     table = pd.read_csv(path).set_index("family")
+    assert set(table.index) == set(FAMILIES)
     for family in FAMILIES:
-        assert get_family(family).reference_return == pytest.approx(table.loc[family, "base_final_mean"])
-        assert reference_return(get_family(family).env_id) == get_family(family).reference_return
+        row = table.loc[family]
+        if row["beats_random"]:
+            assert get_family(family).reference_return == pytest.approx(row["base_final_mean"], abs=1e-9)
+            assert reference_return(get_family(family).env_id) == get_family(family).reference_return
+        else:
+            assert get_family(family).reference_return is None
+            with pytest.raises(ValueError, match="--reference"):
+                reference_return(family)
