@@ -286,7 +286,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         return 0
     if not args.export_only:
         runs = collect_matrix(plan, runner=args.runner, workers=args.workers, n_tasks=args.tasks,
-                              progress=args.progress, split=args.split)
+                              progress=args.progress, split=args.split, max_agents=args.max_agents)
         print(f"matrix {plan.runs_path}: {matrix_summary(runs)}")
     from hypermeta.experiments.matrix import export_matrix_dataset
 
@@ -556,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "heldout"], default="train",
                    help="heldout: the held-out tasks' matrix (their oracle); default: the training tasks")
     p.add_argument("--export-only", action="store_true", help="only write the dataset of the complete training tasks")
+    p.add_argument("--max-agents", type=positive_int, default=64,
+                   help="batched runner: runs per lock-step batch (stored when the batch ends; results do not depend on it)")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_matrix)
 
