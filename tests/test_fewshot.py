@@ -42,6 +42,7 @@ def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path):
     ({"tasks": [{"task": "cartpole"}]}, "needs `task` and `timesteps`"),
     ({"tasks": [{"task": "cartpole", "timesteps": 100, "runner": "gpu"}]}, "runner must be one of"),
     ({"selection_tasks": ["acrobot"]}, "not among its tasks"),
+    ({"selection_tasks": ["cartpole"]}, "leave no task to judge"),
 ])
 def test_bad_plans_fail_in_one_line(tmp_path, change, match):
     plan = {"name": "bad", "tasks": [{"task": "cartpole", "timesteps": 300}], **change}

@@ -65,6 +65,8 @@ class FewShotPlan:
         unknown = sorted(set(self.selection_tasks) - {e["task"] for e in self.tasks})
         if unknown:
             raise ValueError(f"plan {self.name!r}: selection tasks {unknown} are not among its tasks")
+        if len(set(self.selection_tasks)) >= len(self.tasks):
+            raise ValueError(f"plan {self.name!r}: the selection tasks leave no task to judge the targets on")
         if self.tune_trials < 1 or self.seeds_per_trial < 1 or self.test_seeds < 1 or min(self.cold_trials) < 1:
             raise ValueError(f"plan {self.name!r}: trial, seed and test-seed counts must be >= 1")
 
