@@ -66,3 +66,31 @@ def test_the_committed_plan_uses_meta2s_held_out_tasks_and_budgets():
         if e["task"] in heldout:
             assert e["timesteps"] == meta2.budget(e["task"]) and e["runner"] == "batched", e
     assert {e["task"] for e in plan.tasks if e["runner"] == "sb3"} == {"minatar-breakout", "minatar-freeway"}
+
+
+def test_the_default_sampler_is_chosen_on_the_selection_tasks_only(tmp_path):
+    """Synthetic runs: adapt beats tpe clearly on the selection task, so it becomes the default and the
+    targets are judged with it, on the other task only."""
+    import numpy as np
+
+    from hypermeta.reports.fewshot import render_fewshot_report
+
+    plan = {"name": "syn", "tasks": [{"task": "cartpole", "timesteps": 300}, {"task": "acrobot", "timesteps": 300}],
+            "samplers": ["tpe", "adapt"], "tune_trials": 8, "cold_trials": [8, 32], "test_seeds": 10,
+            "selection_tasks": ["cartpole"]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    rng = np.random.default_rng(0)
+    means = {"cartpole": {"tune-tpe@8": 0.3, "tune-adapt@8": 0.6, "cold@8": 0.3, "cold@32": 0.4},
+             "acrobot": {"tune-tpe@8": 0.9, "tune-adapt@8": 0.5, "cold@8": 0.4, "cold@32": 0.45}}
+    rows = [{"task": t, "method": m, "seed": s, "auc": mu + rng.normal(0, 0.02)}
+            for t, ms in means.items() for m, mu in ms.items() for s in test_seeds(10)]
+    pd.DataFrame(rows).to_csv(tmp_path / "runs_by_method.csv", index=False)
+    pd.DataFrame([{"task": t, "study": "cold", "trials": 1, "env_steps": 300, "best_so_far": 0.1}
+                  for t in means]).to_csv(tmp_path / "progress.csv", index=False)
+    report = render_fewshot_report(FewShotPlan.load(path), tmp_path / "out").read_text()
+    assert "Default: `adapt`" in report
+    # judged on acrobot only, where adapt (0.5) beats cold@32 (0.45) although tpe (0.9) would have done better
+    assert "target: tune-adapt@8 >= cold@32: **met**" in report
+    assert "| tune-adapt@8 - cold@32 | +0.0" in report  # ~ +0.05 on acrobot, not the pooled +0.13
+    assert "| 10 |" in report and "| 20 |" not in report  # 10 test seeds of one task in every table
