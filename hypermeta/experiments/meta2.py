@@ -232,9 +232,12 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
     return out
 
 
-def heldout_scores(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    """Test runs with ``score`` = their AUC over the task's best portfolio mean (the training normalisation)."""
-    matrix = matrix_scores(plan, RunStore(plan.runs_path).frame(), tasks)
+def heldout_scores(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str], matrix: pd.DataFrame | None = None
+                   ) -> pd.DataFrame:
+    """Test runs with ``score`` = their AUC over the task's best portfolio mean (the training normalisation);
+    ``matrix`` is :func:`matrix_scores` of the tasks when the caller has it already."""
+    if matrix is None:
+        matrix = matrix_scores(plan, RunStore(plan.runs_path).frame(), tasks)
     best = matrix.groupby("task")["best_auc"].first()
     runs = runs[runs["task"].isin(best.index)].copy()
     runs["score"] = runs["auc"] / runs["task"].map(best)

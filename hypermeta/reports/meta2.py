@@ -36,11 +36,11 @@ class _Data:
         self.contexts = [t for t in plan.heldout_contexts if t not in self.excluded]
         self.family = [t for t in plan.heldout_family if t not in self.excluded]
         tasks = self.contexts + self.family
-        self.runs = heldout_scores(plan, pd.read_csv(paths.heldout / "runs_by_method.csv"), tasks)
+        self.matrix = matrix_scores(plan, RunStore(plan.runs_path).frame(), tasks)  # read once, used thrice
+        self.runs = heldout_scores(plan, pd.read_csv(paths.heldout / "runs_by_method.csv"), tasks, self.matrix)
         sb3 = paths.heldout / "runs_sb3_by_method.csv"
-        self.sb3 = heldout_scores(plan, pd.read_csv(sb3), tasks) if sb3.is_file() else None
+        self.sb3 = heldout_scores(plan, pd.read_csv(sb3), tasks, self.matrix) if sb3.is_file() else None
         self.preds = pd.read_csv(paths.heldout / "predictions.csv")
-        self.matrix = matrix_scores(plan, RunStore(plan.runs_path).frame(), tasks)
         self.calibration = paths.root / "calibration.md"
 
 
