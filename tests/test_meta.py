@@ -96,6 +96,19 @@ def test_predictions_depend_on_the_task_and_round_trip(models, train_tasks, meth
         assert DQNConfig.from_dict(json.loads(json.dumps(p.to_dict()))["config"]) == p.config
 
 
+@pytest.mark.parametrize("method", TESTED)
+def test_member_codes_are_what_the_prediction_averages(models, train_tasks, method):
+    model = models[method]
+    for t in train_tasks[:3]:
+        codes = model.member_codes(t.features)
+        assert codes.shape == ((1 if method in NETWORK_FREE else FAST["ensemble"]), SPACE.dim)
+        pred = model.predict(t.features, warn=False, fallback=False)
+        np.testing.assert_allclose(codes.mean(0), pred.code)
+        assert pred.disagreement == pytest.approx(float(codes.std(0).mean()))
+    with pytest.raises(ValueError, match="finite numbers"):
+        model.member_codes(np.zeros(D + 1))
+
+
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in NETWORK_FREE])
 def test_meta_training_is_deterministic(train_tasks, method):
     """Ensembles of several members (bootstrap resamples, per-member seeds), as shipped, every method."""

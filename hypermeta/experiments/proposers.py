@@ -64,7 +64,7 @@ class AdaptProposer:
         top = ys.max()
         scaled = ys / top if top > 0 else ys - ys.min()
         adapted = self.model.adapt([(c, float(s)) for (c, _), s in zip(observed, scaled)], self.features, self.steps)
-        codes = adapted._member_codes(adapted._check_features(self.features))
+        codes = adapted.member_codes(self.features)
         candidates = [codes.mean(0), *codes]
         return _new([SPACE.decode(c, base=self.model.base) for c in candidates], observed, n)
 

@@ -181,6 +181,11 @@ class MetaModel:
                           "(`hypermeta tune`) or `adapt()`.", OutOfDistributionWarning, stacklevel=2)
         return pred
 
+    def member_codes(self, features: np.ndarray | Any) -> np.ndarray:
+        """Every ensemble member's predicted code for a task, shape ``(members, SPACE.dim)`` (one row for
+        methods without networks); their mean is the zero-shot prediction before any OOD fallback."""
+        return self._member_codes(self._check_features(features))
+
     def _check_features(self, features: Any) -> np.ndarray:
         names = getattr(features, "names", None)
         if names is not None:
