@@ -284,6 +284,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             split = "train" if i < len(plan.train_tasks()) else "held-out"
             print(f"{split:<9} {plan.budget(task):>7} steps  {task}")
         return 0
+    if args.status:
+        from hypermeta.experiments.matrix import format_progress, matrix_progress
+        from hypermeta.experiments.pipeline import RunStore
+
+        print(format_progress(matrix_progress(plan, RunStore(plan.runs_path).frame())))
+        return 0
     if not args.export_only:
         runs = collect_matrix(plan, runner=args.runner, workers=args.workers, n_tasks=args.tasks,
                               progress=args.progress, split=args.split, max_agents=args.max_agents)
@@ -553,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=positive_int,
                    help="only the first N tasks in collection order (calibration tasks, then one per family in turn)")
     p.add_argument("--list", action="store_true", help="print the training and held-out tasks, then exit")
+    p.add_argument("--status", action="store_true",
+                   help="print what is stored and the CPU time the rest needs (per split and family), then exit")
     p.add_argument("--split", choices=["train", "heldout"], default="train",
                    help="heldout: the held-out tasks' matrix (their oracle); default: the training tasks")
     p.add_argument("--export-only", action="store_true", help="only write the dataset of the complete training tasks")

@@ -51,3 +51,24 @@ def test_collection_resumes_without_redoing_runs(tmp_path, monkeypatch):
     grown = collect_matrix(plan, n_tasks=2)  # the first task's runs are read back, only the second's are trained
     assert calls == [8] and len(grown) == 16 and len(pd.read_csv(plan.runs_path)) == 16
     assert set(grown["task"]) == set(plan.train_tasks()[:2])
+
+
+def test_status_counts_stored_runs_and_estimates_the_rest(tmp_path, capsys):
+    from hypermeta.cli import main
+    from hypermeta.experiments.matrix import matrix_progress
+    from hypermeta.experiments.pipeline import RunStore
+
+    plan = tiny_plan(tmp_path)
+    collect_matrix(plan, n_tasks=1)  # the default context: 4 configurations x 2 seeds
+    runs = RunStore(plan.runs_path).frame()
+    stale = runs.assign(timesteps=999)  # a run at another budget is not part of the plan
+    progress = matrix_progress(plan, pd.concat([runs, stale], ignore_index=True)).set_index(["split", "family"])
+    train = progress.loc[("train", "cartpole")]
+    assert (train["tasks"], train["complete"], train["runs"], train["planned"]) == (3, 1, 8, 24)
+    assert train["remaining_core_h"] == pytest.approx(16 * runs["wall_time"].median() / 3600)
+    held = progress.loc[("heldout", "frozenlake")]
+    assert held["runs"] == 0 and held["planned"] == 3 * 2 and pd.isna(held["remaining_core_h"])  # no frozenlake runs yet
+    assert progress.loc[("heldout", "cartpole"), "s_per_run"] == train["s_per_run"]  # estimated from the family's runs
+    assert main(["matrix", str(plan.path), "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "1/3" in out and "8/24" in out and "not counting frozenlake" in out

@@ -245,6 +245,46 @@ def export_matrix_dataset(plan: MatrixPlan, out: str | Path | None = None) -> tu
     return frame, path
 
 
+def matrix_progress(plan: MatrixPlan, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per split and family: tasks planned and complete, planned runs stored, and the CPU time the missing runs
+    need, estimated from the median ``wall_time`` of the family's stored runs at its budget (one core per
+    worker; NaN before the family has any)."""
+    train = set(plan.train_tasks())
+    rows: dict[tuple[str, str], dict] = {}
+    for task in plan.all_tasks():
+        family = get_task(task).family.name
+        row = rows.setdefault(("train" if task in train else "heldout", family), {
+            "split": "train" if task in train else "heldout", "family": family, "budget": plan.budget(task),
+            "tasks": 0, "complete": 0, "runs": 0, "planned": 0, "walls": []})
+        keys = {(config_key(j.config), j.seed) for j in plan.jobs([task])}
+        sel = runs[(runs["task"] == task) & (runs["timesteps"] == plan.budget(task))] if len(runs) else runs
+        done = {(k, int(s)) for k, s in zip(sel["config_key"], sel["seed"])} & keys if len(sel) else set()
+        row["tasks"] += 1
+        row["complete"] += len(done) == len(keys)
+        row["runs"] += len(done)
+        row["planned"] += len(keys)
+        if len(sel):
+            row["walls"] += [float(w) for w in sel["wall_time"]]
+    out = pd.DataFrame(rows.values())
+    wall = out.pop("walls").map(lambda w: float(np.median(w)) if w else float("nan"))
+    by_family = pd.Series(wall.values, index=out["family"]).groupby(level=0).max()  # a family's runs cost alike
+    out["s_per_run"] = out["family"].map(by_family)
+    out["remaining_core_h"] = (out["planned"] - out["runs"]) * out["s_per_run"] / 3600
+    return out
+
+
+def format_progress(progress: pd.DataFrame) -> str:
+    lines = [f"{'split':<8} {'family':<12} {'budget':>7} {'tasks':>9} {'runs':>13} {'s/run':>6} {'left (core-h)':>14}"]
+    for r in progress.itertuples():
+        lines.append(f"{r.split:<8} {r.family:<12} {r.budget:>7} {r.complete:>4}/{r.tasks:<4} {r.runs:>6}/{r.planned:<6} "
+                     f"{r.s_per_run:>6.1f} {r.remaining_core_h:>14.1f}")
+    total = progress["remaining_core_h"].sum(min_count=1)
+    unknown = progress.loc[progress["s_per_run"].isna(), "family"].unique().tolist()
+    lines.append(f"left in all: {total:.1f} core-hours" + (f" (not counting {', '.join(unknown)}: no runs yet)"
+                                                         if unknown else "") + "; divide by --workers")
+    return "\n".join(lines)
+
+
 def matrix_summary(runs: pd.DataFrame) -> str:
     if runs.empty:
         return "no runs yet"
