@@ -132,7 +132,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from hypermeta.experiments.engine_bench import run_throughput_benchmark
 
         out = Path(args.out or "studies/reports/engine/throughput.md")
-        report = run_throughput_benchmark(args.tasks.split(","), args.timesteps, [1, 16, 64, 256], out)
+        report = run_throughput_benchmark(args.tasks.split(","), args.timesteps, args.ks, out)
     elif args.which == "fidelity":
         from hypermeta.experiments.engine_bench import run_fidelity_benchmark
 
@@ -620,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--games", default="minatar-breakout,minatar-asterix,minatar-freeway,minatar-seaquest,"
                    "minatar-spaceinvaders", help="minatar benchmark: comma-separated MinAtar families")
     p.add_argument("--tasks", default="CartPole-v1,Acrobot-v1", help="engine benchmark: comma-separated tasks")
+    p.add_argument("--ks", type=lambda v: [positive_int(k) for k in v.split(",")], default=[1, 16, 64, 256],
+                   help="engine benchmark: comma-separated agents per batch (images: at most the engine's cnn batch)")
     p.add_argument("--fidelity-tasks", default="cartpole:length=0.7@5000;acrobot:link_mass_2=1.5@5000;"
                    "frozenlake:success_rate=0.6@5000", help="fidelity benchmark: TASK@STEPS;TASK@STEPS;...")
     p.add_argument("--configs", type=positive_int, default=16, help="fidelity benchmark: Sobol configurations")

@@ -10,8 +10,8 @@ MinAtar's gymnasium ids (``MinAtar/Breakout-v1``, ...; v1 = the minimal action s
 ids work everywhere a task id does.
 
 Networks: the SB3 runner gives image observations MinAtar's reference Q-network (one 3x3 convolution with 16
-channels, 128 hidden units; :class:`hypermeta.networks.MinAtarCNN`); the batched engine has no CNN, so MinAtar
-runs use ``--runner sb3``.
+channels, 128 hidden units; :class:`hypermeta.networks.MinAtarCNN`); the batched engine trains the same network
+(same seeds, same actions and weights up to rounding), so ``--runner sb3`` and ``--runner batched`` both work.
 
 Reference returns (what scores 1.0): MinAtar publishes learning curves, not a solved threshold, so
 :data:`REFERENCE_RETURNS` are hypermeta's own measurement (``hypermeta bench minatar --timesteps 100000 --seeds

@@ -1,5 +1,5 @@
 """MinAtar games as task families: contexts reach the game, plain gymnasium ids work, features of boolean
-images, MinAtar's reference CNN through SB3, the engine's refusal, and the committed reference returns."""
+images, MinAtar's reference CNN through SB3 and the engine (the same actions and weights), and the committed reference returns."""
 
 from __future__ import annotations
 
@@ -60,13 +60,63 @@ def test_sb3_gets_minatars_reference_cnn_and_learns_a_few_steps():
     assert model.num_timesteps == 160
 
 
-def test_the_batched_engine_refuses_images_in_one_line():
-    from hypermeta.experiments.engine import BatchedRunner
+def test_the_batched_engine_trains_minatars_cnn_like_sb3(monkeypatch):
+    """Same seed -> the engine's agent takes SB3's actions and reaches SB3's weights with MinAtarCNN too."""
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import hypermeta.experiments.engine as engine
+    from hypermeta import HyperMetaCallback
     from hypermeta.experiments.measurement import Measurement
     from hypermeta.experiments.runner import Job
+    from hypermeta.experiments.sb3 import SB3Runner
 
-    with pytest.raises(ValueError, match="no CNN.*--runner sb3"):
-        BatchedRunner().run(Job("minatar-breakout", "base", DQNConfig(), Measurement(100), 0))
+    config = DQNConfig(learning_starts=100, batch_size=16, train_freq=4, target_update_interval=50,
+                       lr_initial=1e-3, eps_fraction=0.5)
+    job = Job("minatar-breakout", "x", config, Measurement(500, 1, 1), seed=5)
+    model = build_model(job.task, config, job.seed)
+    initial = [(k, v.clone()) for k, v in model.q_net.state_dict().items()]
+    sb3_actions = []
+
+    class Actions(BaseCallback):
+        def _on_step(self) -> bool:
+            sb3_actions.append(int(self.locals["actions"][0]))
+            return True
+
+    model.learn(500, callback=[HyperMetaCallback(config), Actions()])
+
+    def as_engine(name: str, theirs: torch.Tensor) -> torch.Tensor:  # conv [16, C, 3, 3], linear [out, in] -> [in, out]
+        if theirs.dim() == 1:
+            return theirs.view(1, -1)
+        return theirs.reshape(theirs.shape[0], -1).T
+
+    agents = engine._Agents([job])
+    assert agents.b_obs.dtype == torch.uint8
+    for mine, (name, theirs) in zip(agents.layers(agents.flat.detach()), initial):
+        assert torch.equal(mine[0], as_engine(name, theirs))  # SB3's init of conv, hidden and Q-head, exactly
+    agents.close()
+    mine_actions, final = [], []
+    act, close = engine._Agents.act, engine._Agents.close
+    monkeypatch.setattr(engine._Agents, "act", lambda a, t, active: mine_actions.append(int(act(a, t, active)[0]))
+                        or np.array([mine_actions[-1]]))
+    monkeypatch.setattr(engine._Agents, "close", lambda a: final.extend(p[0].detach().clone() for p in
+                                                                        a.layers(a.flat.detach())) or close(a))
+    curve = engine.train_group([job])[0]
+    assert mine_actions == sb3_actions
+    assert len(final) == len(initial) == 6
+    for mine, (name, theirs) in zip(final, model.q_net.state_dict().items()):  # ~100 Adam steps later
+        np.testing.assert_allclose(mine, as_engine(name, theirs), atol=1e-4)
+    assert curve.returns == SB3Runner().run(job).returns
+
+
+def test_the_batched_engine_refuses_images_it_has_no_network_for():
+    import gymnasium as gym
+
+    from hypermeta.experiments.engine import _image_shape
+
+    with pytest.raises(ValueError, match="boolean images.*--runner sb3"):
+        _image_shape(gym.spaces.Box(0, 255, (84, 84, 3), np.uint8))
+    assert _image_shape(make_env("minatar-freeway").observation_space) == (10, 10, 7)
 
 
 def test_reference_returns_are_the_committed_measurement():

@@ -18,7 +18,13 @@ Agents that need different tensor shapes (observation size, actions, ``net_arch`
 separate groups; ``buffer_size``, lr/epsilon schedules, gamma, ``target_update_interval``, ``train_freq``,
 ``gradient_steps`` and ``learning_starts`` may differ within a group. An agent whose loss, weights, Q-values or
 evaluation returns turn non-finite fails with its reason and is masked out; the others go on untouched.
-Only flat observations (Box, Discrete as one-hot, MultiBinary) are supported: the engine has no CNN.
+Observations: Box, Discrete (one-hot) and MultiBinary go through the configuration's MLP; boolean images
+(``H x W x C`` Box of dtype bool, MinAtar's frames) go through :class:`hypermeta.networks.MinAtarCNN`, as the SB3
+runner's ``policy_kwargs_for`` builds it, with the convolution computed as an unfolded (im2col) batched matrix
+product; their replay buffers store ``uint8`` (SB3 stores the bool frames), not float32. The network's
+arithmetic dominates there, which batching cannot remove: at 16 agents the engine trains MinAtar only ~1.4-1.6x
+faster than the SB3 runner per CPU second (studies/reports/engine/throughput_minatar.md), not the ~5-17x of
+small MLPs.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any, Callable, Sequence
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from hypermeta.experiments.measurement import Curve, DivergenceError
 from hypermeta.experiments.runner import Job, OnEval, Runner
@@ -41,7 +48,11 @@ MAX_GRAD_NORM = 10.0  # SB3 DQN's max_grad_norm
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam defaults (SB3 passes no optimizer_kwargs)
 #: Agents per lock-step batch (larger groups are split): small nets gain up to 256 agents; for nets of 256
 #: units and more the arithmetic dominates and 16 was fastest (studies/reports/engine/throughput.md).
-MAX_AGENTS = {"small": 256, "medium": 16, "big": 16}
+#: Image observations (MinAtarCNN): 16 was faster than 32 (studies/reports/engine/throughput_minatar.md) and keeps
+#: the uint8 replay buffers of a batch of 50,000-step runs on 10x10x7 frames at ~1.1 GB.
+MAX_AGENTS = {"small": 256, "medium": 16, "big": 16, "cnn": 16}
+#: MinAtarCNN's sizes (hypermeta.networks.MinAtarCNN defaults, as policy_kwargs_for builds it)
+CNN_CHANNELS, CNN_HIDDEN, CNN_KERNEL = 16, 128, 3
 
 
 def group_key(job: Job) -> tuple:
@@ -49,7 +60,9 @@ def group_key(job: Job) -> tuple:
     env = make_env(job.task)
     try:
         obs, act = env.observation_space, env.action_space
-        key = (_obs_dim(obs), int(act.n), tuple(NET_ARCHS[job.config.net_arch]), job.config.batch_size)
+        image = _image_shape(obs)
+        net = ("cnn", *image) if image else tuple(NET_ARCHS[job.config.net_arch])
+        key = (_obs_dim(obs), int(act.n), net, job.config.batch_size)
     finally:
         env.close()
     return key
@@ -59,10 +72,19 @@ def _obs_dim(space: gym.Space) -> int:
     if isinstance(space, gym.spaces.Discrete):
         return int(space.n)
     if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
-        if isinstance(space, gym.spaces.Box) and len(space.shape) == 3:
-            raise ValueError("the batched engine has no CNN: image observations need --runner sb3")
+        _image_shape(space)  # refuses images it has no network for
         return int(np.prod(space.shape))
     raise ValueError(f"the batched engine supports Box, Discrete and MultiBinary observations, got {space}")
+
+
+def _image_shape(space: gym.Space) -> tuple[int, int, int] | None:
+    """``(H, W, C)`` of a boolean image observation (MinAtarCNN's input), None for flat observations."""
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 3):
+        return None
+    if space.dtype != np.bool_ or min(space.shape[:2]) < CNN_KERNEL:
+        raise ValueError(f"the batched engine's CNN takes channel-last boolean images of at least 3x3 (MinAtar), "
+                         f"got {space.shape} {space.dtype}: use --runner sb3")
+    return tuple(int(n) for n in space.shape)
 
 
 class _Agents:
@@ -76,7 +98,8 @@ class _Agents:
         self.obs_space = self.envs[0].observation_space
         self.n_actions = int(self.envs[0].action_space.n)
         self.D = _obs_dim(self.obs_space)
-        self.hidden = NET_ARCHS[cfgs[0].net_arch]
+        self.image = _image_shape(self.obs_space)
+        self.hidden = (CNN_HIDDEN,) if self.image else NET_ARCHS[cfgs[0].net_arch]
         self.batch = cfgs[0].batch_size
         self.T = np.array([j.measurement.timesteps for j in jobs])
         self.tf = np.array([c.train_freq for c in cfgs])
@@ -103,8 +126,9 @@ class _Agents:
         self.v = torch.zeros_like(self.target)
         self.adam_t = torch.zeros(K, dtype=torch.float64)
         n = int(self.buffer.max())
-        self.b_obs = torch.zeros(K, n, self.D)
-        self.b_next = torch.zeros(K, n, self.D)
+        frames = torch.uint8 if self.image else torch.float32  # 0/1 frames are exact in uint8
+        self.b_obs = torch.zeros(K, n, self.D, dtype=frames)
+        self.b_next = torch.zeros(K, n, self.D, dtype=frames)
         self.b_act = torch.zeros(K, n, dtype=torch.int64)
         self.b_rew = torch.zeros(K, n)
         self.b_done = torch.zeros(K, n)  # SB3's dones * (1 - timeouts): 1 only for true terminations
@@ -115,23 +139,32 @@ class _Agents:
 
     # --- networks -----------------------------------------------------------------------------------------
     def _init_params(self) -> torch.Tensor:
-        """nn.Linear's init (kaiming_uniform_(a=sqrt(5)) weights, uniform(+-1/sqrt(fan_in)) biases), layer by
-        layer, from each agent's own generator: SB3's q_net is the first user of the seeded torch generator."""
+        """nn.Linear's and nn.Conv2d's init (kaiming_uniform_(a=sqrt(5)) weights, uniform(+-1/sqrt(fan_in))
+        biases), layer by layer, from each agent's own generator: SB3's q_net is the first user of the seeded
+        torch generator. Images: MinAtarCNN's convolution (weights stored as ``[C*3*3, channels]``, the unfolded
+        patch order) and its hidden layer come first, then SB3's Q-head."""
+        shapes = []  # torch's weight shape of each layer, for the init
         sizes = [self.D, *self.hidden, self.n_actions]
+        if self.image:
+            h, w, c = self.image
+            shapes.append((CNN_CHANNELS, c, CNN_KERNEL, CNN_KERNEL))
+            sizes[0] = CNN_CHANNELS * (h - CNN_KERNEL + 1) * (w - CNN_KERNEL + 1)
+        shapes += [(fan_out, fan_in) for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
         offset = 0
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for shape in shapes:
+            fan_out, fan_in = shape[0], int(np.prod(shape[1:]))
             self.layout.append((offset, fan_in, fan_out, offset + fan_in * fan_out))
             offset += fan_in * fan_out + fan_out
         flat = torch.empty(self.K, offset)
         for k, job in enumerate(self.jobs):
             gen = torch.Generator().manual_seed(job.seed)
-            for (o, fan_in, fan_out, ob) in self.layout:
-                w = torch.empty(fan_out, fan_in)
+            for shape, (o, fan_in, fan_out, ob) in zip(shapes, self.layout):
+                w = torch.empty(shape)
                 torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=gen)
                 b = torch.empty(fan_out)
                 bound = 1 / math.sqrt(fan_in)
                 torch.nn.init.uniform_(b, -bound, bound, generator=gen)
-                flat[k, o:ob] = w.T.reshape(-1)  # stored as [fan_in, fan_out] for x @ W
+                flat[k, o:ob] = w.reshape(fan_out, fan_in).T.reshape(-1)  # stored as [fan_in, fan_out] for x @ W
                 flat[k, ob:ob + fan_out] = b
         return flat
 
@@ -142,11 +175,21 @@ class _Agents:
             out += [flat[:, o:ob].view(-1, fan_in, fan_out), flat[:, ob:ob + fan_out].view(-1, 1, fan_out)]
         return out
 
-    @staticmethod
-    def forward(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """``[K, N, D] -> [K, N, actions]``: SB3's MLP (Linear, ReLU, ..., Linear) for all agents at once."""
+    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """``[K, N, D] -> [K, N, actions]``: SB3's MLP (Linear, ReLU, ..., Linear) for all agents at once; images
+        first go through MinAtarCNN's convolution (3x3, stride 1, ReLU) as one batched product over patches."""
         n_layers = len(params) // 2
-        for i in range(n_layers):
+        first = 0
+        if self.image:
+            h, w, c = self.image
+            K, N = x.shape[0], x.shape[1]
+            cols = F.unfold(x.float().reshape(K * N, h, w, c).permute(0, 3, 1, 2), CNN_KERNEL)  # [KN, C*9, L]
+            L = cols.shape[2]
+            y = torch.relu(torch.baddbmm(params[1], cols.transpose(1, 2).reshape(K, N * L, -1), params[0]))
+            # flattened channel-major, as nn.Flatten does (so the hidden layer sums in SB3's order)
+            x = y.view(K, N, L, CNN_CHANNELS).transpose(2, 3).reshape(K, N, CNN_CHANNELS * L)
+            first = 1
+        for i in range(first, n_layers):
             x = torch.baddbmm(params[2 * i + 1], x, params[2 * i])
             if i < n_layers - 1:
                 x = torch.relu(x)
@@ -199,8 +242,8 @@ class _Agents:
             self.obs[k] = self._encode(obs) if (term or trunc) else next_obs[i]
         pos = torch.from_numpy(self.stored[idx] % self.buffer[idx])
         kk = torch.from_numpy(idx)
-        self.b_obs[kk, pos] = torch.from_numpy(prev_obs)
-        self.b_next[kk, pos] = torch.from_numpy(next_obs)
+        self.b_obs[kk, pos] = torch.from_numpy(prev_obs).to(self.b_obs.dtype)
+        self.b_next[kk, pos] = torch.from_numpy(next_obs).to(self.b_next.dtype)
         self.b_act[kk, pos] = torch.from_numpy(actions[idx])
         self.b_rew[kk, pos] = torch.from_numpy(rewards)
         self.b_done[kk, pos] = torch.from_numpy(terminated)
@@ -230,7 +273,7 @@ class _Agents:
             self.rs[k].randint(0, high=1, size=(B,))  # ReplayBuffer._get_samples draws env indices (n_envs = 1)
         ind = torch.from_numpy(inds)
         kk = torch.arange(K).unsqueeze(1)
-        obs, nxt = self.b_obs[kk, ind], self.b_next[kk, ind]
+        obs, nxt = self.b_obs[kk, ind].float(), self.b_next[kk, ind].float()
         act, rew, done = self.b_act[kk, ind], self.b_rew[kk, ind], self.b_done[kk, ind]
         next_q = self.q_values(nxt, self.target).max(dim=2).values
         target = rew + (1 - done) * self.gamma * next_q
@@ -293,7 +336,7 @@ class _Agents:
             raise DivergenceError(f"non-finite weights {where}")
         n = int(min(self.stored[k] - 1, self.buffer[k], 256))  # SB3 stores this step's transition after the check
         if n:
-            q = self.q_values(self.b_obs[k:k + 1, :n], self.flat[k:k + 1])
+            q = self.q_values(self.b_obs[k:k + 1, :n].float(), self.flat[k:k + 1])
             if not torch.isfinite(q).all():
                 raise DivergenceError(f"non-finite Q-values {where}")
 
@@ -416,8 +459,8 @@ class BatchedRunner(Runner):
         for i, job in enumerate(jobs):
             groups.setdefault(group_key(job), []).append((i, job))
         out = []
-        for group in groups.values():
-            size = self.max_agents or MAX_AGENTS[group[0][1].config.net_arch]
+        for key, group in groups.items():
+            size = self.max_agents or MAX_AGENTS["cnn" if key[2][0] == "cnn" else group[0][1].config.net_arch]
             out += [group[i:i + size] for i in range(0, len(group), size)]
         return [[job for _, job in batch] for batch in sorted(out, key=lambda b: b[0][0])]
 
