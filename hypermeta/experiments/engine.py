@@ -29,6 +29,7 @@ small MLPs.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -57,15 +58,20 @@ CNN_CHANNELS, CNN_HIDDEN, CNN_KERNEL = 16, 128, 3
 
 def group_key(job: Job) -> tuple:
     """Jobs with equal keys can share one lock-step batch (same tensor shapes)."""
-    env = make_env(job.task)
+    obs_dim, n_actions, image = _shapes(job.task)
+    net = ("cnn", *image) if image else tuple(NET_ARCHS[job.config.net_arch])
+    return (obs_dim, n_actions, net, job.config.batch_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shapes(task: str) -> tuple[int, int, tuple[int, int, int] | None]:
+    """A task's flattened observation size, number of actions and image shape (one env made per task, not per
+    job: a matrix forms batches from ~18,000 jobs)."""
+    env = make_env(task)
     try:
-        obs, act = env.observation_space, env.action_space
-        image = _image_shape(obs)
-        net = ("cnn", *image) if image else tuple(NET_ARCHS[job.config.net_arch])
-        key = (_obs_dim(obs), int(act.n), net, job.config.batch_size)
+        return _obs_dim(env.observation_space), int(env.action_space.n), _image_shape(env.observation_space)
     finally:
         env.close()
-    return key
 
 
 def _obs_dim(space: gym.Space) -> int:
