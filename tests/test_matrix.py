@@ -55,14 +55,17 @@ def test_collection_resumes_without_redoing_runs(tmp_path, monkeypatch):
 
 def test_status_counts_stored_runs_and_estimates_the_rest(tmp_path, capsys):
     from hypermeta.cli import main
-    from hypermeta.experiments.matrix import matrix_progress
+    from hypermeta.experiments.matrix import format_progress, matrix_progress
     from hypermeta.experiments.pipeline import RunStore
 
     plan = tiny_plan(tmp_path)
     collect_matrix(plan, n_tasks=1)  # the default context: 4 configurations x 2 seeds
     runs = RunStore(plan.runs_path).frame()
-    stale = runs.assign(timesteps=999)  # a run at another budget is not part of the plan
-    progress = matrix_progress(plan, pd.concat([runs, stale], ignore_index=True)).set_index(["split", "family"])
+    assert "unknown until" in format_progress(matrix_progress(plan, runs.iloc[:0]))
+    # runs at another budget, or of a configuration the plan lacks, count for nothing (not even their times)
+    stale = runs.assign(timesteps=999, wall_time=runs["wall_time"] * 100)
+    alien = runs.assign(config_key="not-in-the-plan", wall_time=runs["wall_time"] * 100)
+    progress = matrix_progress(plan, pd.concat([runs, stale, alien], ignore_index=True)).set_index(["split", "family"])
     train = progress.loc[("train", "cartpole")]
     assert (train["tasks"], train["complete"], train["runs"], train["planned"]) == (3, 1, 8, 24)
     assert train["remaining_core_h"] == pytest.approx(16 * runs["wall_time"].median() / 3600)

@@ -136,3 +136,16 @@ def test_reference_returns_are_the_committed_measurement():
             assert get_family(family).reference_return is None
             with pytest.raises(ValueError, match="--reference"):
                 reference_return(family)
+
+
+def test_cnn_jobs_group_by_frame_shape_whatever_net_arch_in_batches_of_at_most_16():
+    from hypermeta.experiments.engine import MAX_AGENTS, BatchedRunner
+    from hypermeta.experiments.measurement import Measurement
+    from hypermeta.experiments.runner import Job
+
+    jobs = [Job("minatar-breakout", "x", DQNConfig(net_arch=("small", "medium")[s % 2]), Measurement(100), s)
+            for s in range(40)] + [Job("minatar-freeway", "x", DQNConfig(), Measurement(100), 0)]
+    assert MAX_AGENTS["cnn"] == 16
+    assert [len(b) for b in BatchedRunner().batches(jobs)] == [16, 16, 8, 1]
+    assert [len(b) for b in BatchedRunner(max_agents=64).batches(jobs)] == [16, 16, 8, 1]  # a larger value caps nothing
+    assert [len(b) for b in BatchedRunner(max_agents=10).batches(jobs)] == [10, 10, 10, 10, 1]

@@ -14,8 +14,8 @@ environment with seed ``s``. Up to floating-point rounding of batched vs single 
 takes the same actions and reaches the same weights as ``SB3Runner`` on the same job (the README's fidelity
 table lists each point with the SB3 line it mirrors; ``hypermeta bench fidelity`` measures it).
 
-Agents that need different tensor shapes (observation size, actions, ``net_arch``, ``batch_size``) train in
-separate groups; ``buffer_size``, lr/epsilon schedules, gamma, ``target_update_interval``, ``train_freq``,
+Agents that need different tensor shapes (observation size, actions, ``net_arch`` (ignored for images, which
+always get MinAtarCNN), ``batch_size``) train in separate groups; ``buffer_size``, lr/epsilon schedules, gamma, ``target_update_interval``, ``train_freq``,
 ``gradient_steps`` and ``learning_starts`` may differ within a group. An agent whose loss, weights, Q-values or
 evaluation returns turn non-finite fails with its reason and is masked out; the others go on untouched.
 Observations: Box, Discrete (one-hot) and MultiBinary go through the configuration's MLP; boolean images
@@ -29,7 +29,6 @@ small MLPs.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -56,17 +55,21 @@ MAX_AGENTS = {"small": 256, "medium": 16, "big": 16, "cnn": 16}
 CNN_CHANNELS, CNN_HIDDEN, CNN_KERNEL = 16, 128, 3
 
 
-def group_key(job: Job) -> tuple:
-    """Jobs with equal keys can share one lock-step batch (same tensor shapes)."""
-    obs_dim, n_actions, image = _shapes(job.task)
+def group_key(job: Job, shapes: dict[str, tuple] | None = None) -> tuple:
+    """Jobs with equal keys can share one lock-step batch (same tensor shapes). ``shapes`` memoises the tasks'
+    shapes across calls (one env per task, not per job: a matrix forms batches from ~18,000 jobs)."""
+    if shapes is None or job.task not in shapes:
+        found = _shapes(job.task)
+        if shapes is None:
+            shapes = {}
+        shapes[job.task] = found
+    obs_dim, n_actions, image = shapes[job.task]
     net = ("cnn", *image) if image else tuple(NET_ARCHS[job.config.net_arch])
     return (obs_dim, n_actions, net, job.config.batch_size)
 
 
-@functools.lru_cache(maxsize=4096)
 def _shapes(task: str) -> tuple[int, int, tuple[int, int, int] | None]:
-    """A task's flattened observation size, number of actions and image shape (one env made per task, not per
-    job: a matrix forms batches from ~18,000 jobs)."""
+    """A task's flattened observation size, number of actions and image shape."""
     env = make_env(task)
     try:
         return _obs_dim(env.observation_space), int(env.action_space.n), _image_shape(env.observation_space)
@@ -442,8 +445,8 @@ def _evaluate(agents: _Agents, due: list[int], step: int, curves: list[Curve], o
 
 
 class BatchedRunner(Runner):
-    """Trains jobs in lock-step batches (grouped by tensor shapes, at most ``max_agents`` per batch; by
-    default :data:`MAX_AGENTS` for the group's net)."""
+    """Trains jobs in lock-step batches, grouped by tensor shapes, of at most :data:`MAX_AGENTS` for the group's
+    net, or ``max_agents`` where that is smaller (results do not depend on the batch size)."""
 
     name = "batched"
 
@@ -462,11 +465,13 @@ class BatchedRunner(Runner):
         """Jobs split into lock-step batches of one group each, in the order of the jobs: batches are sorted by
         their first job's position, so jobs listed early finish early whatever their group."""
         groups: dict[tuple, list[tuple[int, Job]]] = {}
+        shapes: dict[str, tuple] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault(group_key(job), []).append((i, job))
+            groups.setdefault(group_key(job, shapes), []).append((i, job))
         out = []
         for key, group in groups.items():
-            size = self.max_agents or MAX_AGENTS["cnn" if key[2][0] == "cnn" else group[0][1].config.net_arch]
+            limit = MAX_AGENTS["cnn" if key[2][:1] == ("cnn",) else group[0][1].config.net_arch]
+            size = min(self.max_agents, limit) if self.max_agents else limit
             out += [group[i:i + size] for i in range(0, len(group), size)]
         return [[job for _, job in batch] for batch in sorted(out, key=lambda b: b[0][0])]
 

@@ -16,15 +16,13 @@ import torch
 
 from hypermeta.experiments.baselines import baseline_config
 from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
-from hypermeta.experiments.engine import MAX_AGENTS, _Agents, train_group
+from hypermeta.experiments.engine import _Agents, _shapes, train_group
 from hypermeta.experiments.measurement import Measurement, check_timesteps
 from hypermeta.experiments.runner import Job
 from hypermeta.experiments.sb3 import SB3Runner
 from hypermeta.files import write_report
-from hypermeta.networks import is_image
 from hypermeta.seeds import test_seeds
 from hypermeta.space import NET_ARCHS, DQNConfig, get_space
-from hypermeta.tasks.families import make_env
 
 
 def _machine() -> str:
@@ -47,13 +45,14 @@ def run_throughput_benchmark(tasks: list[str], timesteps: int, ks: list[int], ou
     out.parent.mkdir(parents=True, exist_ok=True)  # before hours of work, not after
     torch.set_num_threads(1)
     measurement = Measurement(timesteps, 1, 1)
+    images = {task: _shapes(task)[2] is not None for task in tasks}  # refuses images the engine cannot train
     for task in tasks:  # warm-up, not measured: imports, first allocations, caches of both runners
         warm = Job(task, "warm-up", DQNConfig(net_arch="small", learning_starts=100), Measurement(300, 1, 1), 0)
         SB3Runner().run(warm)
         train_group([warm])
     rows = []
     for task in tasks:
-        image = is_image(make_env(task).observation_space)  # MinAtarCNN, whatever net_arch says
+        image = images[task]  # MinAtarCNN, whatever net_arch says
         for arch in ("small",) if image else ("small", "medium"):
             config = DQNConfig(net_arch=arch, learning_starts=100)
             net = "MinAtarCNN" if image else str(NET_ARCHS[arch])
@@ -62,7 +61,7 @@ def run_throughput_benchmark(tasks: list[str], timesteps: int, ks: list[int], ou
             sb3 = timesteps / cpu
             rows.append({"task": task, "net": net, "runner": "sb3", "K": 1, "cpu_s": cpu, "wall_s": wall,
                          "steps_per_cpu_s": sb3, "steps_per_wall_s": timesteps / wall, "ratio": 1.0, "bytes_per_agent": None})
-            for k in [k for k in ks if not image or k <= MAX_AGENTS["cnn"]]:
+            for k in ks:
                 jobs = [Job(task, "bench", config, measurement, seed=s) for s in range(k)]
                 probe = _Agents(jobs[:1])
                 per_agent = sum(t.element_size() * t.nelement() for t in (
@@ -87,8 +86,7 @@ def run_throughput_benchmark(tasks: list[str], timesteps: int, ks: list[int], ou
         "ends with one greedy evaluation episode. `sb3` is the SB3 runner (one SB3 `DQN` with `HyperMetaCallback`); "
         "`batched` is the engine with K agents (seeds 0..K-1) in one lock-step batch. Throughput = agent-steps per "
         "second of this process's CPU time (and per wall second, one core); ratio = engine / SB3 on the same task "
-        "and net. Image observations (MinAtar) use MinAtarCNN in both runners, in batches of at most "
-        f"{MAX_AGENTS['cnn']} agents. Both runners ran once on every task before the measurements (warm-up, not measured). Memory per agent = the engine's tensors of one agent (weights, target, Adam moments, replay "
+        "and net. Image observations (MinAtar) use MinAtarCNN in both runners. Both runners ran once on every task before the measurements (warm-up, not measured). Memory per agent = the engine's tensors of one agent (weights, target, Adam moments, replay "
         f"buffer of {timesteps:,} transitions); peak resident memory of the whole benchmark process: {peak:,.0f} MiB.",
         "",
         "| task | net | runner | K | agent-steps / CPU s | agent-steps / wall s | ratio vs SB3 | tensor memory / agent |",

@@ -258,13 +258,14 @@ def matrix_progress(plan: MatrixPlan, runs: pd.DataFrame) -> pd.DataFrame:
             "tasks": 0, "complete": 0, "runs": 0, "planned": 0, "walls": []})
         keys = {(config_key(j.config), j.seed) for j in plan.jobs([task])}
         sel = runs[(runs["task"] == task) & (runs["timesteps"] == plan.budget(task))] if len(runs) else runs
-        done = {(k, int(s)) for k, s in zip(sel["config_key"], sel["seed"])} & keys if len(sel) else set()
+        planned = [(k, int(s)) in keys for k, s in zip(sel["config_key"], sel["seed"])] if len(sel) else []
+        sel = sel[planned] if len(sel) else sel
+        done = {(k, int(s)) for k, s in zip(sel["config_key"], sel["seed"])}
         row["tasks"] += 1
         row["complete"] += len(done) == len(keys)
         row["runs"] += len(done)
         row["planned"] += len(keys)
-        if len(sel):
-            row["walls"] += [float(w) for w in sel["wall_time"]]
+        row["walls"] += [float(w) for w in sel["wall_time"]] if len(sel) else []
     out = pd.DataFrame(rows.values())
     wall = out.pop("walls").map(lambda w: float(np.median(w)) if w else float("nan"))
     by_family = pd.Series(wall.values, index=out["family"]).groupby(level=0).max()  # a family's runs cost alike
@@ -278,10 +279,13 @@ def format_progress(progress: pd.DataFrame) -> str:
     for r in progress.itertuples():
         lines.append(f"{r.split:<8} {r.family:<12} {r.budget:>7} {r.complete:>4}/{r.tasks:<4} {r.runs:>6}/{r.planned:<6} "
                      f"{r.s_per_run:>6.1f} {r.remaining_core_h:>14.1f}")
-    total = progress["remaining_core_h"].sum(min_count=1)
     unknown = progress.loc[progress["s_per_run"].isna(), "family"].unique().tolist()
-    lines.append(f"left in all: {total:.1f} core-hours" + (f" (not counting {', '.join(unknown)}: no runs yet)"
-                                                         if unknown else "") + "; divide by --workers")
+    if len(unknown) == progress["family"].nunique():
+        lines.append("left in all: unknown until a family has stored runs (their times give the estimate)")
+    else:
+        total = progress["remaining_core_h"].sum()
+        lines.append(f"left in all: {total:.1f} core-hours" + (f" (not counting {', '.join(unknown)}: no runs yet)"
+                                                             if unknown else "") + "; divide by --workers")
     return "\n".join(lines)
 
 
