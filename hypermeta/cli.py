@@ -323,7 +323,7 @@ def cmd_meta2(args: argparse.Namespace) -> int:
         raise ValueError(f"--methods {','.join(unknown)}: not in the plan's methods {plan.methods}")
     if args.stage == "cv":
         sel = meta2.cross_validate(plan, methods, ensemble=args.cv_ensemble, workers=args.workers,
-                                   progress=args.progress)
+                                   progress=args.progress, allow_incomplete=args.allow_incomplete)
         for row in sel["table"]:
             print(f"  {row['method']:<13} CV score {row['cv_score']:.3f}  vs best-fixed {row['minus_best_fixed']:+.3f} "
                   f"({row['wins']} wins, {row['losses']} losses over {row['tasks']} tasks)")
@@ -597,6 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runner", choices=list(RUNNERS), default="batched")
     p.add_argument("--retrain", action="store_true", help="train: train again even where weights exist")
     p.add_argument("--no-tpe", action="store_true", help="heldout: leave out the Optuna TPE baselines")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="cv: run on the complete training tasks although others lack runs (recorded; not the plan's result)")
     p.add_argument("--out", help="report: path (default studies/reports/meta2/report.md)")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_meta2)

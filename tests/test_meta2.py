@@ -203,22 +203,27 @@ def test_a_diverged_matrix_run_scores_as_random_and_is_not_retried(tmp_path, mon
 
 
 def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
-    """matrix -> cv -> train -> heldout on 3 training tasks of 5,000 steps: the selection, weights with their
+    """matrix -> cv -> train -> heldout on 4 training tasks of 5,000 steps: the selection, weights with their
     OOD threshold and the plan's fixed settings, and test runs of every configuration on the test seeds."""
     from hypermeta.cli import main
     from hypermeta.experiments import meta2
     from hypermeta.seeds import test_seeds
 
     plan = {"name": "tiny", "fixed": {"net_arch": "small", "learning_starts": 100}, "seed": 1,
-            "train": {"cartpole": 2}, "calibration": ["cartpole"], "heldout_contexts": ["cartpole:gravity=12"],
+            "train": {"cartpole": 3}, "calibration": ["cartpole"], "heldout_contexts": ["cartpole:gravity=12"],
             "heldout_family": [], "budgets": {"cartpole": 5000}, "portfolio": {"sobol": 2, "named": ["base"]},
             "matrix_seeds": 2, "methods": ["nearest-task", "best-fixed"], "test_seeds": 2}
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
+    assert main(["matrix", str(path), "--tasks", "3"]) == 0  # 3 of the 4 training tasks
+    assert main(["meta2", "cv", str(path)]) == 2  # refused in one line: the plan selects on all training tasks
+    assert main(["meta2", "cv", str(path), "--allow-incomplete"]) == 0
+    partial = json.loads((tmp_path / "selection.json").read_text())
+    assert len(partial["tasks"]) == 3 and len(partial["incomplete_tasks"]) == 1
     assert main(["matrix", str(path)]) == 0
     assert main(["meta2", "cv", str(path)]) == 0
     selection = json.loads((tmp_path / "selection.json").read_text())
-    assert selection["winner"] in ("nearest-task", "best-fixed") and len(selection["tasks"]) == 3
+    assert selection["winner"] in ("nearest-task", "best-fixed") and len(selection["tasks"]) == 4
     assert main(["meta2", "heldout", str(path), "--no-tpe"]) == 0  # trains the weights first
     model = MetaModel.load(tmp_path / "weights" / "winner.safetensors")
     assert model.thresholds["score"] == selection["ood_thresholds"][selection["winner"]]
@@ -233,6 +238,7 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     (tmp_path / "calibration.md").write_text("# log\n\n## 2026-11-26: a logged deviation\n")
     assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0
     report = (tmp_path / "report.md").read_text()
+    assert "incomplete training matrix" not in report
     for text in ("a logged deviation", "| winner - best-fixed | 1 x 2 |", "optuna-tpe@5 | missing runs",
                  "gap closed by the winner", "AUROC", "## Confirmation with the SB3 runner", "| oracle |"):
         assert text in report, text

@@ -212,6 +212,11 @@ def _planned_runs(plan: MatrixPlan, runs: pd.DataFrame, task: str) -> pd.DataFra
     return sel if len(sel) == len(keys) and np.isfinite(sel["auc"]).all() else None
 
 
+def incomplete_tasks(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str]) -> list[str]:
+    """Those of ``tasks`` whose matrix still lacks planned runs."""
+    return [t for t in tasks if _planned_runs(plan, runs, t) is None]
+
+
 def matrix_dataset(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str] | None = None) -> pd.DataFrame:
     """The meta-training dataset of the complete training tasks, in the columns ``hypermeta meta-train`` reads
     (``task``, ``f_<feature>``, ``x_<code>``, ``objective`` = the per-task ``score`` of :func:`matrix_scores`)."""

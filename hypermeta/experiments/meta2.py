@@ -26,7 +26,7 @@ import pandas as pd
 
 from hypermeta.experiments.baselines import SB3_DEFAULT, rl_zoo_config
 from hypermeta.experiments.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_matrix, export_matrix_dataset,
-                                          matrix_gaps, matrix_scores)
+                                          incomplete_tasks, matrix_gaps, matrix_scores)
 from hypermeta.experiments.measurement import Measurement
 from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence
 from hypermeta.experiments.runner import Job
@@ -84,10 +84,19 @@ def training_tasks(plan: MatrixPlan):
 
 
 def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble: int = CV_ENSEMBLE,
-                   workers: int = 1, progress: bool = False) -> dict:
+                   workers: int = 1, progress: bool = False, allow_incomplete: bool = False) -> dict:
     """LOTO-CV of the plan's methods; writes ``cv_runs.csv`` (resumable) and ``selection.json`` (the winner,
-    each method's OOD threshold, the tasks and settings of the CV); returns the selection."""
+    each method's OOD threshold, the tasks and settings of the CV); returns the selection.
+
+    Refuses while any training task's matrix is incomplete (the plan selects on all of them);
+    ``allow_incomplete`` runs it on the complete ones anyway and records the others in the selection, whose
+    report then says so at the top of its deviations."""
     methods = methods or list(plan.methods)
+    missing = incomplete_tasks(plan, RunStore(plan.runs_path).frame(), plan.train_tasks())
+    if missing and not allow_incomplete:
+        raise ValueError(f"the training matrix is incomplete: {len(missing)} of {len(plan.train_tasks())} training "
+                         f"tasks lack runs (first: {missing[0]!r}); finish it with `hypermeta matrix {plan.path}` "
+                         "(`--status` shows how far it is), or pass --allow-incomplete for a run the plan does not count")
     tasks = training_tasks(plan)
     paths = Paths.of(plan)
     cfg = MetaTrainConfig(seed=0, ensemble=ensemble)
@@ -98,6 +107,7 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
         rows = cv[cv["method"] == m]
         thresholds[m] = ood_threshold(rows["ood_score"].to_numpy(), (rows["score"] < rows["best_fixed"]).to_numpy())
     selection = {"winner": winner, "ood_thresholds": thresholds, "methods": methods, "cv_ensemble": ensemble,
+                 "incomplete_tasks": missing,
                  "tasks": [t.task for t in tasks], "fingerprint": fingerprint(tasks, cfg),
                  "table": cv_table(cv, methods).to_dict("records")}
     paths.selection.write_text(json.dumps(selection, indent=2) + "\n")

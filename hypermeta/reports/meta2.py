@@ -60,6 +60,11 @@ def deviations_section(data: _Data) -> list[str]:
              f"The plan (`{data.plan.path}`) was committed before any of its data. Changes since, in order:", ""]
     if data.calibration.is_file():
         lines += [f"> {line}" if line else ">" for line in data.calibration.read_text().splitlines()[1:]]
+    missing = data.selection.get("incomplete_tasks", [])
+    if missing:
+        lines += ["", f"- **The model selection ran on an incomplete training matrix** (`--allow-incomplete`): "
+                  f"{len(missing)} of the plan's training tasks had missing runs and were not in the CV, nor in the "
+                  "shipped weights' data. The plan selects on all of them: this is not the pre-registered result."]
     lines += ["", f"- Cross-validation folds train ensembles of {data.selection['cv_ensemble']} member(s) (the plan "
               "does not fix it; the shipped weights have 5)."]
     lines += [f"- Left out: `{t}`: no portfolio configuration beat the random policy there (best mean normalised "
