@@ -623,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "minatar-spaceinvaders", help="minatar benchmark: comma-separated MinAtar families")
     p.add_argument("--tasks", default="CartPole-v1,Acrobot-v1", help="engine benchmark: comma-separated tasks")
     p.add_argument("--ks", type=lambda v: [positive_int(k) for k in v.split(",")], default=[1, 16, 64, 256],
-                   help="engine benchmark: comma-separated agents per batch (images: at most the engine's cnn batch)")
+                   help="engine benchmark: comma-separated numbers of agents per lock-step batch")
     p.add_argument("--fidelity-tasks", default="cartpole:length=0.7@5000;acrobot:link_mass_2=1.5@5000;"
                    "frozenlake:success_rate=0.6@5000", help="fidelity benchmark: TASK@STEPS;TASK@STEPS;...")
     p.add_argument("--configs", type=positive_int, default=16, help="fidelity benchmark: Sobol configurations")

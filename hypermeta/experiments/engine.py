@@ -15,9 +15,10 @@ takes the same actions and reaches the same weights as ``SB3Runner`` on the same
 table lists each point with the SB3 line it mirrors; ``hypermeta bench fidelity`` measures it).
 
 Agents that need different tensor shapes (observation size, actions, ``net_arch`` (ignored for images, which
-always get MinAtarCNN), ``batch_size``) train in separate groups; ``buffer_size``, lr/epsilon schedules, gamma, ``target_update_interval``, ``train_freq``,
-``gradient_steps`` and ``learning_starts`` may differ within a group. An agent whose loss, weights, Q-values or
-evaluation returns turn non-finite fails with its reason and is masked out; the others go on untouched.
+always get MinAtarCNN), ``batch_size``) train in separate groups; ``buffer_size``, lr/epsilon schedules,
+gamma, ``target_update_interval``, ``train_freq``, ``gradient_steps`` and ``learning_starts`` may differ
+within a group. An agent whose loss, weights, Q-values or evaluation returns turn non-finite fails with its
+reason and is masked out; the others go on untouched.
 Observations: Box, Discrete (one-hot) and MultiBinary go through the configuration's MLP; boolean images
 (``H x W x C`` Box of dtype bool, MinAtar's frames) go through :class:`hypermeta.networks.MinAtarCNN`, as the SB3
 runner's ``policy_kwargs_for`` builds it, with the convolution computed as an unfolded (im2col) batched matrix
