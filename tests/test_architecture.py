@@ -116,3 +116,17 @@ def test_every_registered_runner_resolves():
         assert isinstance(runner, Runner) and runner.name == name
     with pytest.raises(ValueError, match="unknown runner 'gpu'"):
         get_runner("gpu")
+
+
+def test_every_cli_command_has_a_row_in_the_readme_table():
+    import argparse
+
+    from hypermeta.cli import build_parser
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [name for name in sub.choices if f"| `hypermeta {name}" not in readme]
+    assert not missing, f"README's command table lacks {missing}"
+    bench = sub.choices["bench"]
+    which = next(a for a in bench._actions if a.dest == "which")
+    assert not [w for w in which.choices if f"| `hypermeta bench {w}" not in readme]
