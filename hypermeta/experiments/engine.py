@@ -59,11 +59,9 @@ CNN_CHANNELS, CNN_HIDDEN, CNN_KERNEL = 16, 128, 3
 def group_key(job: Job, shapes: dict[str, tuple] | None = None) -> tuple:
     """Jobs with equal keys can share one lock-step batch (same tensor shapes). ``shapes`` memoises the tasks'
     shapes across calls (one env per task, not per job: a matrix forms batches from ~18,000 jobs)."""
-    if shapes is None or job.task not in shapes:
-        found = _shapes(job.task)
-        if shapes is None:
-            shapes = {}
-        shapes[job.task] = found
+    shapes = {} if shapes is None else shapes
+    if job.task not in shapes:
+        shapes[job.task] = _shapes(job.task)
     obs_dim, n_actions, image = shapes[job.task]
     net = ("cnn", *image) if image else tuple(NET_ARCHS[job.config.net_arch])
     return (obs_dim, n_actions, net, job.config.batch_size)
