@@ -76,6 +76,18 @@ def _shapes(task: str) -> tuple[int, int, tuple[int, int, int] | None]:
         env.close()
 
 
+def _make_env(task: str) -> gym.Env:
+    """``make_env(task)`` whose Discrete action space answers ``contains`` for the engine's own actions (NumPy
+    int64 scalars) without gymnasium's generic dtype checks, which took ~12% of a classic-control batch's time
+    (every step asserts it); the answer is the same, anything else goes to gymnasium's own check."""
+    env = make_env(task)
+    space = env.unwrapped.action_space
+    if type(space) is gym.spaces.Discrete:
+        low, high, general = int(space.start), int(space.start + space.n), space.contains
+        space.contains = lambda x: bool(low <= x < high) if type(x) is np.int64 else general(x)
+    return env
+
+
 def _obs_dim(space: gym.Space) -> int:
     if isinstance(space, gym.spaces.Discrete):
         return int(space.n)
@@ -102,7 +114,7 @@ class _Agents:
         self.jobs = list(jobs)
         self.K = K = len(jobs)
         cfgs = [j.config for j in jobs]
-        self.envs = [make_env(j.task) for j in jobs]
+        self.envs = [_make_env(j.task) for j in jobs]
         self.obs_space = self.envs[0].observation_space
         self.n_actions = int(self.envs[0].action_space.n)
         self.D = _obs_dim(self.obs_space)
@@ -143,6 +155,7 @@ class _Agents:
         self.stored = np.zeros(K, dtype=np.int64)
         self.obs = np.stack([self._encode(env.reset(seed=j.seed)[0]) for env, j in zip(self.envs, jobs)])
         self.failed: list[BaseException | None] = [None] * K
+        self.healthy = np.ones(K, dtype=bool)  # failed[k] is None
         self.last_loss = np.zeros(K)
 
     # --- networks -----------------------------------------------------------------------------------------
@@ -260,9 +273,10 @@ class _Agents:
     def train(self, agents: np.ndarray, progress: np.ndarray) -> None:
         """DQN.train(gradient_steps, batch_size) for the given agents: lr from the schedule once, then per
         gradient step: sample, TD target from the target net, smooth L1, clip_grad_norm_(10), Adam."""
-        lr = torch.zeros(self.K, dtype=torch.float64)
+        lr = np.zeros(self.K)
         for k in agents:
             lr[k] = self.lr_sched[k](progress[k])
+        lr = torch.from_numpy(lr)
         for g in range(int(self.gs[agents].max())):
             mask = np.zeros(self.K, dtype=bool)
             mask[agents[self.gs[agents] > g]] = True
@@ -278,11 +292,12 @@ class _Agents:
         for k in np.flatnonzero(mask):
             full = self.stored[k] >= self.buffer[k]
             inds[k] = self.rs[k].randint(0, self.buffer[k] if full else self.stored[k], size=B)
-            self.rs[k].randint(0, high=1, size=(B,))  # ReplayBuffer._get_samples draws env indices (n_envs = 1)
-        ind = torch.from_numpy(inds)
-        kk = torch.arange(K).unsqueeze(1)
-        obs, nxt = self.b_obs[kk, ind].float(), self.b_next[kk, ind].float()
-        act, rew, done = self.b_act[kk, ind], self.b_rew[kk, ind], self.b_done[kk, ind]
+            # ReplayBuffer._get_samples then draws env indices, randint(0, high=n_envs = 1): a range of one value,
+            # which NumPy fills without drawing from the generator, so it is skipped here
+        rows = torch.from_numpy(inds + np.arange(K)[:, None] * self.b_obs.shape[1]).view(-1)  # rows of [K * n, ...]
+        obs, nxt, act, rew, done = (b.view(K * b.shape[1], -1).index_select(0, rows).view(K, B, -1)
+                                    for b in (self.b_obs, self.b_next, self.b_act, self.b_rew, self.b_done))
+        obs, nxt, act, rew, done = obs.float(), nxt.float(), act.squeeze(2), rew.squeeze(2), done.squeeze(2)
         next_q = self.q_values(nxt, self.target).max(dim=2).values
         target = rew + (1 - done) * self.gamma * next_q
         layers = self.layers(self.flat)
@@ -317,8 +332,8 @@ class _Agents:
         b1, b2 = ADAM_BETAS
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (v.sqrt() / bc2_sqrt).add_(ADAM_EPS)
-        p.sub_(step_size * (m / denom))  # addcdiv_(m, denom, value=-step_size)
+        denom = v.sqrt().div_(bc2_sqrt).add_(ADAM_EPS)
+        p.sub_(torch.div(m, denom, out=denom).mul_(step_size))  # addcdiv_(m, denom, value=-step_size)
 
     def update_target(self, agents: np.ndarray) -> None:
         """polyak_update(tau=1): the target network becomes a copy of the online one."""
@@ -330,6 +345,7 @@ class _Agents:
     def fail(self, k: int, error: BaseException) -> None:
         if self.failed[k] is None:
             self.failed[k] = error
+            self.healthy[k] = False
             with torch.no_grad():  # keep NaNs out of every shared computation from now on
                 for p in (self.flat, self.target, self.m, self.v):
                     p[k].zero_()
@@ -351,7 +367,7 @@ class _Agents:
     def evaluate(self, agents: list[int]) -> dict[int, float]:
         """Greedy episodes on fresh envs seeded like the SB3 runner's (``make_vec_env(seed=eval_seed(seed))``:
         seeded first reset, unseeded resets after); returns as Monitor rounds them; all agents in lock-step."""
-        envs = {k: make_env(self.jobs[k].task) for k in agents}
+        envs = {k: _make_env(self.jobs[k].task) for k in agents}
         obs = np.zeros((self.K, self.D), dtype=np.float32)
         for k in agents:
             obs[k] = self._encode(envs[k].reset(seed=eval_seed(self.jobs[k].seed))[0])
@@ -393,20 +409,22 @@ def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = N
     curves = [Curve() for _ in jobs]
     start = time.perf_counter()
     try:
+        any_eval = set().union(*agents.eval_steps)
         for t in range(int(agents.T_end.max())):
-            active = (t < agents.T_end) & np.array([f is None for f in agents.failed])
+            active = (t < agents.T_end) & agents.healthy
             if not active.any():
                 break
             agents.step(agents.act(t, active), active)
             n = t + 1  # SB3's num_timesteps after the step
-            due = [int(k) for k in np.flatnonzero(active) if n in agents.eval_steps[k]]
-            if due:
-                _evaluate(agents, due, n, curves, on_eval)
+            if n in any_eval:
+                due = [int(k) for k in np.flatnonzero(active) if n in agents.eval_steps[k]]
+                if due:
+                    _evaluate(agents, due, n, curves, on_eval)
             progress_remaining = 1.0 - n / agents.T
             agents.update_target(np.flatnonzero(active & (n % agents.tui == 0)))
             for k in np.flatnonzero(active):
                 agents.eps[k] = agents.eps_sched[k](progress_remaining[k])
-            alive = active & np.array([f is None for f in agents.failed])
+            alive = active & agents.healthy
             learners = np.flatnonzero(alive & (n % agents.tf == 0) & (n > agents.ls))
             if len(learners):
                 agents.train(learners, progress_remaining)
