@@ -19,6 +19,8 @@ _EXPORTS: dict[str, str] = {
     "get_space": "hypermeta.space",
     "ShapedSchedule": "hypermeta.schedules",
     "HyperMetaCallback": "hypermeta.callback",
+    "SettingsMismatchWarning": "hypermeta.callback",
+    "settings_mismatch": "hypermeta.callback",
     # tasks and features
     "ContextParam": "hypermeta.tasks.families",
     "Task": "hypermeta.tasks.families",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 
 from hypermeta.guard import DivergenceGuard, GuardSettings
 from hypermeta.schedules import ScaledSchedule
@@ -23,6 +27,39 @@ def as_config(config: DQNConfig | dict[str, Any] | str | Path) -> DQNConfig:
     if isinstance(config, (str, Path)):
         return DQNConfig.load(config)
     raise TypeError(f"config must be a DQNConfig, a dict or a file path, got {type(config).__name__}")
+
+
+class SettingsMismatchWarning(UserWarning):
+    """The model's DQN settings outside the schedules differ from those the predicted schedules were learned
+    with: the best schedules depend on them, so the prediction may not transfer."""
+
+
+def _net(extractor: str, arch: list[int]) -> str:
+    return str(arch) if extractor == FlattenExtractor.__name__ else f"{extractor} + {arch}"
+
+
+def settings_mismatch(config: DQNConfig, model: DQN) -> dict[str, tuple[Any, Any]]:
+    """The DQN settings outside the schedules (Q-network, batch size, gamma, train frequency, gradient steps,
+    target update interval, learning starts, buffer size) where ``model`` differs from what
+    ``DQN(..., **config.sb3_kwargs())`` would have: ``{setting: (config's, model's)}``, empty when they agree."""
+    from hypermeta.networks import policy_kwargs_for
+
+    kwargs = policy_kwargs_for(model.observation_space, config)
+    freq = model.train_freq
+    settings = {
+        "net": (_net(kwargs.get("features_extractor_class", FlattenExtractor).__name__, list(kwargs["net_arch"])),
+                _net(type(model.policy.q_net.features_extractor).__name__, list(model.policy.net_arch))),
+        "batch_size": (config.batch_size, model.batch_size),
+        "gamma": (config.gamma, model.gamma),
+        "train_freq": (config.train_freq, freq.frequency if freq.unit == TrainFrequencyUnit.STEP
+                       else f"{freq.frequency} {freq.unit.value}s"),
+        "gradient_steps": (config.gradient_steps, model.gradient_steps),
+        "target_update_interval": (config.target_update_interval, model.target_update_interval),
+        "learning_starts": (config.learning_starts, model.learning_starts),
+        "buffer_size": (config.buffer_size, model.buffer_size),
+    }
+    return {name: (want, have) for name, (want, have) in settings.items()
+            if not (want == have or (isinstance(want, float) and math.isclose(want, have, rel_tol=1e-9)))}
 
 
 class HyperMetaCallback(BaseCallback):
@@ -54,7 +91,12 @@ class HyperMetaCallback(BaseCallback):
     ``callback.prediction`` (with its out-of-distribution flag, which is also issued as a warning and logged as
     ``hypermeta/out_of_distribution``). Out of distribution, weights that know ``best-fixed`` (meta-learner
     v2's) apply it instead of the prediction (``callback.prediction.fallback``, logged as
-    ``hypermeta/fallback``).
+    ``hypermeta/fallback``). The callback only controls the schedules, and the best schedules depend on the
+    other DQN settings: when the weights record the settings their training data came from and the model's
+    differ (:func:`settings_mismatch`), it issues :class:`SettingsMismatchWarning` naming each one, keeps them
+    in ``callback.settings_mismatch`` and logs their number as ``hypermeta/settings_mismatch``. Build the model
+    with ``load_default().base.sb3_kwargs()`` (or your predictor's ``base``) to use the settings the
+    schedules were learned for.
 
     :param config: the configuration whose schedules to apply (a ``DQNConfig``, a dict of its fields
         or a YAML/JSON file); only its schedule fields are used here, build the model with
@@ -79,6 +121,8 @@ class HyperMetaCallback(BaseCallback):
         self.config = None if config is None else as_config(config)
         self.predictor, self.task = predictor, task
         self.prediction: Any = None
+        #: with a predicted config: ``{setting: (learned with, the model's)}`` where they differ (see above)
+        self.settings_mismatch: dict[str, tuple[Any, Any]] = {}
         self.guard = None if guard is False else DivergenceGuard(None if guard is True else guard)
 
     def _on_training_start(self) -> None:
@@ -92,6 +136,7 @@ class HyperMetaCallback(BaseCallback):
             self.config = self._predict()
             self.logger.record("hypermeta/out_of_distribution", int(self.prediction.out_of_distribution))
             self.logger.record("hypermeta/fallback", int(self.prediction.fallback))
+            self._check_settings()
         self.model.lr_schedule = self._lr_schedule()
         self.model.exploration_schedule = self.config.exploration_schedule()
         # SB3 applies both only after the first step / at the first train(); apply them now so the very
@@ -121,12 +166,24 @@ class HyperMetaCallback(BaseCallback):
         self.logger.record("hypermeta/exploration_rate", self.model.exploration_rate)
         return True
 
+    def _check_settings(self) -> None:
+        """Warn when the model's settings outside the schedules differ from those the weights learned with."""
+        learned = self._predicted_by.trained_settings
+        self.settings_mismatch = {} if learned is None else settings_mismatch(learned, self.model)
+        self.logger.record("hypermeta/settings_mismatch", len(self.settings_mismatch))
+        if self.settings_mismatch:
+            diffs = ", ".join(f"{name} {have} (learned with {want})" for name, (want, have) in self.settings_mismatch.items())
+            warnings.warn(f"the predicted schedules were learned with other DQN settings than this model's: {diffs}; "
+                          "they may not transfer. Build the model with the predictor's `base.sb3_kwargs()` "
+                          "(hypermeta.load_default().base for the shipped weights), or tune this model's settings "
+                          "with `hypermeta tune`", SettingsMismatchWarning, stacklevel=2)
+
     def _predict(self) -> DQNConfig:
         from hypermeta.meta.predict import predict_config
 
         # a task id is probed as given; otherwise a fresh env rebuilt from the training env's task id or spec
         result = predict_config(self.task if self.task is not None else self.training_env, self.predictor)
-        self.prediction = result.prediction
+        self.prediction, self._predicted_by = result.prediction, result.model
         if self.verbose:
             print(f"HyperMetaCallback: predicted by {result.model.method} (nearest training task "
                   f"{self.prediction.nearest_task!r}): {self.prediction.config.to_dict()}")

@@ -354,9 +354,10 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
                           **({"meta_iterations": args.iterations} if args.iterations else {}))
     if not Path(args.data).is_file():
         raise ValueError(f"dataset {args.data!r} does not exist; build it with `hypermeta collect`")
+    settings = _load_config(args.settings)  # recorded in the weights; the callback compares the model's with them
     tasks = tasks_from_frame(pd.read_csv(args.data))
     start = time.perf_counter()
-    model = meta_train(tasks, cfg)
+    model = meta_train(tasks, cfg, base=settings)
     path = model.save(args.out)
     print(f"{args.method}: trained on {len(tasks)} tasks ({sum(len(t.codes) for t in tasks)} trials) in "
           f"{time.perf_counter() - start:.1f} s; wrote {path} and {path.with_suffix('.json')}")
@@ -377,8 +378,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if pred.out_of_distribution:
         print("WARNING out of distribution: " + "; ".join(pred.reasons))
     print(f"  lr: {pred.config.lr_schedule()}\n  epsilon: {pred.config.exploration_schedule()}")
-    print(json.dumps({k: v for k, v in pred.config.to_dict().items() if k in {p.name for p in get_space('schedule').params}},
-                     indent=2))
+    schedule = {p.name for p in get_space("schedule").params}
+    print(json.dumps({k: v for k, v in pred.config.to_dict().items() if k in schedule}, indent=2))
+    learned = model.trained_settings
+    if learned is None:
+        print("these weights do not record the DQN settings their data came from")
+    else:  # the best schedules depend on the rest: say what they were learned with
+        print("learned with these other DQN settings (the schedules suit them; `--json` gives the whole configuration, "
+              "whose sb3_kwargs() build such a model): "
+              + ", ".join(f"{k} {v}" for k, v in learned.to_dict().items() if k not in schedule))
     return 0
 
 
@@ -578,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--ensemble", type=positive_int, default=5, help="networks in the ensemble")
     p.add_argument("--iterations", type=positive_int, help="outer steps / epochs (default: the method's)")
+    p.add_argument("--settings", help="YAML/JSON configuration whose DQN settings outside the schedules the data came "
+                   "from (default: hypermeta's base configuration, which `hypermeta collect` uses)")
     p.set_defaults(func=cmd_meta_train)
 
     p = sub.add_parser("fewshot", help="benchmark: `tune` with a few trials against cold TPE studies")

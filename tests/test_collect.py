@@ -106,12 +106,22 @@ def test_meta_train_and_predict_commands(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "reptile" and DQNConfig.from_dict(out["config"])
     assert main(["predict", "cartpole", "--weights", str(tmp_path / "reptile.safetensors")]) == 0
-    assert "WARNING" not in capsys.readouterr().out  # a training task is in distribution ...
+    text = capsys.readouterr().out
+    assert "WARNING" not in text  # a training task is in distribution ...
+    assert "learned with these other DQN settings" in text and "batch_size 64" in text  # meta-train's base
     assert main(["predict", "frozenlake", "--weights", str(tmp_path / "reptile.safetensors"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)  # ... one-hot observations are unlike every training task
     assert out["out_of_distribution"] and "from the nearest training task" in out["reasons"][0]
     assert main(["predict", "cartpole", "--weights", str(tmp_path / "model.pt")]) == 2
     assert "pickle files" in capsys.readouterr().err
+    # the DQN settings the data came from are recorded in the weights, and `predict` says them
+    (tmp_path / "small.yaml").write_text("net_arch: small\nbatch_size: 128\n")
+    assert main(["meta-train", "--method", "nearest-task", "--data", str(data), "--out", str(tmp_path / "s"),
+                 "--settings", str(tmp_path / "small.yaml")]) == 0
+    assert MetaModel.load(tmp_path / "s.safetensors").trained_settings == DQNConfig(net_arch="small", batch_size=128)
+    capsys.readouterr()
+    assert main(["predict", "cartpole", "--weights", str(tmp_path / "s.safetensors")]) == 0
+    assert "batch_size 128" in capsys.readouterr().out
 
 
 def test_callback_without_config_predicts_from_the_training_env(tmp_path):

@@ -288,6 +288,51 @@ def test_the_callback_says_out_of_distribution_and_applies_best_fixed(recwarn):
     assert warning and "falling back to best-fixed" in str(warning[0].message)
 
 
+def test_the_callback_warns_when_the_models_settings_differ_from_those_the_weights_learned_with(tmp_path):
+    import warnings
+
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from hypermeta import DQNConfig, HyperMetaCallback, make_env
+    from hypermeta.callback import SettingsMismatchWarning, settings_mismatch
+    from hypermeta.tasks.families import env_factory
+
+    learned = DQNConfig(net_arch="small", batch_size=64, learning_starts=100, target_update_interval=250)
+    predictor = meta_train(task_family(6, seed=3), MetaTrainConfig(method="nearest-task"), base=learned)
+    loaded = MetaModel.load(predictor.save(tmp_path / "w"))
+    assert loaded.trained_settings == learned and predictor.trained_settings == learned
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsMismatchWarning)  # the settings it learned with: silent
+        same = HyperMetaCallback(predictor=loaded)
+        DQN("MlpPolicy", make_env("cartpole"), **learned.sb3_kwargs()).learn(10, callback=same)
+    assert same.settings_mismatch == {}
+
+    sb3_defaults = HyperMetaCallback(predictor=loaded)
+    with pytest.warns(SettingsMismatchWarning, match=r"batch_size 32 \(learned with 64\)"):
+        DQN("MlpPolicy", make_env("cartpole"), learning_starts=100).learn(10, callback=sb3_defaults)
+    assert sb3_defaults.settings_mismatch == {"batch_size": (64, 32), "target_update_interval": (250, 10000),
+                                              "buffer_size": (50000, 1000000)}
+
+    # several envs; episodes as train_freq unit; another net
+    two_envs = DQN("MlpPolicy", make_vec_env(env_factory("cartpole"), n_envs=2), **learned.sb3_kwargs())
+    assert settings_mismatch(learned, two_envs) == {}
+    other = DQN("MlpPolicy", make_env("cartpole"), **{**learned.sb3_kwargs(), "train_freq": (1, "episode"),
+                                                      "policy_kwargs": {"net_arch": [32]}, "gamma": 0.98})
+    assert settings_mismatch(learned, other) == {"net": ("[64, 64]", "[32]"), "gamma": (0.99, 0.98),
+                                                 "train_freq": (4, "1 episodes")}
+
+    # weights that do not record their settings (meta-learner v1's): nothing to compare, no warning
+    meta = json.loads((tmp_path / "w.json").read_text())
+    (tmp_path / "w.json").write_text(json.dumps({**meta, "fixed": None}))
+    unknown = HyperMetaCallback(predictor=MetaModel.load(tmp_path / "w.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingsMismatchWarning)
+        DQN("MlpPolicy", make_env("cartpole"), learning_starts=100).learn(10, callback=unknown)
+    assert unknown.settings_mismatch == {}
+
+
 def test_cv_folds_in_worker_processes_give_the_same_rows():
     tasks = task_family(6, seed=4)
     cfg = MetaTrainConfig(ensemble=1)

@@ -83,7 +83,9 @@ class MetaModel:
         self.task_best = np.asarray(task_best, float)
         self.train_config = train_config
         self.feature_names = tuple(feature_names)
-        #: the DQN settings the training data came from; predicted schedules are decoded over them
+        #: the DQN settings the training data came from (None: weights that do not record them); predicted
+        #: schedules are decoded over them (``base``, hypermeta's base configuration when unknown)
+        self.trained_settings = base
         self.base = base or DQNConfig()
         #: best-fixed's code (None when the training tasks share no configuration)
         self.fallback = None if fallback is None else np.asarray(fallback, float)
@@ -233,7 +235,7 @@ class MetaModel:
         cfg = self.train_config
         steps = cfg.inner_steps if steps is None else steps
         clone = MetaModel(self.method, [], self.mean, self.std, self.task_names, self.task_features, self.task_best,
-                          cfg, self.feature_names, self.thresholds, self.fallback, self.base)
+                          cfg, self.feature_names, self.thresholds, self.fallback, self.trained_settings)
         # adapted, the fallback is the best observed configuration (for best-fixed also the prediction itself)
         clone.fallback = data.best_code()
         if self.method == "best-fixed":
@@ -273,7 +275,8 @@ class MetaModel:
                 "feature_version": FEATURE_VERSION, "feature_names": list(self.feature_names),
                 "code_names": SPACE.encoded_names, "method": self.method, "members": len(self.members),
                 "training_tasks": self.task_names, "train_config": asdict(self.train_config),
-                "thresholds": self.thresholds, "fixed": self.base.to_dict()}
+                "thresholds": self.thresholds,
+                "fixed": None if self.trained_settings is None else self.trained_settings.to_dict()}
         stem.parent.mkdir(parents=True, exist_ok=True)
         weights = stem.with_suffix(".safetensors")
         save_file(tensors, str(weights), metadata={"hypermeta": json.dumps(meta)})
@@ -321,13 +324,13 @@ class MetaModel:
                    meta["training_tasks"], tensors["tasks.features"].numpy(), tensors["tasks.best"].numpy(), cfg,
                    meta["feature_names"], meta["thresholds"],
                    tensors["fallback.code"].numpy() if "fallback.code" in tensors else None,
-                   DQNConfig.from_dict(meta.get("fixed") or {}, source=f"{str(meta_path)!r} `fixed`"))
+                   DQNConfig.from_dict(meta["fixed"], source=f"{str(meta_path)!r} `fixed`") if meta.get("fixed") else None)
 
 
 def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig, base: DQNConfig | None = None) -> MetaModel:
     """Train a :class:`MetaModel` on the training tasks (whose runs used the DQN settings ``base``, default
     hypermeta's base configuration). Deterministic for ``cfg.seed``."""
-    tasks = list(tasks)
+    tasks, base = list(tasks), base or DQNConfig()
     if not tasks:
         raise ValueError("meta-training needs at least one task")
     feats = np.stack([t.features for t in tasks])
