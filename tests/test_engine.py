@@ -102,16 +102,6 @@ def test_a_diverging_agent_is_masked_out_and_the_others_are_untouched():
     assert results[2].returns == alone.returns and all(np.isfinite(results[1].returns))
 
 
-@pytest.mark.parametrize("task", ["CartPole-v1", "frozenlake:success_rate=0.6", "MountainCar-v0"])
-def test_the_engines_envs_accept_the_same_actions_as_gymnasiums(task):
-    fast, plain = engine._make_env(task).unwrapped.action_space, engine.make_env(task).unwrapped.action_space
-    assert "contains" in vars(fast) and "contains" not in vars(plain)  # the shortcut is installed on one
-    values = [np.int64(v) for v in range(-2, plain.n + 2)] + [0, 1, plain.n, -1, np.int32(1), np.uint8(0),
-                                                              1.0, np.float64(1.0), np.array(1), np.array([1]), "1"]
-    for value in values:
-        assert fast.contains(value) == plain.contains(value), repr(value)
-
-
 def test_an_agent_in_a_batch_gives_the_same_curve_as_alone():
     mixed = [SMALL, SMALL.replace(lr_initial=2e-3, target_update_interval=10), DQNConfig(net_arch="small"),
              SMALL.replace(buffer_size=1000, train_freq=2, subsample_steps=1)]

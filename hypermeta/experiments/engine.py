@@ -1,6 +1,7 @@
 """The batched DQN engine: K independent DQN agents trained in lock-step, in one process and one thread.
 
-Each agent has its own environment (whatever a task id or gymnasium id makes, so plugins work unchanged), its
+Each agent has its own environment (whatever a task id or gymnasium id makes, so plugins work unchanged; gymnasium's
+classic-control envs get bit-identical faster steps from :mod:`hypermeta.experiments.fast_envs`), its
 own replay buffer, Q-network, target network, Adam state, schedules and random streams; the K networks are
 stored as batched weight tensors (``[K, in, out]``) so one ``torch.baddbmm`` runs all K forward passes, and one
 backward pass of the sum of the agents' losses gives every agent its own gradients. What differs per agent is
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hypermeta.experiments.fast_envs import make_fast_env
 from hypermeta.experiments.measurement import Curve, DivergenceError
 from hypermeta.experiments.runner import Job, OnEval, Runner
 from hypermeta.seeds import eval_seed
@@ -76,18 +78,6 @@ def _shapes(task: str) -> tuple[int, int, tuple[int, int, int] | None]:
         env.close()
 
 
-def _make_env(task: str) -> gym.Env:
-    """``make_env(task)`` whose Discrete action space answers ``contains`` for the engine's own actions (NumPy
-    int64 scalars) without gymnasium's generic dtype checks, which took ~12% of a classic-control batch's time
-    (every step asserts it); the answer is the same, anything else goes to gymnasium's own check."""
-    env = make_env(task)
-    space = env.unwrapped.action_space
-    if type(space) is gym.spaces.Discrete:
-        low, high, general = int(space.start), int(space.start + space.n), space.contains
-        space.contains = lambda x: bool(low <= x < high) if type(x) is np.int64 else general(x)
-    return env
-
-
 def _obs_dim(space: gym.Space) -> int:
     if isinstance(space, gym.spaces.Discrete):
         return int(space.n)
@@ -114,7 +104,7 @@ class _Agents:
         self.jobs = list(jobs)
         self.K = K = len(jobs)
         cfgs = [j.config for j in jobs]
-        self.envs = [_make_env(j.task) for j in jobs]
+        self.envs = [make_fast_env(j.task) for j in jobs]
         self.obs_space = self.envs[0].observation_space
         self.n_actions = int(self.envs[0].action_space.n)
         self.D = _obs_dim(self.obs_space)
@@ -367,7 +357,7 @@ class _Agents:
     def evaluate(self, agents: list[int]) -> dict[int, float]:
         """Greedy episodes on fresh envs seeded like the SB3 runner's (``make_vec_env(seed=eval_seed(seed))``:
         seeded first reset, unseeded resets after); returns as Monitor rounds them; all agents in lock-step."""
-        envs = {k: _make_env(self.jobs[k].task) for k in agents}
+        envs = {k: make_fast_env(self.jobs[k].task) for k in agents}
         obs = np.zeros((self.K, self.D), dtype=np.float32)
         for k in agents:
             obs[k] = self._encode(envs[k].reset(seed=eval_seed(self.jobs[k].seed))[0])

@@ -1,0 +1,78 @@
+"""The engine's faster classic-control envs return exactly what gymnasium's own code returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hypermeta.experiments.fast_envs import make_fast_env
+from hypermeta.tasks.families import make_env
+
+
+@pytest.mark.parametrize("task", ["CartPole-v1", "frozenlake:success_rate=0.6", "MountainCar-v0", "minatar-breakout"])
+def test_the_action_spaces_accept_the_same_actions_as_gymnasiums(task):
+    fast, plain = make_fast_env(task).unwrapped.action_space, make_env(task).unwrapped.action_space
+    assert "contains" in vars(fast) and "contains" not in vars(plain)  # the shortcut is installed on one
+    values = [np.int64(v) for v in range(-2, plain.n + 2)] + [0, 1, plain.n, -1, np.int32(1), np.uint8(0),
+                                                              1.0, np.float64(1.0), np.array(1), np.array([1]), "1"]
+    for value in values:
+        assert fast.contains(value) == plain.contains(value), repr(value)
+
+
+def _same_trajectories(tasks, episodes, policy, visits, start=None):
+    """Step a fast and a plain env of each task with the same actions; every return value and the internal
+    state must be equal. ``visits(env, step_result)`` counts the branches of the step the test reached;
+    ``start(episode)`` may give a state to start an episode from instead of the reset's."""
+    rng = np.random.default_rng(0)
+    for task in tasks:
+        fast, plain = make_fast_env(task), make_env(task)
+        assert "step" in vars(fast.unwrapped) and "step" not in vars(plain.unwrapped)
+        for episode in range(episodes):
+            a, b = fast.reset(seed=episode), plain.reset(seed=episode)
+            assert np.array_equal(a[0], b[0])
+            if start is not None and start(episode) is not None:
+                fast.unwrapped.state, plain.unwrapped.state = start(episode), start(episode)
+            done = False
+            while not done:
+                action = np.int64(policy(plain.unwrapped, rng))
+                a, b = fast.step(action), plain.step(action)
+                assert np.array_equal(a[0], b[0]) and a[1:4] == b[1:4], (task, episode, a, b)
+                assert np.array_equal(np.asarray(fast.unwrapped.state), np.asarray(plain.unwrapped.state))
+                visits(plain.unwrapped, b)
+                done = b[2] or b[3]
+
+
+def test_mountaincar_steps_exactly_like_gymnasiums():
+    seen = {"speed limit": 0, "wall": 0, "goal": 0}
+
+    def visits(env, result):
+        position, velocity = env.state
+        seen["speed limit"] += abs(velocity) == env.max_speed
+        seen["wall"] += position == env.min_position
+        seen["goal"] += result[2]
+
+    def policy(env, rng):  # half random, half "push along the velocity" (reaches the goal and the speed limit)
+        return rng.integers(3) if rng.random() < 0.5 else 2 * (env.state[1] > 0)
+
+    _same_trajectories(["MountainCar-v0", "mountaincar:force=0.002,max_speed=0.035",
+                        "mountaincar:force=0.0006,gravity=0.004,goal_position=0.3"], 30, policy, visits)
+    assert min(seen.values()) > 0, seen  # every branch of the step was exercised
+
+
+def test_acrobot_steps_exactly_like_gymnasiums():
+    seen = {"velocity bound": 0, "goal": 0, "noise": 0}
+
+    def visits(env, result):
+        seen["velocity bound"] += abs(env.state[2]) == env.MAX_VEL_1 or abs(env.state[3]) == env.MAX_VEL_2
+        seen["goal"] += result[2]
+        seen["noise"] += env.torque_noise_max > 0
+
+    def policy(env, rng):  # swing with the second link's velocity half the time: it reaches the goal
+        return rng.integers(3) if rng.random() < 0.3 else 2 * (env.state[3] > 0)
+
+    def start(episode):  # some episodes start spinning beyond the velocity bounds (4 pi, 9 pi), which clip them
+        return np.array([0.1, -0.2, 30.0, 0.0]) if episode % 3 == 2 else None
+
+    _same_trajectories(["Acrobot-v1", "acrobot:link_length_1=1.3,torque_noise_max=0.2",
+                        "acrobot:link_mass_2=2.5,link_length_2=0.4,link_moi=0.5"], 6, policy, visits, start)
+    assert min(seen.values()) > 0, seen
