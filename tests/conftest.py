@@ -102,3 +102,25 @@ def postgres_url() -> str:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def learn_recording_actions():
+    """``learn(model, config, steps)``: train an SB3 DQN with ``HyperMetaCallback(config)`` and return every action
+    it took (for the engine's agreement tests)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from hypermeta import HyperMetaCallback
+
+    def learn(model, config, steps: int) -> list[int]:
+        actions: list[int] = []
+
+        class Actions(BaseCallback):
+            def _on_step(self) -> bool:
+                actions.append(int(self.locals["actions"][0]))
+                return True
+
+        model.learn(steps, callback=[HyperMetaCallback(config), Actions()])
+        return actions
+
+    return learn

@@ -8,10 +8,9 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
-from stable_baselines3.common.callbacks import BaseCallback
 
 import hypermeta.experiments.engine as engine
-from hypermeta import DQNConfig, HyperMetaCallback, Job, Measurement, get_runner, run_jobs
+from hypermeta import DQNConfig, Job, Measurement, get_runner, run_jobs
 from hypermeta.experiments.sb3 import SB3Runner, build_model
 from hypermeta.experiments.study import StudySpec, run_study
 
@@ -49,18 +48,11 @@ class _Record:
         monkeypatch.setattr(engine._Agents, "close", spy_close)
 
 
-def test_an_agent_takes_the_same_actions_and_reaches_the_same_weights_as_sb3(monkeypatch):
+def test_an_agent_takes_the_same_actions_and_reaches_the_same_weights_as_sb3(monkeypatch, learn_recording_actions):
     job = Job("cartpole", "x", SMALL, Measurement(1200, 2, 2), seed=3)
     model = build_model("cartpole", SMALL, 3)
     initial = [v.clone() for v in model.q_net.state_dict().values()]
-    sb3_actions = []
-
-    class Actions(BaseCallback):
-        def _on_step(self) -> bool:
-            sb3_actions.append(int(self.locals["actions"][0]))
-            return True
-
-    model.learn(1200, callback=[HyperMetaCallback(SMALL), Actions()])
+    sb3_actions = learn_recording_actions(model, SMALL, 1200)
     rec = _Record(monkeypatch)
     agents = engine._Agents([job])
     for mine, theirs in zip(agents.layers(agents.flat.detach()), initial):

@@ -60,13 +60,11 @@ def test_sb3_gets_minatars_reference_cnn_and_learns_a_few_steps():
     assert model.num_timesteps == 160
 
 
-def test_the_batched_engine_trains_minatars_cnn_like_sb3(monkeypatch):
+def test_the_batched_engine_trains_minatars_cnn_like_sb3(monkeypatch, learn_recording_actions):
     """Same seed -> the engine's agent takes SB3's actions and reaches SB3's weights with MinAtarCNN too."""
     import torch
-    from stable_baselines3.common.callbacks import BaseCallback
 
     import hypermeta.experiments.engine as engine
-    from hypermeta import HyperMetaCallback
     from hypermeta.experiments.measurement import Measurement
     from hypermeta.experiments.runner import Job
     from hypermeta.experiments.sb3 import SB3Runner
@@ -76,14 +74,7 @@ def test_the_batched_engine_trains_minatars_cnn_like_sb3(monkeypatch):
     job = Job("minatar-breakout", "x", config, Measurement(500, 1, 1), seed=5)
     model = build_model(job.task, config, job.seed)
     initial = [(k, v.clone()) for k, v in model.q_net.state_dict().items()]
-    sb3_actions = []
-
-    class Actions(BaseCallback):
-        def _on_step(self) -> bool:
-            sb3_actions.append(int(self.locals["actions"][0]))
-            return True
-
-    model.learn(500, callback=[HyperMetaCallback(config), Actions()])
+    sb3_actions = learn_recording_actions(model, config, 500)
 
     def as_engine(name: str, theirs: torch.Tensor) -> torch.Tensor:  # conv [16, C, 3, 3], linear [out, in] -> [in, out]
         if theirs.dim() == 1:
