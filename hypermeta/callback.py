@@ -34,32 +34,55 @@ class SettingsMismatchWarning(UserWarning):
     with: the best schedules depend on them, so the prediction may not transfer."""
 
 
-def _net(extractor: str, arch: list[int]) -> str:
-    return str(arch) if extractor == FlattenExtractor.__name__ else f"{extractor} + {arch}"
+def _net(extractor: str, arch: list[int], activation: str) -> str:
+    layers = f"{arch} {activation}" if arch else "no hidden layers"
+    return layers if extractor == FlattenExtractor.__name__ else f"{extractor}, then {layers}"
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}" + ("" if n == 1 else "s")
 
 
 def settings_mismatch(config: DQNConfig, model: DQN) -> dict[str, tuple[Any, Any]]:
-    """The DQN settings outside the schedules (Q-network, batch size, gamma, train frequency, gradient steps,
-    target update interval, learning starts, buffer size) where ``model`` differs from what
-    ``DQN(..., **config.sb3_kwargs())`` would have: ``{setting: (config's, model's)}``, empty when they agree."""
-    from hypermeta.networks import policy_kwargs_for
+    """The DQN settings outside the schedules where ``model`` trains differently from a single-env
+    ``DQN("MlpPolicy", env, **config.sb3_kwargs(env.observation_space))`` (the settings hypermeta's data comes
+    from): ``{setting: (config's, model's)}``, empty when they agree.
 
-    kwargs = policy_kwargs_for(model.observation_space, config)
-    freq = model.train_freq
+    Compared: the Q-network (features extractor, hidden layers, activation), batch size, gamma, train frequency
+    **in transitions** (SB3 counts ``train_freq`` in ``VecEnv.step`` calls, each ``n_envs`` transitions),
+    gradient steps per training phase (``-1`` resolved as SB3 does: one per transition collected), target
+    update interval, learning starts, buffer size, and the SB3 settings ``DQNConfig`` leaves at SB3's defaults
+    (``tau``, ``n_steps``, ``max_grad_norm``)."""
+    import inspect
+
+    want_policy = config.sb3_kwargs(model.observation_space)["policy_kwargs"]
+    policy_defaults = inspect.signature(type(model.policy).__init__).parameters
+    want_activation = want_policy.get("activation_fn", policy_defaults["activation_fn"].default)
+    freq, n_envs = model.train_freq, model.n_envs
+    in_steps = freq.unit == TrainFrequencyUnit.STEP
+    have_freq = freq.frequency * n_envs if in_steps else _plural(freq.frequency, freq.unit.value)
+    have_gradient_steps = model.gradient_steps if model.gradient_steps >= 0 else (
+        have_freq if in_steps else "one per transition")
     settings = {
-        "net": (_net(kwargs.get("features_extractor_class", FlattenExtractor).__name__, list(kwargs["net_arch"])),
-                _net(type(model.policy.q_net.features_extractor).__name__, list(model.policy.net_arch))),
+        "net": (_net(want_policy.get("features_extractor_class", FlattenExtractor).__name__,
+                     list(want_policy["net_arch"]), want_activation.__name__),
+                _net(type(model.policy.q_net.features_extractor).__name__, list(model.policy.net_arch),
+                     model.policy.activation_fn.__name__)),
         "batch_size": (config.batch_size, model.batch_size),
         "gamma": (config.gamma, model.gamma),
-        "train_freq": (config.train_freq, freq.frequency if freq.unit == TrainFrequencyUnit.STEP
-                       else f"{freq.frequency} {freq.unit.value}s"),
-        "gradient_steps": (config.gradient_steps, model.gradient_steps),
+        "train_freq": (config.train_freq, have_freq),
+        "gradient_steps": (config.gradient_steps, have_gradient_steps),
         "target_update_interval": (config.target_update_interval, model.target_update_interval),
         "learning_starts": (config.learning_starts, model.learning_starts),
         "buffer_size": (config.buffer_size, model.buffer_size),
     }
+    sb3_defaults = inspect.signature(DQN.__init__).parameters
+    for name in ("tau", "n_steps", "max_grad_norm"):  # not in DQNConfig: the data used SB3's defaults
+        if name in sb3_defaults and hasattr(model, name):
+            settings[name] = (sb3_defaults[name].default, getattr(model, name))
     return {name: (want, have) for name, (want, have) in settings.items()
-            if not (want == have or (isinstance(want, float) and math.isclose(want, have, rel_tol=1e-9)))}
+            if not (want == have or (isinstance(want, float) and isinstance(have, (int, float))
+                                     and math.isclose(want, have, rel_tol=1e-9)))}
 
 
 class HyperMetaCallback(BaseCallback):
@@ -95,8 +118,8 @@ class HyperMetaCallback(BaseCallback):
     other DQN settings: when the weights record the settings their training data came from and the model's
     differ (:func:`settings_mismatch`), it issues :class:`SettingsMismatchWarning` naming each one, keeps them
     in ``callback.settings_mismatch`` and logs their number as ``hypermeta/settings_mismatch``. Build the model
-    with ``load_default().base.sb3_kwargs()`` (or your predictor's ``base``) to use the settings the
-    schedules were learned for.
+    with ``load_default().base.sb3_kwargs(env.observation_space)`` (or your predictor's ``base``) to use the
+    settings the schedules were learned for.
 
     :param config: the configuration whose schedules to apply (a ``DQNConfig``, a dict of its fields
         or a YAML/JSON file); only its schedule fields are used here, build the model with
@@ -174,9 +197,10 @@ class HyperMetaCallback(BaseCallback):
         if self.settings_mismatch:
             diffs = ", ".join(f"{name} {have} (learned with {want})" for name, (want, have) in self.settings_mismatch.items())
             warnings.warn(f"the predicted schedules were learned with other DQN settings than this model's: {diffs}; "
-                          "they may not transfer. Build the model with the predictor's `base.sb3_kwargs()` "
-                          "(hypermeta.load_default().base for the shipped weights), or tune this model's settings "
-                          "with `hypermeta tune`", SettingsMismatchWarning, stacklevel=2)
+                          "they may not transfer. Build the model with the predictor's settings, "
+                          "`base.sb3_kwargs(env.observation_space)` (hypermeta.load_default().base for the shipped "
+                          "weights), or treat the prediction as a starting point", SettingsMismatchWarning,
+                          stacklevel=2)
 
     def _predict(self) -> DQNConfig:
         from hypermeta.meta.predict import predict_config

@@ -211,13 +211,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     path = write_best(result.best, args.out)
     print(f"best configuration -> {path} (apply it with HyperMetaCallback({str(path)!r}); its tuning-seed score is "
           "optimistic: re-evaluate it with `hypermeta evaluate --config` on test seeds)")
-    from hypermeta.networks import policy_kwargs_for, zoo_policy_kwargs
+    from hypermeta.networks import zoo_policy_kwargs
     from hypermeta.tasks.families import make_env
 
     env = make_env(args.task)
     space = env.observation_space
     env.close()
-    kwargs = {**result.best.sb3_kwargs(), "policy_kwargs": policy_kwargs_for(space, result.best)}
+    kwargs = result.best.sb3_kwargs(space)
     print("SB3 kwargs: " + json.dumps(kwargs, default=str))
     zoo = zoo_policy_kwargs(space, result.best)
     if zoo:
@@ -347,15 +347,19 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
+    from hypermeta.meta.data import MetaTrainConfig, settings_from_frame, tasks_from_frame
     from hypermeta.meta.model import meta_train
+    from hypermeta.space import DQNConfig
 
     cfg = MetaTrainConfig(method=args.method, seed=args.seed, ensemble=args.ensemble,
                           **({"meta_iterations": args.iterations} if args.iterations else {}))
     if not Path(args.data).is_file():
         raise ValueError(f"dataset {args.data!r} does not exist; build it with `hypermeta collect`")
-    settings = _load_config(args.settings)  # recorded in the weights; the callback compares the model's with them
-    tasks = tasks_from_frame(pd.read_csv(args.data))
+    frame = pd.read_csv(args.data)
+    # recorded in the weights (the callback compares a model's with them): --settings, else the dataset's own
+    # (`hypermeta matrix --export-only` and `collect` write them), else hypermeta's base configuration
+    settings = _load_config(args.settings) if args.settings else settings_from_frame(frame) or DQNConfig()
+    tasks = tasks_from_frame(frame)
     start = time.perf_counter()
     model = meta_train(tasks, cfg, base=settings)
     path = model.save(args.out)
@@ -370,8 +374,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     result = predict_config(args.task, args.weights, warn=False)  # the verdict is printed below instead
     model, pred = result.model, result.prediction
+    learned = model.trained_settings
     if args.json:
-        print(json.dumps({"task": args.task, "method": model.method, **pred.to_dict()}, indent=2))
+        print(json.dumps({"task": args.task, "method": model.method, **pred.to_dict(),
+                          "trained_settings": None if learned is None else learned.to_dict()}, indent=2))
         return 0
     print(f"{args.task}: predicted by {model.method} ({len(model.members) or 'no'} networks; nearest training task "
           f"{pred.nearest_task!r}, distance {pred.nearest_distance:.2f})")
@@ -380,12 +386,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"  lr: {pred.config.lr_schedule()}\n  epsilon: {pred.config.exploration_schedule()}")
     schedule = {p.name for p in get_space("schedule").params}
     print(json.dumps({k: v for k, v in pred.config.to_dict().items() if k in schedule}, indent=2))
-    learned = model.trained_settings
     if learned is None:
-        print("these weights do not record the DQN settings their data came from")
+        print("these weights do not record the DQN settings of their training data")
     else:  # the best schedules depend on the rest: say what they were learned with
-        print("learned with these other DQN settings (the schedules suit them; `--json` gives the whole configuration, "
-              "whose sb3_kwargs() build such a model): "
+        print("learned for these DQN settings (the training data's; `--json` gives the whole configuration, whose "
+              "sb3_kwargs(observation_space) build such a model): "
               + ", ".join(f"{k} {v}" for k, v in learned.to_dict().items() if k not in schedule))
     return 0
 
@@ -586,8 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--ensemble", type=positive_int, default=5, help="networks in the ensemble")
     p.add_argument("--iterations", type=positive_int, help="outer steps / epochs (default: the method's)")
-    p.add_argument("--settings", help="YAML/JSON configuration whose DQN settings outside the schedules the data came "
-                   "from (default: hypermeta's base configuration, which `hypermeta collect` uses)")
+    p.add_argument("--settings", help="YAML/JSON configuration holding the DQN settings (network, batch size, ...) "
+                   "the dataset's runs used; recorded in the weights (default: the dataset's c_ columns, else "
+                   "hypermeta's base configuration)")
     p.set_defaults(func=cmd_meta_train)
 
     p = sub.add_parser("fewshot", help="benchmark: `tune` with a few trials against cold TPE studies")

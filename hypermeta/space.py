@@ -231,13 +231,18 @@ class DQNConfig:
         return max(self.train_freq // self.subsample_steps, 1)
 
     # --- SB3 ------------------------------------------------------------------------------------------
-    def sb3_kwargs(self) -> dict[str, Any]:
+    def sb3_kwargs(self, observation_space: Any = None) -> dict[str, Any]:
         """Keyword arguments for ``stable_baselines3.DQN``.
 
         The exploration arguments are SB3's linear schedule; they are exact for ``eps_shape="linear"``.
         Pass a :class:`~hypermeta.HyperMetaCallback` to ``learn`` to get every shape exactly (it also
-        re-installs the schedules after ``DQN.load``).
+        re-installs the schedules after ``DQN.load``). With the env's ``observation_space``, image observations
+        get MinAtar's CNN as ``policy_kwargs`` (as hypermeta's runners build them), others ``net_arch``'s MLP.
         """
+        if observation_space is not None:
+            from hypermeta.networks import policy_kwargs_for
+
+            return {**self.sb3_kwargs(), "policy_kwargs": policy_kwargs_for(observation_space, self)}
         return {
             "learning_rate": self.lr_schedule(),
             "buffer_size": self.buffer_size,

@@ -108,7 +108,7 @@ def test_meta_train_and_predict_commands(tmp_path, capsys):
     assert main(["predict", "cartpole", "--weights", str(tmp_path / "reptile.safetensors")]) == 0
     text = capsys.readouterr().out
     assert "WARNING" not in text  # a training task is in distribution ...
-    assert "learned with these other DQN settings" in text and "batch_size 64" in text  # meta-train's base
+    assert "learned for these DQN settings" in text and "batch_size 64" in text  # meta-train's base
     assert main(["predict", "frozenlake", "--weights", str(tmp_path / "reptile.safetensors"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)  # ... one-hot observations are unlike every training task
     assert out["out_of_distribution"] and "from the nearest training task" in out["reasons"][0]
@@ -122,6 +122,21 @@ def test_meta_train_and_predict_commands(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "cartpole", "--weights", str(tmp_path / "s.safetensors")]) == 0
     assert "batch_size 128" in capsys.readouterr().out
+    assert main(["predict", "cartpole", "--weights", str(tmp_path / "s.safetensors"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trained_settings"]["batch_size"] == 128
+    # without --settings, a dataset that records its settings (c_ columns of every field) gives them
+    frame = pd.read_csv(data)
+    for name, value in DQNConfig(net_arch="small", gamma=0.98).to_dict().items():
+        frame[f"c_{name}"] = value
+    frame.to_csv(tmp_path / "with_settings.csv", index=False)
+    assert main(["meta-train", "--method", "nearest-task", "--data", str(tmp_path / "with_settings.csv"),
+                 "--out", str(tmp_path / "d")]) == 0
+    assert MetaModel.load(tmp_path / "d.safetensors").trained_settings == DQNConfig(net_arch="small", gamma=0.98)
+    frame.loc[0, "c_gamma"] = 0.9
+    frame.to_csv(tmp_path / "mixed.csv", index=False)
+    assert main(["meta-train", "--method", "nearest-task", "--data", str(tmp_path / "mixed.csv"),
+                 "--out", str(tmp_path / "m")]) == 2
+    assert "2 values of gamma" in capsys.readouterr().err
 
 
 def test_callback_without_config_predicts_from_the_training_env(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -17,16 +19,51 @@ def test_the_action_spaces_accept_the_same_actions_as_gymnasiums(task):
                                                               1.0, np.float64(1.0), np.array(1), np.array([1]), "1"]
     for value in values:
         assert fast.contains(value) == plain.contains(value), repr(value)
+    pickle.dumps(fast)  # the env can still be pickled (e.g. sent to a worker)
 
 
-def _same_trajectories(tasks, episodes, policy, visits, start=None):
+def test_only_int64_spaces_of_the_env_itself_get_the_shortcut(monkeypatch):
+    import gymnasium as gym
+
+    shared = gym.spaces.Discrete(3)
+    narrow = make_env("CartPole-v1")
+    narrow.unwrapped.action_space = gym.spaces.Discrete(2, dtype=np.int32)  # int64 values are not its members
+    monkeypatch.setattr("hypermeta.experiments.fast_envs.make_env", lambda task: narrow)
+    assert "contains" not in vars(make_fast_env("x").unwrapped.action_space)
+    one, two = make_env("CartPole-v1"), make_env("CartPole-v1")
+    one.unwrapped.action_space = two.unwrapped.action_space = shared  # a space shared by two envs ...
+    monkeypatch.setattr("hypermeta.experiments.fast_envs.make_env", lambda task: one)
+    assert "contains" in vars(make_fast_env("x").unwrapped.action_space)
+    assert "contains" not in vars(shared) and two.unwrapped.action_space is shared  # ... is left alone
+
+
+def test_other_gymnasium_code_keeps_its_own_steps(monkeypatch):
+    from hypermeta.experiments import fast_envs
+
+    monkeypatch.setitem(fast_envs.CHECKED_SOURCES, "MountainCarEnv.step", "another version")
+    fast_envs._unchanged.cache_clear()
+    try:
+        assert "step" not in vars(make_fast_env("MountainCar-v0").unwrapped)
+        assert "step" in vars(make_fast_env("Acrobot-v1").unwrapped)
+        overridden = make_env("Acrobot-v1")
+        overridden.unwrapped._dsdt = overridden.unwrapped._dsdt  # an instance override of a method the fast step inlines
+        monkeypatch.setattr(fast_envs, "make_env", lambda task: overridden)
+        assert "step" not in vars(make_fast_env("x").unwrapped)
+    finally:
+        fast_envs._unchanged.cache_clear()
+
+
+def _same_trajectories(tasks, episodes, policy, visits, start=None, setup=None):
     """Step a fast and a plain env of each task with the same actions; every return value and the internal
     state must be equal. ``visits(env, step_result)`` counts the branches of the step the test reached;
-    ``start(episode)`` may give a state to start an episode from instead of the reset's."""
+    ``start(episode)`` may give a state to start an episode from instead of the reset's; ``setup(task, env)``
+    may change an env's attributes first."""
     rng = np.random.default_rng(0)
     for task in tasks:
         fast, plain = make_fast_env(task), make_env(task)
         assert "step" in vars(fast.unwrapped) and "step" not in vars(plain.unwrapped)
+        if setup is not None:
+            setup(task, fast.unwrapped), setup(task, plain.unwrapped)
         for episode in range(episodes):
             a, b = fast.reset(seed=episode), plain.reset(seed=episode)
             assert np.array_equal(a[0], b[0])
@@ -36,7 +73,8 @@ def _same_trajectories(tasks, episodes, policy, visits, start=None):
             while not done:
                 action = np.int64(policy(plain.unwrapped, rng))
                 a, b = fast.step(action), plain.step(action)
-                assert np.array_equal(a[0], b[0]) and a[1:4] == b[1:4], (task, episode, a, b)
+                assert a[0].dtype == b[0].dtype and a[0].tobytes() == b[0].tobytes(), (task, episode, a, b)
+                assert a[1:4] == b[1:4] and type(a[1]) is type(b[1]), (task, episode, a, b)
                 assert np.array_equal(np.asarray(fast.unwrapped.state), np.asarray(plain.unwrapped.state))
                 visits(plain.unwrapped, b)
                 done = b[2] or b[3]
@@ -60,12 +98,17 @@ def test_mountaincar_steps_exactly_like_gymnasiums():
 
 
 def test_acrobot_steps_exactly_like_gymnasiums():
-    seen = {"velocity bound": 0, "goal": 0, "noise": 0}
+    seen = {"velocity bound": 0, "goal": 0, "noise": 0, "nips": 0}
 
     def visits(env, result):
         seen["velocity bound"] += abs(env.state[2]) == env.MAX_VEL_1 or abs(env.state[3]) == env.MAX_VEL_2
         seen["goal"] += result[2]
         seen["noise"] += env.torque_noise_max > 0
+        seen["nips"] += env.book_or_nips == "nips"
+
+    def setup(task, env):  # the paper's dynamics (an instance attribute gymnasium reads) on one task
+        if "link_moi" in task:
+            env.book_or_nips = "nips"
 
     def policy(env, rng):  # swing with the second link's velocity half the time: it reaches the goal
         return rng.integers(3) if rng.random() < 0.3 else 2 * (env.state[3] > 0)
@@ -74,5 +117,5 @@ def test_acrobot_steps_exactly_like_gymnasiums():
         return np.array([0.1, -0.2, 30.0, 0.0]) if episode % 3 == 2 else None
 
     _same_trajectories(["Acrobot-v1", "acrobot:link_length_1=1.3,torque_noise_max=0.2",
-                        "acrobot:link_mass_2=2.5,link_length_2=0.4,link_moi=0.5"], 6, policy, visits, start)
+                        "acrobot:link_mass_2=2.5,link_length_2=0.4,link_moi=0.5"], 6, policy, visits, start, setup)
     assert min(seen.values()) > 0, seen

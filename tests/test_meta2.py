@@ -180,9 +180,10 @@ def test_matrix_scores_normalise_per_task_and_skip_incomplete_tasks(tmp_path):
     data = matrix_dataset(plan, runs)
     assert len(data) == 3 * len(train) and {f"f_{FEATURE_NAMES[0]}", "objective", "x_lr_initial"} <= set(data.columns)
     # the dataset is what meta-train reads
-    from hypermeta.meta.data import tasks_from_frame
+    from hypermeta.meta.data import settings_from_frame, tasks_from_frame
 
     assert [t.task for t in tasks_from_frame(data)] == sorted(train)
+    assert settings_from_frame(data) == plan.base  # the plan's fixed settings travel with the data
 
 
 def test_a_diverged_matrix_run_scores_as_random_and_is_not_retried(tmp_path, monkeypatch):
@@ -315,13 +316,21 @@ def test_the_callback_warns_when_the_models_settings_differ_from_those_the_weigh
     assert sb3_defaults.settings_mismatch == {"batch_size": (64, 32), "target_update_interval": (250, 10000),
                                               "buffer_size": (50000, 1000000)}
 
-    # several envs; episodes as train_freq unit; another net
+    # SB3 counts train_freq in VecEnv steps: two envs train half as often per transition
     two_envs = DQN("MlpPolicy", make_vec_env(env_factory("cartpole"), n_envs=2), **learned.sb3_kwargs())
-    assert settings_mismatch(learned, two_envs) == {}
-    other = DQN("MlpPolicy", make_env("cartpole"), **{**learned.sb3_kwargs(), "train_freq": (1, "episode"),
+    assert settings_mismatch(learned, two_envs) == {"train_freq": (4, 8)}
+    other = DQN("MlpPolicy", make_env("cartpole"), **{**learned.sb3_kwargs(), "train_freq": (1, "episode"), "tau": 0.5,
                                                       "policy_kwargs": {"net_arch": [32]}, "gamma": 0.98})
-    assert settings_mismatch(learned, other) == {"net": ("[64, 64]", "[32]"), "gamma": (0.99, 0.98),
-                                                 "train_freq": (4, "1 episodes")}
+    assert settings_mismatch(learned, other) == {"net": ("[64, 64] ReLU", "[32] ReLU"), "gamma": (0.99, 0.98),
+                                                 "train_freq": (4, "1 episode"), "tau": (1.0, 0.5)}
+    every_step = learned.replace(train_freq=1, subsample_steps=1)  # gradient_steps=-1: one per transition, as SB3
+    minus_one = DQN("MlpPolicy", make_env("cartpole"), **{**every_step.sb3_kwargs(), "gradient_steps": -1})
+    assert settings_mismatch(every_step, minus_one) == {}
+    breakout = make_env("minatar-breakout")  # images: MinAtar's CNN, as sb3_kwargs(observation_space) builds it
+    cnn = DQN("MlpPolicy", breakout, **learned.sb3_kwargs(breakout.observation_space))
+    assert settings_mismatch(learned, cnn) == {}
+    mlp = settings_mismatch(learned, DQN("MlpPolicy", breakout, **learned.sb3_kwargs()))
+    assert mlp == {"net": ("MinAtarCNN, then no hidden layers", "[64, 64] ReLU")}
 
     # weights that do not record their settings (meta-learner v1's): nothing to compare, no warning
     meta = json.loads((tmp_path / "w.json").read_text())

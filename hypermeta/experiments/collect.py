@@ -163,7 +163,7 @@ def export_dataset(dist: TaskDistribution, out: str | Path | None = None) -> pd.
                                    "final_return": t.user_attrs.get("final_return")}
             row.update({f"f_{n}": v for n, v in zip(FEATURE_NAMES, feats.values)})
             row.update({f"x_{n}": v for n, v in zip(space.encoded_names, space.encode(config))})
-            row.update({f"c_{k}": v for k, v in config.to_dict().items() if k in {p.name for p in space.params}})
+            row.update({f"c_{k}": v for k, v in config.to_dict().items()})  # the fixed settings too (meta-train)
             rows.append(row)
     frame = pd.DataFrame(rows)
     path = Path(out or dist.dataset)

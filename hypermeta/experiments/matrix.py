@@ -219,7 +219,8 @@ def incomplete_tasks(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str]) -> 
 
 def matrix_dataset(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str] | None = None) -> pd.DataFrame:
     """The meta-training dataset of the complete training tasks, in the columns ``hypermeta meta-train`` reads
-    (``task``, ``f_<feature>``, ``x_<code>``, ``objective`` = the per-task ``score`` of :func:`matrix_scores`)."""
+    (``task``, ``f_<feature>``, ``x_<code>``, ``objective`` = the per-task ``score`` of :func:`matrix_scores`, and
+    every configuration field as ``c_<field>``, from which it records the DQN settings the data came from)."""
     from hypermeta.seeds import FEATURE_SEED
     from hypermeta.tasks.features import FEATURE_NAMES, probe_features
 
@@ -236,7 +237,7 @@ def matrix_dataset(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str] | None
                    "n_seeds": r["n_seeds"]}
             row.update({f"f_{n}": v for n, v in zip(FEATURE_NAMES, feats.values)})
             row.update({f"x_{n}": v for n, v in zip(space.encoded_names, space.encode(config))})
-            row.update({f"c_{k}": getattr(config, k) for k in SCHEDULE_FIELDS})
+            row.update({f"c_{k}": v for k, v in config.to_dict().items()})  # the fixed settings too (meta-train)
             rows.append(row)
     return pd.DataFrame(rows)
 

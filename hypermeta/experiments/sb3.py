@@ -32,15 +32,13 @@ def build_model(
     verbose: int = 0,
     device: str = "cpu",
 ) -> DQN:
-    """A ``DQN`` on ``n_envs`` copies of the task, built from ``config.sb3_kwargs()``."""
+    """A ``DQN`` on ``n_envs`` copies of the task, built from ``config.sb3_kwargs(observation_space)``."""
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     check_seed(seed)
-    from hypermeta.networks import policy_kwargs_for
-
     venv = make_vec_env(env_factory(env_id), n_envs=n_envs, seed=seed)
     check_spaces(venv)
-    kwargs = {**config.sb3_kwargs(), "policy_kwargs": policy_kwargs_for(venv.observation_space, config)}
+    kwargs = config.sb3_kwargs(venv.observation_space)
     return DQN(
         "MlpPolicy", venv, seed=seed, verbose=verbose, device=device,
         tensorboard_log=None if tensorboard_log is None else str(tensorboard_log), **kwargs,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from hypermeta.meta.method import METHODS
-from hypermeta.space import get_space
+from hypermeta.space import DQNConfig, get_space
 from hypermeta.tasks.features import FEATURE_NAMES
 
 SPACE = get_space("schedule")
@@ -69,6 +69,23 @@ def tasks_from_frame(frame: Any, feature_names: Sequence[str] = FEATURE_NAMES) -
     if not out:
         raise ValueError("dataset has no finished trial with a finite objective")
     return out
+
+
+def settings_from_frame(frame: Any) -> DQNConfig | None:
+    """The DQN settings outside the schedules that a dataset's runs used, from its ``c_<field>`` columns (every
+    configuration field); ``None`` when the dataset does not record them (datasets written before they were)."""
+    schedule = {p.name for p in get_space("schedule").params}
+    fixed = [name for name in DQNConfig.__dataclass_fields__ if name not in schedule]
+    if not all(f"c_{name}" in frame.columns for name in fixed):
+        return None
+    values = {}
+    for name in fixed:
+        seen = frame[f"c_{name}"].dropna().unique()
+        if len(seen) != 1:
+            raise ValueError(f"the dataset's runs used {len(seen)} values of {name} ({', '.join(map(str, seen[:4]))}); "
+                             "meta-train one dataset per set of DQN settings")
+        values[name] = seen[0].item() if hasattr(seen[0], "item") else seen[0]
+    return DQNConfig.from_dict(values, source="the dataset's c_ columns")
 
 
 def best_fixed_code(tasks: Sequence[TaskData], decimals: int = 9) -> np.ndarray | None:

@@ -11,7 +11,7 @@ from hypermeta.space import DQNConfig
 digests = []
 orig_close = engine._Agents.close
 def close(self):
-    digests.append(hashlib.sha256(self.flat.detach().numpy().tobytes() + self.target.numpy().tobytes() + self.v.numpy().tobytes()).hexdigest())
+    digests.append(hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in (self.flat, self.target, self.m, self.v, self.adam_t))).hexdigest())
     orig_close(self)
 engine._Agents.close = close
 tasks = ["cartpole:gravity=12,length=0.7", "acrobot:link_length_1=1.3", "frozenlake:success_rate=0.6,hole_reward=-0.3",
