@@ -83,6 +83,31 @@ def test_best_fixed_is_the_best_mean_over_tasks_not_a_best_of_one():
         meta_train([a, c], MetaTrainConfig(method="best-fixed"))
 
 
+def test_k_nearest_averages_the_portfolio_over_the_nearest_tasks(tmp_path):
+    a, b, c = PORTFOLIO[0], PORTFOLIO[1], PORTFOLIO[2]
+    tasks = []
+    for i in range(9):  # feature 0 = i; tasks 0-3 prefer A (task 0, noisily, C by a hair), tasks 4-8 prefer B
+        y = [0.6, 0.0, 0.7] if i == 0 else [1.0, 0.0, 0.0] if i < 4 else [0.0, 1.0, 0.0]
+        f = np.zeros(D)
+        f[0] = i
+        tasks.append(TaskData(f"t{i}", f, np.stack([a, b, c]), y))
+    query = np.zeros(D)  # task 0's features: its k = ceil(sqrt(9)) = 3 nearest are tasks 0, 1, 2
+    models = {m: meta_train(tasks, MetaTrainConfig(method=m)) for m in ("k-nearest", "nearest-task", "best-fixed")}
+    predicted = {m: model.predict(query, warn=False).code for m, model in models.items()}
+    np.testing.assert_array_equal(predicted["k-nearest"], a)  # mean over tasks 0-2: A 0.87, C 0.23
+    np.testing.assert_array_equal(predicted["nearest-task"], c)  # one noisy task decides
+    np.testing.assert_array_equal(predicted["best-fixed"], b)  # the features do not matter
+    far = np.zeros(D)
+    far[0] = 8
+    np.testing.assert_array_equal(models["k-nearest"].predict(far, warn=False).code, b)
+    loaded = MetaModel.load(models["k-nearest"].save(tmp_path / "k"))
+    np.testing.assert_array_equal(loaded.predict(query, warn=False).code, a)
+    adapted = loaded.adapt([(SPACE.decode(PORTFOLIO[5]), 0.3), (SPACE.decode(PORTFOLIO[6]), 0.9)], query)
+    np.testing.assert_allclose(adapted.predict(query, warn=False).config.lr_initial, SPACE.decode(PORTFOLIO[6]).lr_initial)
+    with pytest.raises(ValueError, match="share their configurations"):
+        meta_train([tasks[0], TaskData("x", np.ones(D), PORTFOLIO[3:5], [1.0, 1.0])], MetaTrainConfig(method="k-nearest"))
+
+
 def test_portfolio_score_looks_up_the_nearest_measured_configuration():
     task = TaskData("t", np.zeros(D), PORTFOLIO[:4], [0.1, 0.2, 0.3, 0.4])
     assert portfolio_score(task, PORTFOLIO[2]) == 0.3

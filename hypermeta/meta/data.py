@@ -15,6 +15,7 @@ runners-up still inform (the objective is noisy, a single best trial is not to b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -86,6 +87,35 @@ def settings_from_frame(frame: Any) -> DQNConfig | None:
                              "meta-train one dataset per set of DQN settings")
         values[name] = seen[0].item() if hasattr(seen[0], "item") else seen[0]
     return DQNConfig.from_dict(values, source="the dataset's c_ columns")
+
+
+def portfolio_matrix(tasks: Sequence[TaskData], decimals: int = 9) -> tuple[np.ndarray, np.ndarray] | None:
+    """The codes tried on *every* task (a shared portfolio), in the first task's order, and each task's objective
+    of each (``[codes, dim]``, ``[tasks, codes]``; a code tried twice on a task counts with its mean there); None
+    when no code was tried on every task."""
+    def keys(t: TaskData) -> list[bytes]:
+        return [np.round(c, decimals).tobytes() for c in t.codes]
+
+    shared = set(keys(tasks[0]))
+    for t in tasks[1:]:
+        shared &= set(keys(t))
+    if not shared:
+        return None
+    columns = list(dict.fromkeys(k for k in keys(tasks[0]) if k in shared))
+    first = {k: i for i, k in reversed(list(enumerate(keys(tasks[0]))))}
+    scores = np.zeros((len(tasks), len(columns)))
+    for row, t in enumerate(tasks):
+        seen: dict[bytes, list[float]] = {}
+        for k, y in zip(keys(t), t.objectives):
+            if k in shared:
+                seen.setdefault(k, []).append(float(y))
+        scores[row] = [np.mean(seen[k]) for k in columns]
+    return np.stack([tasks[0].codes[first[k]] for k in columns]), scores
+
+
+def knn_size(n_tasks: int) -> int:
+    """``k-nearest``'s neighbourhood: ceil(sqrt(training tasks)) (fixed before its first cross-validation)."""
+    return max(1, math.ceil(math.sqrt(n_tasks)))
 
 
 def best_fixed_code(tasks: Sequence[TaskData], decimals: int = 9) -> np.ndarray | None:

@@ -29,6 +29,7 @@ METHODS: dict[str, str] = {
     "maml": "hypermeta.meta.maml:MAML",
     "fomaml": "hypermeta.meta.maml:FOMAML",
     "nearest-task": "hypermeta.meta.nearest_task:NearestTask",
+    "k-nearest": "hypermeta.meta.nearest_task:KNearest",
     "best-fixed": "hypermeta.meta.nearest_task:BestFixed",
 }
 

@@ -1,7 +1,7 @@
 """The meta-learner: an ensemble of schedule predictors with its feature normalisation, uncertainty and files.
 
 Methods (:data:`hypermeta.meta.method.METHODS`): ``multitask``, ``surrogate``, ``reptile``, ``maml``, ``fomaml``,
-and the two without networks, ``nearest-task`` and ``best-fixed``, one file each under :mod:`hypermeta.meta`.
+and those without networks, ``nearest-task``, ``k-nearest`` and ``best-fixed``, under :mod:`hypermeta.meta`.
 
 Uncertainty: :class:`MetaModel` is an ensemble (members differ in seed and in a bootstrap resample of the
 training tasks); a prediction comes with the members' disagreement and the distance to the nearest
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from hypermeta.meta.data import (SPACE, MetaTrainConfig, SchedulePredictor, TaskBatch, TaskData, best_fixed_code,
+                                  knn_size, portfolio_matrix,
                                   task_loss)
 from hypermeta.meta.method import Method, get_method
 from hypermeta.seeds import member_seed
@@ -74,7 +75,7 @@ class MetaModel:
                  task_names: list[str], task_features: np.ndarray, task_best: np.ndarray,
                  train_config: MetaTrainConfig, feature_names: Sequence[str] = FEATURE_NAMES,
                  thresholds: dict[str, float] | None = None, fallback: np.ndarray | None = None,
-                 base: DQNConfig | None = None) -> None:
+                 base: DQNConfig | None = None, portfolio: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.method = method
         self.members = members
         self.mean, self.std = np.asarray(mean, float), np.asarray(std, float)
@@ -89,8 +90,10 @@ class MetaModel:
         self.base = base or DQNConfig()
         #: best-fixed's code (None when the training tasks share no configuration)
         self.fallback = None if fallback is None else np.asarray(fallback, float)
-        if method == "best-fixed" and self.fallback is None:
-            raise ValueError("best-fixed needs training tasks that share their configurations (a portfolio)")
+        #: the portfolio's codes ``[C, dim]`` and the training tasks' scores of them ``[tasks, C]`` (k-nearest)
+        self.portfolio = None if portfolio is None else (np.asarray(portfolio[0], float), np.asarray(portfolio[1], float))
+        if (method == "best-fixed" and self.fallback is None) or (method == "k-nearest" and self.portfolio is None):
+            raise ValueError(f"{method} needs training tasks that share their configurations (a portfolio)")
         self.thresholds = dict(thresholds) if thresholds else self._calibrate()
         # weights written before the OOD score existed: its references follow from the two thresholds
         self.thresholds.setdefault("ref_distance", self.thresholds["distance"] / OOD_DISTANCE_FACTOR)
@@ -107,6 +110,11 @@ class MetaModel:
     def _member_codes(self, features: np.ndarray) -> np.ndarray:
         if self.method == "best-fixed":
             return self.fallback[None]
+        if self.method == "k-nearest":
+            d = np.linalg.norm(self._z(self.task_features) - self._z(features), axis=1)
+            near = np.argsort(d, kind="stable")[:knn_size(len(d))]
+            codes, scores = self.portfolio
+            return codes[[int(np.argmax(scores[near].mean(0)))]]
         if not self.members:  # a method without networks (nearest-task): the nearest training task's best
             return self.task_best[[self._nearest(features)[0]]]
         x = torch.as_tensor(self._z(features), dtype=torch.float32)
@@ -223,8 +231,8 @@ class MetaModel:
         """A copy adapted to one new task from a few observed ``(config, normalised objective)`` trials.
 
         Every member takes ``steps`` inner steps (the method's own inner loop: SGD for MAML/FOMAML, Adam
-        for Reptile, multitask and surrogate) on the per-task loss of these trials; ``nearest-task`` and
-        ``best-fixed`` instead return the best observed configuration. The original model is unchanged.
+        for Reptile, multitask and surrogate) on the per-task loss of these trials; ``nearest-task``,
+        ``k-nearest`` and ``best-fixed`` instead return the best observed configuration. The original model is unchanged.
         """
         features = self._check_features(features)
         if not trials:
@@ -235,10 +243,11 @@ class MetaModel:
         cfg = self.train_config
         steps = cfg.inner_steps if steps is None else steps
         clone = MetaModel(self.method, [], self.mean, self.std, self.task_names, self.task_features, self.task_best,
-                          cfg, self.feature_names, self.thresholds, self.fallback, self.trained_settings)
+                          cfg, self.feature_names, self.thresholds, self.fallback, self.trained_settings, self.portfolio)
         # adapted, the fallback is the best observed configuration (for best-fixed also the prediction itself)
         clone.fallback = data.best_code()
-        if self.method == "best-fixed":
+        if self.method in ("best-fixed", "k-nearest"):  # the trials need not be in the portfolio: predict their best
+            clone.method = "best-fixed"
             return clone
         if not self.algorithm.learned:
             clone.task_names = [*self.task_names, "adapted"]
@@ -268,6 +277,8 @@ class MetaModel:
                    "tasks.features": torch.as_tensor(self.task_features), "tasks.best": torch.as_tensor(self.task_best)}
         if self.fallback is not None:
             tensors["fallback.code"] = torch.as_tensor(self.fallback)
+        if self.portfolio is not None:
+            tensors["portfolio.codes"], tensors["portfolio.scores"] = (torch.as_tensor(a) for a in self.portfolio)
         for i, m in enumerate(self.members):
             for k, v in m.state_dict().items():
                 tensors[f"member{i}.{k}"] = v.detach().clone().contiguous()
@@ -324,7 +335,9 @@ class MetaModel:
                    meta["training_tasks"], tensors["tasks.features"].numpy(), tensors["tasks.best"].numpy(), cfg,
                    meta["feature_names"], meta["thresholds"],
                    tensors["fallback.code"].numpy() if "fallback.code" in tensors else None,
-                   DQNConfig.from_dict(meta["fixed"], source=f"{str(meta_path)!r} `fixed`") if meta.get("fixed") else None)
+                   DQNConfig.from_dict(meta["fixed"], source=f"{str(meta_path)!r} `fixed`") if meta.get("fixed") else None,
+                   (tensors["portfolio.codes"].numpy(), tensors["portfolio.scores"].numpy())
+                   if "portfolio.codes" in tensors else None)
 
 
 def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig, base: DQNConfig | None = None) -> MetaModel:
@@ -341,10 +354,11 @@ def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig, base: DQNConfig 
     std = np.maximum(std, MIN_FEATURE_STD)
     best = np.stack([t.best_code() for t in tasks])
     names = [t.task for t in tasks]
-    fixed = best_fixed_code(tasks)
+    fixed, portfolio = best_fixed_code(tasks), portfolio_matrix(tasks)
     algorithm = get_method(cfg.method)(cfg)
     if not algorithm.learned:
-        return MetaModel(cfg.method, [], mean, std, names, feats, best, cfg, fallback=fixed, base=base)
+        return MetaModel(cfg.method, [], mean, std, names, feats, best, cfg, fallback=fixed, base=base,
+                         portfolio=portfolio)
     torch.set_num_threads(1)
     batches = [TaskBatch(t, mean, std, cfg.temperature) for t in tasks]
     members = []
@@ -353,7 +367,8 @@ def meta_train(tasks: Sequence[TaskData], cfg: MetaTrainConfig, base: DQNConfig 
         # bootstrap over tasks (all of them for a single member, so one member sees every task)
         chosen = batches if cfg.ensemble == 1 else [batches[i] for i in rng.choice(len(batches), len(batches))]
         members.append(algorithm.train_member(chosen, len(mean), member_seed(cfg.seed, k)))
-    return MetaModel(cfg.method, members, mean, std, names, feats, best, cfg, fallback=fixed, base=base)
+    return MetaModel(cfg.method, members, mean, std, names, feats, best, cfg, fallback=fixed, base=base,
+                     portfolio=portfolio)
 
 
 def default_weights_path() -> Path:

@@ -1,6 +1,7 @@
-"""The two methods without networks, the bars a learned predictor must clear: ``nearest-task`` (Feurer et al.,
-AAAI 2015; the best configuration of the nearest training task in standardised feature space) and
-``best-fixed`` (one configuration for every task)."""
+"""The methods without networks, the bars a learned predictor must clear: ``nearest-task`` (Feurer et al.,
+AAAI 2015; the best configuration of the nearest training task in standardised feature space), ``k-nearest``
+(the portfolio configuration best on average over the k nearest training tasks) and ``best-fixed`` (one
+configuration for every task)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,17 @@ class BestFixed(Method):
 
     def train_member(self, tasks: list[TaskBatch], n_features: int, seed: int) -> SchedulePredictor:
         raise TypeError("best-fixed has no networks: its prediction is one configuration for every task")
+
+
+class KNearest(Method):
+    """``k-nearest``: between ``nearest-task`` (k = 1) and ``best-fixed`` (k = all): the configuration, among those
+    tried on every training task (the portfolio), with the best mean normalised score over the k nearest
+    training tasks in standardised feature space, k = ceil(sqrt(training tasks)) (:func:`~hypermeta.meta.data.knn_size`).
+    One noisy task's best does not decide, as it does for ``nearest-task``; unlike ``best-fixed`` it depends on
+    the task. Added to meta-learner v2's plan on 2026-11-26 (logged in ``studies/meta2/calibration.md``)."""
+
+    name = "k-nearest"
+    learned = False
+
+    def train_member(self, tasks: list[TaskBatch], n_features: int, seed: int) -> SchedulePredictor:
+        raise TypeError("k-nearest has no networks: its prediction is a portfolio configuration")
