@@ -12,14 +12,15 @@ configuration's MLP ``net_arch``. In your own code::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from hypermeta.space import NET_ARCHS, DQNConfig
+if TYPE_CHECKING:  # DQNConfig.sb3_kwargs(observation_space) imports this module
+    from hypermeta.space import DQNConfig
 
 
 class MinAtarCNN(BaseFeaturesExtractor):
@@ -52,4 +53,4 @@ def policy_kwargs_for(space: gym.Space, config: DQNConfig) -> dict[str, Any]:
     """SB3 ``policy_kwargs``: MinAtar's CNN for 3-D (image) observations, else ``config``'s MLP layers."""
     if is_image(space):
         return {"features_extractor_class": MinAtarCNN, "net_arch": []}
-    return {"net_arch": list(NET_ARCHS[config.net_arch])}
+    return dict(config.sb3_kwargs()["policy_kwargs"])
