@@ -48,7 +48,7 @@ def settings_mismatch(config: DQNConfig, model: DQN) -> dict[str, tuple[Any, Any
     ``DQN("MlpPolicy", env, **config.sb3_kwargs(env.observation_space))`` (the settings hypermeta's data comes
     from): ``{setting: (config's, model's)}``, empty when they agree.
 
-    Compared: the Q-network (features extractor, hidden layers, activation), batch size, gamma, train frequency
+    Compared: the Q-network (features extractor and its kwargs, hidden layers, activation), batch size, gamma, train frequency
     **in transitions** (SB3 counts ``train_freq`` in ``VecEnv.step`` calls, each ``n_envs`` transitions),
     gradient steps per training phase (``-1`` resolved as SB3 does: one per transition collected), target
     update interval, learning starts, buffer size, and the SB3 settings ``DQNConfig`` leaves at SB3's defaults
@@ -68,6 +68,8 @@ def settings_mismatch(config: DQNConfig, model: DQN) -> dict[str, tuple[Any, Any
                      list(want_policy["net_arch"]), want_activation.__name__),
                 _net(type(model.policy.q_net.features_extractor).__name__, list(model.policy.net_arch),
                      model.policy.activation_fn.__name__)),
+        "features_extractor_kwargs": (dict(want_policy.get("features_extractor_kwargs") or {}),
+                                      dict(model.policy.features_extractor_kwargs or {})),
         "batch_size": (config.batch_size, model.batch_size),
         "gamma": (config.gamma, model.gamma),
         "train_freq": (config.train_freq, have_freq),

@@ -356,6 +356,10 @@ def test_the_callback_warns_when_the_models_settings_differ_from_those_the_weigh
     assert settings_mismatch(learned, cnn) == {}
     mlp = settings_mismatch(learned, DQN("MlpPolicy", breakout, **learned.sb3_kwargs()))
     assert mlp == {"net": ("MinAtarCNN, then no hidden layers", "[64, 64] ReLU")}
+    kwargs = learned.sb3_kwargs(breakout.observation_space)
+    wider = DQN("MlpPolicy", breakout, **{**kwargs, "policy_kwargs": {**kwargs["policy_kwargs"],
+                                                                       "features_extractor_kwargs": {"channels": 32}}})
+    assert settings_mismatch(learned, wider) == {"features_extractor_kwargs": ({}, {"channels": 32})}
 
     # weights that do not record their settings (meta-learner v1's): nothing to compare, no warning
     meta = json.loads((tmp_path / "w.json").read_text())
