@@ -16,8 +16,8 @@ from hypermeta.meta.method import METHODS
 D = len(FEATURE_NAMES)
 CONT = [i for i, n in enumerate(SPACE.encoded_names) if "=" not in n]  # numeric (non one-hot) code dims
 LR, FRAC = SPACE.encoded_names.index("lr_initial"), SPACE.encoded_names.index("eps_fraction")
-NETWORK_FREE = ("nearest-task", "k-nearest", "best-fixed")
-TESTED = [m for m in METHODS if m not in ("best-fixed", "k-nearest")]  # they need a shared portfolio: test_meta2.py
+NETWORK_FREE = ("nearest-task", "k-nearest", "ridge-portfolio", "best-fixed")
+TESTED = [m for m in METHODS if m not in ("best-fixed", "k-nearest", "ridge-portfolio")]  # portfolio: test_meta2.py
 FAST = dict(ensemble=2, meta_iterations=150, surrogate_epochs=300, tasks_per_batch=4, inner_steps=3)
 
 

@@ -108,6 +108,62 @@ def test_k_nearest_averages_the_portfolio_over_the_nearest_tasks(tmp_path):
         meta_train([tasks[0], TaskData("x", np.ones(D), PORTFOLIO[3:5], [1.0, 1.0])], MetaTrainConfig(method="k-nearest"))
 
 
+def test_ridge_portfolio_follows_the_features_when_they_predict_and_is_best_fixed_when_not(tmp_path):
+    from hypermeta.meta.data import fit_portfolio_ridge
+
+    rng = np.random.default_rng(3)
+    a, b, c = PORTFOLIO[0], PORTFOLIO[1], PORTFOLIO[2]
+    informative, noise = [], []
+    for i, f0 in enumerate(np.linspace(-2, 2, 17)):  # A improves with feature 0, B worsens, C is flat (best mean)
+        f = np.zeros(D)
+        f[0], f[1] = f0, rng.normal()
+        y = np.array([0.5 + 0.2 * f0, 0.5 - 0.2 * f0, 0.55]) + rng.normal(0, 0.01, 3)
+        informative.append(TaskData(f"i{i}", f, np.stack([a, b, c]), y))
+        noise.append(TaskData(f"n{i}", f, np.stack([a, b, c]), np.array([0.5, 0.5, 0.55]) + rng.normal(0, 0.05, 3)))
+    model = meta_train(informative, MetaTrainConfig(method="ridge-portfolio"))
+    for f0, want in ((1.8, a), (-1.8, b), (0.0, c)):
+        query = np.zeros(D)
+        query[0] = f0
+        np.testing.assert_array_equal(model.predict(query, warn=False).code, want)
+    assert fit_portfolio_ridge(model._z(model.task_features), model.portfolio[1])[2] < 10  # a small penalty
+    np.testing.assert_array_equal(best_fixed_code(informative), c)  # one configuration for all: the flat one
+    # features that carry nothing: a large penalty wins and the prediction is best-fixed's everywhere
+    flat = meta_train(noise, MetaTrainConfig(method="ridge-portfolio"))
+    assert fit_portfolio_ridge(flat._z(flat.task_features), flat.portfolio[1])[2] >= 100
+    for f0 in (-2.0, 0.0, 2.0):
+        query = np.zeros(D)
+        query[0] = f0
+        np.testing.assert_array_equal(flat.predict(query, warn=False).code, best_fixed_code(noise))
+    loaded = MetaModel.load(model.save(tmp_path / "r"))
+    query = np.zeros(D)
+    query[0] = 1.8
+    np.testing.assert_array_equal(loaded.predict(query, warn=False).code, a)
+
+
+def test_the_ridge_penalty_is_chosen_by_exact_leave_one_out_error():
+    from hypermeta.meta.data import RIDGE_ALPHAS, fit_portfolio_ridge
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 3)), rng.normal(size=(12, 2))
+    w, b, alpha = fit_portfolio_ridge(x, y)
+
+    def loo_error(alpha):  # refit without each task in turn: the shortcut's error must be this one
+        err = 0.0
+        for i in range(len(x)):
+            keep = np.arange(len(x)) != i
+            xm, ym = x[keep].mean(0), y[keep].mean(0)
+            xc = x[keep] - xm
+            wi = np.zeros((3, 2)) if np.isinf(alpha) else np.linalg.solve(xc.T @ xc + alpha * np.eye(3), xc.T @ (y[keep] - ym))
+            err += float((((x[i] - xm) @ wi + ym - y[i]) ** 2).sum())
+        return err
+
+    errors = {a: loo_error(a) for a in RIDGE_ALPHAS}
+    assert alpha == min(errors, key=errors.get)
+    if not np.isinf(alpha):
+        xc = x - x.mean(0)
+        np.testing.assert_allclose(w, np.linalg.solve(xc.T @ xc + alpha * np.eye(3), xc.T @ (y - y.mean(0))))
+
+
 def test_portfolio_score_looks_up_the_nearest_measured_configuration():
     task = TaskData("t", np.zeros(D), PORTFOLIO[:4], [0.1, 0.2, 0.3, 0.4])
     assert portfolio_score(task, PORTFOLIO[2]) == 0.3

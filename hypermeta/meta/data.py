@@ -118,6 +118,33 @@ def knn_size(n_tasks: int) -> int:
     return max(1, math.ceil(math.sqrt(n_tasks)))
 
 
+#: ``ridge-portfolio``'s candidate penalties (standardised features); ``inf`` is "features do not help": best-fixed
+RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, math.inf)
+
+
+def fit_portfolio_ridge(x: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """One ridge regression per portfolio configuration of its score on the task features: ``x`` ``[tasks, d]``
+    (standardised), ``scores`` ``[tasks, C]`` -> weights ``[d, C]``, intercepts ``[C]`` and the penalty. One penalty
+    for all configurations, the one of :data:`RIDGE_ALPHAS` with the least exact leave-one-task-out squared error
+    summed over them (intercepts unpenalised); with ``inf`` the prediction is every configuration's mean score,
+    whose argmax is best-fixed's choice."""
+    n = len(x)
+    xm, ym = x.mean(0), scores.mean(0)
+    xc, yc = x - xm, scores - ym
+    u, sv, vt = np.linalg.svd(xc, full_matrices=False)
+    best: tuple[float, np.ndarray, float] | None = None
+    for alpha in RIDGE_ALPHAS:
+        shrink = np.zeros_like(sv) if math.isinf(alpha) else sv / (sv**2 + alpha)
+        w = vt.T @ (shrink[:, None] * (u.T @ yc))
+        hat = ((u * (sv * shrink)) * u).sum(1) + 1.0 / n  # diagonal of the hat matrix, intercept included
+        loo = (yc - xc @ w) / (1.0 - hat)[:, None]
+        err = float((loo**2).sum())
+        if best is None or err < best[0] - 1e-12:
+            best = (err, w, alpha)
+    _, w, alpha = best
+    return w, ym - xm @ w, alpha
+
+
 def best_fixed_code(tasks: Sequence[TaskData], decimals: int = 9) -> np.ndarray | None:
     """``best-fixed``: the code, among those tried on *every* task, with the best mean objective over the tasks
     (ties: the first in the first task's order); None when no code was tried on every task."""

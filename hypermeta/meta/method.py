@@ -30,6 +30,7 @@ METHODS: dict[str, str] = {
     "fomaml": "hypermeta.meta.maml:FOMAML",
     "nearest-task": "hypermeta.meta.nearest_task:NearestTask",
     "k-nearest": "hypermeta.meta.nearest_task:KNearest",
+    "ridge-portfolio": "hypermeta.meta.nearest_task:RidgePortfolio",
     "best-fixed": "hypermeta.meta.nearest_task:BestFixed",
 }
 

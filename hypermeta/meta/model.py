@@ -1,7 +1,8 @@
 """The meta-learner: an ensemble of schedule predictors with its feature normalisation, uncertainty and files.
 
 Methods (:data:`hypermeta.meta.method.METHODS`): ``multitask``, ``surrogate``, ``reptile``, ``maml``, ``fomaml``,
-and those without networks, ``nearest-task``, ``k-nearest`` and ``best-fixed``, under :mod:`hypermeta.meta`.
+and those without networks, ``nearest-task``, ``k-nearest``, ``ridge-portfolio`` and ``best-fixed``, under
+:mod:`hypermeta.meta`.
 
 Uncertainty: :class:`MetaModel` is an ensemble (members differ in seed and in a bootstrap resample of the
 training tasks); a prediction comes with the members' disagreement and the distance to the nearest
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from hypermeta.meta.data import (SPACE, MetaTrainConfig, SchedulePredictor, TaskBatch, TaskData, best_fixed_code,
-                                  knn_size, portfolio_matrix,
+                                  fit_portfolio_ridge, knn_size, portfolio_matrix,
                                   task_loss)
 from hypermeta.meta.method import Method, get_method
 from hypermeta.seeds import member_seed
@@ -35,6 +36,8 @@ from hypermeta.tasks.features import FEATURE_NAMES, FEATURE_VERSION
 
 #: Bumped when the weights format changes.
 FORMAT_VERSION = "1"
+#: methods that choose among the training tasks' shared portfolio (weights store it)
+PORTFOLIO_METHODS = ("k-nearest", "ridge-portfolio")
 MIN_FEATURE_STD = 0.05
 #: A task is out of distribution when its nearest training task is farther than this many times the largest
 #: leave-one-out nearest distance among the training tasks ...
@@ -90,9 +93,10 @@ class MetaModel:
         self.base = base or DQNConfig()
         #: best-fixed's code (None when the training tasks share no configuration)
         self.fallback = None if fallback is None else np.asarray(fallback, float)
-        #: the portfolio's codes ``[C, dim]`` and the training tasks' scores of them ``[tasks, C]`` (k-nearest)
+        #: the portfolio's codes ``[C, dim]`` and the training tasks' scores of them ``[tasks, C]``
         self.portfolio = None if portfolio is None else (np.asarray(portfolio[0], float), np.asarray(portfolio[1], float))
-        if (method == "best-fixed" and self.fallback is None) or (method == "k-nearest" and self.portfolio is None):
+        self._ridge: tuple[np.ndarray, np.ndarray, float] | None = None  # ridge-portfolio's fit, made when first used
+        if (method == "best-fixed" and self.fallback is None) or (method in PORTFOLIO_METHODS and self.portfolio is None):
             raise ValueError(f"{method} needs training tasks that share their configurations (a portfolio)")
         self.thresholds = dict(thresholds) if thresholds else self._calibrate()
         # weights written before the OOD score existed: its references follow from the two thresholds
@@ -115,6 +119,11 @@ class MetaModel:
             near = np.argsort(d, kind="stable")[:knn_size(len(d))]
             codes, scores = self.portfolio
             return codes[[int(np.argmax(scores[near].mean(0)))]]
+        if self.method == "ridge-portfolio":
+            if self._ridge is None:
+                self._ridge = fit_portfolio_ridge(self._z(self.task_features), self.portfolio[1])
+            w, b, _ = self._ridge
+            return self.portfolio[0][[int(np.argmax(self._z(features) @ w + b))]]
         if not self.members:  # a method without networks (nearest-task): the nearest training task's best
             return self.task_best[[self._nearest(features)[0]]]
         x = torch.as_tensor(self._z(features), dtype=torch.float32)
@@ -232,7 +241,8 @@ class MetaModel:
 
         Every member takes ``steps`` inner steps (the method's own inner loop: SGD for MAML/FOMAML, Adam
         for Reptile, multitask and surrogate) on the per-task loss of these trials; ``nearest-task``,
-        ``k-nearest`` and ``best-fixed`` instead return the best observed configuration. The original model is unchanged.
+        ``k-nearest``, ``ridge-portfolio`` and ``best-fixed`` instead return the best observed configuration.
+        The original model is unchanged.
         """
         features = self._check_features(features)
         if not trials:
@@ -246,7 +256,7 @@ class MetaModel:
                           cfg, self.feature_names, self.thresholds, self.fallback, self.trained_settings, self.portfolio)
         # adapted, the fallback is the best observed configuration (for best-fixed also the prediction itself)
         clone.fallback = data.best_code()
-        if self.method in ("best-fixed", "k-nearest"):  # the trials need not be in the portfolio: predict their best
+        if self.method in ("best-fixed", *PORTFOLIO_METHODS):  # the trials need not be in the portfolio: their best
             clone.method = "best-fixed"
             return clone
         if not self.algorithm.learned:

@@ -1,7 +1,8 @@
 """The methods without networks, the bars a learned predictor must clear: ``nearest-task`` (Feurer et al.,
 AAAI 2015; the best configuration of the nearest training task in standardised feature space), ``k-nearest``
-(the portfolio configuration best on average over the k nearest training tasks) and ``best-fixed`` (one
-configuration for every task)."""
+(the portfolio configuration best on average over the k nearest training tasks), ``ridge-portfolio`` (the
+portfolio configuration whose predicted score, one ridge regression on the features per configuration, is
+highest) and ``best-fixed`` (one configuration for every task)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,18 @@ class KNearest(Method):
 
     def train_member(self, tasks: list[TaskBatch], n_features: int, seed: int) -> SchedulePredictor:
         raise TypeError("k-nearest has no networks: its prediction is a portfolio configuration")
+
+
+class RidgePortfolio(Method):
+    """``ridge-portfolio``: algorithm selection over the portfolio. Each portfolio configuration's normalised score
+    is regressed on the standardised task features (ridge, one penalty for all, chosen by exact leave-one-task-out
+    error among :data:`~hypermeta.meta.data.RIDGE_ALPHAS`, "infinite" included); a new task gets the configuration
+    with the highest predicted score. With an infinite penalty every prediction is the training mean, so the
+    method is best-fixed unless the features measurably help. Added to meta-learner v2's plan on 2026-11-26
+    (logged in ``studies/meta2/calibration.md``)."""
+
+    name = "ridge-portfolio"
+    learned = False
+
+    def train_member(self, tasks: list[TaskBatch], n_features: int, seed: int) -> SchedulePredictor:
+        raise TypeError("ridge-portfolio has no networks: its prediction is a portfolio configuration")
