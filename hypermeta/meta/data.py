@@ -148,25 +148,11 @@ def fit_portfolio_ridge(x: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, 
 def best_fixed_code(tasks: Sequence[TaskData], decimals: int = 9) -> np.ndarray | None:
     """``best-fixed``: the code, among those tried on *every* task, with the best mean objective over the tasks
     (ties: the first in the first task's order); None when no code was tried on every task."""
-    def keys(t: TaskData) -> list[bytes]:
-        return [np.round(c, decimals).tobytes() for c in t.codes]
-
-    shared = set(keys(tasks[0]))
-    for t in tasks[1:]:
-        shared &= set(keys(t))
-    if not shared:
+    portfolio = portfolio_matrix(tasks, decimals)
+    if portfolio is None:
         return None
-    totals: dict[bytes, float] = {}
-    for t in tasks:
-        seen: dict[bytes, list[float]] = {}
-        for k, y in zip(keys(t), t.objectives):
-            if k in shared:
-                seen.setdefault(k, []).append(float(y))
-        for k, ys in seen.items():  # a code tried twice on a task counts with its mean there
-            totals[k] = totals.get(k, 0.0) + float(np.mean(ys))
-    order = {k: i for i, k in enumerate(keys(tasks[0]))}
-    best = max(shared, key=lambda k: (totals[k], -order[k]))
-    return tasks[0].codes[order[best]].copy()
+    codes, scores = portfolio
+    return codes[int(np.argmax(scores.sum(0)))].copy()
 
 
 def task_weights(objectives: torch.Tensor, temperature: float) -> torch.Tensor:
