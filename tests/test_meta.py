@@ -188,10 +188,14 @@ def test_weights_round_trip_and_refuse_what_they_should(models, tmp_path):
     (tmp_path / "bad.json").write_text((tmp_path / "w.json").read_text())
     with pytest.raises(ValueError, match="not a valid safetensors file"):
         MetaModel.load(bad)
-    for key, value in (("space_version", "0"), ("feature_version", "0")):
+    assert meta["format_version"] == "1"  # a network method: older hypermeta versions read it
+    for key, value in (("space_version", "0"), ("feature_version", "0"), ("format_version", "3")):
         (tmp_path / "w.json").write_text(json.dumps({**meta, key: value}))
-        with pytest.raises(ValueError, match=f"written with {key} '0'.*retrain"):
+        with pytest.raises(ValueError, match=f"written with {key} '{value}'.*retrain"):
             MetaModel.load(path)
+    (tmp_path / "w.json").write_text(json.dumps({**meta, "method": "anil"}))  # a method this version lacks
+    with pytest.raises(ValueError, match="method must be one of"):
+        MetaModel.load(path)
 
 
 def test_bad_training_settings_fail_clearly(train_tasks):

@@ -102,6 +102,7 @@ def test_k_nearest_averages_the_portfolio_over_the_nearest_tasks(tmp_path):
     np.testing.assert_array_equal(models["k-nearest"].predict(far, warn=False).code, b)
     loaded = MetaModel.load(models["k-nearest"].save(tmp_path / "k"))
     np.testing.assert_array_equal(loaded.predict(query, warn=False).code, a)
+    assert json.loads((tmp_path / "k.json").read_text())["format_version"] == "2"  # older versions refuse it
     adapted = loaded.adapt([(SPACE.decode(PORTFOLIO[5]), 0.3), (SPACE.decode(PORTFOLIO[6]), 0.9)], query)
     np.testing.assert_allclose(adapted.predict(query, warn=False).config.lr_initial, SPACE.decode(PORTFOLIO[6]).lr_initial)
     with pytest.raises(ValueError, match="share their configurations"):
@@ -140,28 +141,39 @@ def test_ridge_portfolio_follows_the_features_when_they_predict_and_is_best_fixe
     np.testing.assert_array_equal(loaded.predict(query, warn=False).code, a)
 
 
-def test_the_ridge_penalty_is_chosen_by_exact_leave_one_out_error():
-    from hypermeta.meta.data import RIDGE_ALPHAS, fit_portfolio_ridge
+@pytest.mark.parametrize("n, d", [(12, 3), (8, 20)])  # more tasks than features, and fewer
+def test_the_ridge_penalty_is_chosen_by_exact_leave_one_out_error(n, d):
+    from hypermeta.meta.data import RIDGE_ALPHAS, fit_portfolio_ridge, ridge_loo_errors
 
     rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(12, 3)), rng.normal(size=(12, 2))
-    w, b, alpha = fit_portfolio_ridge(x, y)
+    x = rng.normal(size=(n, d))
+    y = x[:, :1] @ np.array([[0.8, -0.5]]) + rng.normal(0, 0.3, size=(n, 2))  # feature 0 predicts: a finite penalty
 
-    def loo_error(alpha):  # refit without each task in turn: the shortcut's error must be this one
+    def brute_force(alpha):  # refit without each task in turn (with its own centring)
         err = 0.0
-        for i in range(len(x)):
-            keep = np.arange(len(x)) != i
+        for i in range(n):
+            keep = np.arange(n) != i
             xm, ym = x[keep].mean(0), y[keep].mean(0)
             xc = x[keep] - xm
-            wi = np.zeros((3, 2)) if np.isinf(alpha) else np.linalg.solve(xc.T @ xc + alpha * np.eye(3), xc.T @ (y[keep] - ym))
+            wi = np.zeros((d, 2)) if np.isinf(alpha) else np.linalg.solve(xc.T @ xc + alpha * np.eye(d),
+                                                                           xc.T @ (y[keep] - ym))
             err += float((((x[i] - xm) @ wi + ym - y[i]) ** 2).sum())
         return err
 
-    errors = {a: loo_error(a) for a in RIDGE_ALPHAS}
-    assert alpha == min(errors, key=errors.get)
-    if not np.isinf(alpha):
-        xc = x - x.mean(0)
-        np.testing.assert_allclose(w, np.linalg.solve(xc.T @ xc + alpha * np.eye(3), xc.T @ (y - y.mean(0))))
+    shortcut = ridge_loo_errors(x, y)
+    for alpha in RIDGE_ALPHAS:
+        assert shortcut[alpha][0] == pytest.approx(brute_force(alpha), rel=1e-9), alpha
+    w, b, alpha = fit_portfolio_ridge(x, y)
+    assert alpha == min(shortcut, key=lambda a: shortcut[a][0]) and np.isfinite(alpha)
+    xc = x - x.mean(0)
+    np.testing.assert_allclose(w, np.linalg.solve(xc.T @ xc + alpha * np.eye(d), xc.T @ (y - y.mean(0))), atol=1e-10)
+    np.testing.assert_allclose(x @ w + b, xc @ w + y.mean(0))  # unpenalised intercept: the means are kept
+
+
+def test_k_nearest_uses_the_ceiling_of_the_square_root():
+    from hypermeta.meta.data import knn_size
+
+    assert [knn_size(n) for n in (1, 9, 10, 20, 67)] == [1, 3, 4, 5, 9]
 
 
 def test_portfolio_score_looks_up_the_nearest_measured_configuration():

@@ -122,27 +122,38 @@ def knn_size(n_tasks: int) -> int:
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, math.inf)
 
 
-def fit_portfolio_ridge(x: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """One ridge regression per portfolio configuration of its score on the task features: ``x`` ``[tasks, d]``
-    (standardised), ``scores`` ``[tasks, C]`` -> weights ``[d, C]``, intercepts ``[C]`` and the penalty. One penalty
-    for all configurations, the one of :data:`RIDGE_ALPHAS` with the least exact leave-one-task-out squared error
-    summed over them (intercepts unpenalised); with ``inf`` the prediction is every configuration's mean score,
-    whose argmax is best-fixed's choice."""
+def ridge_loo_errors(x: np.ndarray, scores: np.ndarray) -> dict[float, tuple[float, np.ndarray]]:
+    """For each penalty of :data:`RIDGE_ALPHAS`: the leave-one-task-out squared error summed over the tasks and
+    portfolio configurations of per-configuration ridge regressions of ``scores`` ``[tasks, C]`` on ``x``
+    ``[tasks, d]`` (intercepts unpenalised), and the weights ``[d, C]`` fitted on all tasks. Exact for these
+    ``x`` (the hat-matrix shortcut; the ``1 / n`` term is the intercept's re-centring in each refit): ``x`` itself
+    is standardised on all tasks, the left-out one included."""
     n = len(x)
-    xm, ym = x.mean(0), scores.mean(0)
-    xc, yc = x - xm, scores - ym
+    xc, yc = x - x.mean(0), scores - scores.mean(0)
     u, sv, vt = np.linalg.svd(xc, full_matrices=False)
-    best: tuple[float, np.ndarray, float] | None = None
+    out = {}
     for alpha in RIDGE_ALPHAS:
         shrink = np.zeros_like(sv) if math.isinf(alpha) else sv / (sv**2 + alpha)
         w = vt.T @ (shrink[:, None] * (u.T @ yc))
         hat = ((u * (sv * shrink)) * u).sum(1) + 1.0 / n  # diagonal of the hat matrix, intercept included
         loo = (yc - xc @ w) / (1.0 - hat)[:, None]
-        err = float((loo**2).sum())
-        if best is None or err < best[0] - 1e-12:
-            best = (err, w, alpha)
-    _, w, alpha = best
-    return w, ym - xm @ w, alpha
+        out[alpha] = (float((loo**2).sum()), w)
+    return out
+
+
+def fit_portfolio_ridge(x: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """One ridge regression per portfolio configuration of its score on the task features: ``x`` ``[tasks, d]``
+    (standardised), ``scores`` ``[tasks, C]`` -> weights ``[d, C]``, intercepts ``[C]`` and the penalty: the one
+    of :data:`RIDGE_ALPHAS` with the least leave-one-task-out error (:func:`ridge_loo_errors`; near-ties go to the
+    larger penalty, towards best-fixed). With ``inf``, or with fewer than 3 tasks, the prediction is every
+    configuration's mean score, whose argmax is best-fixed's choice."""
+    if len(x) < 3:
+        return np.zeros((x.shape[1], scores.shape[1])), scores.mean(0), math.inf
+    errors = ridge_loo_errors(x, scores)
+    least = min(err for err, _ in errors.values())
+    alpha = max(a for a, (err, _) in errors.items() if err <= least * (1 + 1e-9) + 1e-12)
+    w = errors[alpha][1]
+    return w, scores.mean(0) - x.mean(0) @ w, alpha
 
 
 def best_fixed_code(tasks: Sequence[TaskData], decimals: int = 9) -> np.ndarray | None:

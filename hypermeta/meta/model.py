@@ -35,7 +35,8 @@ from hypermeta.space import SPACE_VERSION, DQNConfig
 from hypermeta.tasks.features import FEATURE_NAMES, FEATURE_VERSION
 
 #: Bumped when the weights format changes.
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # "2": weights that need the stored portfolio (k-nearest, ridge-portfolio); others are "1"
+READABLE_FORMATS = ("1", "2")
 #: methods that choose among the training tasks' shared portfolio (weights store it)
 PORTFOLIO_METHODS = ("k-nearest", "ridge-portfolio")
 MIN_FEATURE_STD = 0.05
@@ -79,6 +80,7 @@ class MetaModel:
                  train_config: MetaTrainConfig, feature_names: Sequence[str] = FEATURE_NAMES,
                  thresholds: dict[str, float] | None = None, fallback: np.ndarray | None = None,
                  base: DQNConfig | None = None, portfolio: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        get_method(method)  # an unknown method (e.g. weights of a newer hypermeta) fails here, by name
         self.method = method
         self.members = members
         self.mean, self.std = np.asarray(mean, float), np.asarray(std, float)
@@ -95,6 +97,10 @@ class MetaModel:
         self.fallback = None if fallback is None else np.asarray(fallback, float)
         #: the portfolio's codes ``[C, dim]`` and the training tasks' scores of them ``[tasks, C]``
         self.portfolio = None if portfolio is None else (np.asarray(portfolio[0], float), np.asarray(portfolio[1], float))
+        if self.portfolio is not None and (self.portfolio[0].shape[1:] != (SPACE.dim,) or
+                                           self.portfolio[1].shape != (len(self.task_names), len(self.portfolio[0]))):
+            raise ValueError(f"the portfolio's codes {self.portfolio[0].shape} and scores {self.portfolio[1].shape} do "
+                             f"not fit {len(self.task_names)} training tasks and codes of length {SPACE.dim}")
         self._ridge: tuple[np.ndarray, np.ndarray, float] | None = None  # ridge-portfolio's fit, made when first used
         if (method == "best-fixed" and self.fallback is None) or (method in PORTFOLIO_METHODS and self.portfolio is None):
             raise ValueError(f"{method} needs training tasks that share their configurations (a portfolio)")
@@ -241,8 +247,9 @@ class MetaModel:
 
         Every member takes ``steps`` inner steps (the method's own inner loop: SGD for MAML/FOMAML, Adam
         for Reptile, multitask and surrogate) on the per-task loss of these trials; ``nearest-task``,
-        ``k-nearest``, ``ridge-portfolio`` and ``best-fixed`` instead return the best observed configuration.
-        The original model is unchanged.
+        ``k-nearest``, ``ridge-portfolio`` and ``best-fixed`` instead return the best observed configuration
+        (the copies of the last three are ``best-fixed`` models of it, and say so in ``method``). The original
+        model is unchanged.
         """
         features = self._check_features(features)
         if not trials:
@@ -292,7 +299,8 @@ class MetaModel:
         for i, m in enumerate(self.members):
             for k, v in m.state_dict().items():
                 tensors[f"member{i}.{k}"] = v.detach().clone().contiguous()
-        meta = {"format_version": FORMAT_VERSION, "space": SPACE.name, "space_version": SPACE_VERSION,
+        meta = {"format_version": FORMAT_VERSION if self.method in PORTFOLIO_METHODS else "1",
+                "space": SPACE.name, "space_version": SPACE_VERSION,
                 "feature_version": FEATURE_VERSION, "feature_names": list(self.feature_names),
                 "code_names": SPACE.encoded_names, "method": self.method, "members": len(self.members),
                 "training_tasks": self.task_names, "train_config": asdict(self.train_config),
@@ -322,11 +330,11 @@ class MetaModel:
         if not meta_path.is_file():
             raise ValueError(f"{str(meta_path)!r} (the metadata written beside the weights) does not exist")
         meta = json.loads(meta_path.read_text())
-        for key, want in (("format_version", FORMAT_VERSION), ("space_version", SPACE_VERSION),
-                          ("feature_version", FEATURE_VERSION)):
-            if meta.get(key) != want:
-                raise ValueError(f"{str(path)!r} was written with {key} {meta.get(key)!r}, this hypermeta needs "
-                                 f"{want!r}: retrain it with `hypermeta meta-train`")
+        for key, want in (("format_version", READABLE_FORMATS), ("space_version", (SPACE_VERSION,)),
+                          ("feature_version", (FEATURE_VERSION,))):
+            if meta.get(key) not in want:
+                raise ValueError(f"{str(path)!r} was written with {key} {meta.get(key)!r}, this hypermeta reads "
+                                 f"{' or '.join(map(repr, want))}: retrain it with `hypermeta meta-train`")
         if meta.get("space") != SPACE.name or meta.get("code_names") != SPACE.encoded_names:
             raise ValueError(f"{str(path)!r} predicts another search space ({meta.get('space')!r}); retrain it")
         try:
