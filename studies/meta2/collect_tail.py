@@ -1,0 +1,66 @@
+"""Collect the training matrix's *last* tasks (in collection order) into a separate CSV.
+
+For a second machine while `hypermeta matrix` works through the same plan from the front: the runs are the
+plan's own jobs (same portfolio, budgets and per-task seeds), so merging them is the same as collecting them
+locally, only sooner. It refuses tasks the main CSV has already started, so the two never train the same run.
+
+    python studies/meta2/collect_tail.py studies/meta2/plan.yaml OUT.csv --last 9 --workers 16 --max-agents 24
+    python studies/meta2/collect_tail.py studies/meta2/plan.yaml OUT.csv --merge   # append OUT.csv's new rows
+
+Runs are stored as their lock-step batch ends, so a killed collection keeps every finished batch; run it again
+(or let the main collection reach those tasks) for the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from hypermeta.experiments.engine import BatchedRunner
+from hypermeta.experiments.matrix import MatrixPlan
+from hypermeta.experiments.pipeline import RUN_COLUMNS, RunStore, run_jobs_scoring_divergence
+
+KEY = ["task", "config_key", "seed", "timesteps", "n_evals", "eval_episodes"]
+
+
+def tail_tasks(plan: MatrixPlan, last: int) -> list[str]:
+    """The last ``last`` training tasks in collection order, the very last first."""
+    return plan.collection_order()[-last:][::-1]
+
+
+def collect(plan: MatrixPlan, out: str, last: int, workers: int, max_agents: int) -> None:
+    tasks = tail_tasks(plan, last)
+    started = sorted(set(RunStore(plan.runs_path).frame()["task"]) & set(tasks))
+    if started:
+        sys.exit(f"error: the main matrix has already started {started}; lower --last so the two do not overlap")
+    jobs = plan.jobs(tasks)
+    print(f"{len(tasks)} tasks, {len(jobs)} runs -> {out}", flush=True)
+    run_jobs_scoring_divergence(jobs, RunStore(out), workers=workers, runner=BatchedRunner(max_agents=max_agents))
+
+
+def merge(plan: MatrixPlan, out: str) -> None:
+    """Append ``out``'s rows whose keys the main CSV lacks (the main CSV's format: same columns and writer)."""
+    main, extra = pd.read_csv(plan.runs_path), pd.read_csv(out)
+    if list(extra.columns) != RUN_COLUMNS:
+        sys.exit(f"error: {out} does not have the run columns {RUN_COLUMNS}")
+    known = set(map(tuple, main[KEY].itertuples(index=False)))
+    new = extra[[k not in known for k in map(tuple, extra[KEY].itertuples(index=False))]]
+    new.to_csv(plan.runs_path, mode="a", header=False, index=False)
+    print(f"appended {len(new)} of {len(extra)} rows to {plan.runs_path}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("plan")
+    parser.add_argument("out", help="CSV for the collected runs")
+    parser.add_argument("--last", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--max-agents", type=int, default=24)
+    parser.add_argument("--merge", action="store_true", help="append OUT's new rows to the plan's CSV instead")
+    args = parser.parse_args()
+    plan = MatrixPlan.load(args.plan)
+    if args.merge:
+        merge(plan, args.out)
+    else:
+        collect(plan, args.out, args.last, args.workers, args.max_agents)
