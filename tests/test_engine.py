@@ -144,3 +144,19 @@ def test_batches_follow_the_order_of_the_jobs_across_groups():
     assert [[j.task for j in b] for b in batches] == [["cartpole", "cartpole"], ["acrobot", "acrobot"],
                                                       ["cartpole", "cartpole"]]
     assert sorted(id(j) for b in batches for j in b) == sorted(id(j) for j in jobs)
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine", "exponential", "constant"])
+@pytest.mark.parametrize("total,fraction", [(1000, 0.1), (30000, 0.37), (4097, 1.0), (60000, 0.012345)])
+def test_an_epsilon_schedule_keeps_its_value_from_the_step_it_settles_at(shape, total, fraction):
+    from hypermeta.experiments.engine import _settles_at
+    from hypermeta.schedules import ShapedSchedule
+
+    schedule = ShapedSchedule(0.9, 0.03, shape, fraction)
+    n = _settles_at(schedule, total)
+    T = np.array([total])
+    values = [schedule((1.0 - m / T)[0]) for m in range(n, total + 9)]  # as train_group computes them
+    assert len(set(values)) == 1
+    if n > 1:  # the first such step: the one before is still inside the window
+        assert (1.0 - (1.0 - (n - 1) / T)[0]) / fraction < 1.0
+    assert _settles_at(lambda progress: 0.1, total) == total  # an unknown schedule is called every step

@@ -119,3 +119,60 @@ def test_acrobot_steps_exactly_like_gymnasiums():
     _same_trajectories(["Acrobot-v1", "acrobot:link_length_1=1.3,torque_noise_max=0.2",
                         "acrobot:link_mass_2=2.5,link_length_2=0.4,link_moi=0.5"], 6, policy, visits, start, setup)
     assert min(seen.values()) > 0, seen
+
+
+def test_cartpole_steps_exactly_like_gymnasiums():
+    seen = {"terminated": 0, "truncated": 0, "euler": 0, "sutton-barto": 0}
+
+    def visits(env, result):
+        seen["terminated"] += result[2]
+        seen["truncated"] += result[3]
+        seen["euler"] += env.kinematics_integrator == "euler"
+        seen["sutton-barto"] += env._sutton_barto_reward
+
+    def setup(task, env):  # the other integrator and reward (attributes gymnasium reads) on one task each
+        if "gravity" in task:
+            env.kinematics_integrator = "euler"
+        if "tau" in task:
+            env._sutton_barto_reward = True
+
+    def policy(env, rng):  # mostly balancing (episodes reach the 500-step limit), sometimes random (they fall)
+        theta, theta_dot = env.state[2], env.state[3]
+        return rng.integers(2) if rng.random() < 0.15 else int(theta + 0.5 * theta_dot > 0)
+
+    _same_trajectories(["CartPole-v1", "cartpole:gravity=12,length=0.7,masspole=0.15",
+                        "cartpole:masscart=1.5,force_mag=8,tau=0.025"], 12, policy, visits, setup=setup)
+    assert min(seen.values()) > 0, seen
+
+
+def test_cartpole_steps_after_termination_like_gymnasiums():
+    fast, plain = make_fast_env("CartPole-v1").unwrapped, make_env("CartPole-v1").unwrapped
+    fast.reset(seed=3), plain.reset(seed=3)
+    results = [(fast.step(np.int64(1)), plain.step(np.int64(1))) for _ in range(40)]  # falls, then steps on
+    assert any(b[2] for _, b in results) and plain.steps_beyond_terminated > 1
+    for a, b in results:
+        assert a[0].tobytes() == b[0].tobytes() and a[1:4] == b[1:4]
+    assert fast.steps_beyond_terminated == plain.steps_beyond_terminated
+
+
+def test_the_wrapper_stack_is_replaced_only_where_it_is_gymnasiums_plain_one(monkeypatch):
+    from gymnasium.error import ResetNeeded
+
+    from hypermeta.experiments import fast_envs
+
+    env = make_fast_env("CartPole-v1")
+    assert type(env).__name__ == "_Steps" and env.spec.id == "CartPole-v1"  # other attributes: the wrapped env's
+    with pytest.raises(ResetNeeded):  # as OrderEnforcing
+        env.step(np.int64(0))
+    assert type(make_fast_env("lunarlander")).__name__ == "TimeLimit"  # not one of the checked classes
+    overridden = make_env("CartPole-v1")
+    overridden.step = overridden.step  # an instance override of a wrapper's step
+    monkeypatch.setattr(fast_envs, "make_env", lambda task: overridden)
+    assert make_fast_env("x") is overridden
+    monkeypatch.setitem(fast_envs.CHECKED_SOURCES, "TimeLimit.step", "another version")
+    fast_envs._unchanged.cache_clear()
+    try:
+        monkeypatch.setattr(fast_envs, "make_env", make_env)
+        assert type(make_fast_env("CartPole-v1")).__name__ == "TimeLimit"
+    finally:
+        fast_envs._unchanged.cache_clear()

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from hypermeta.experiments.fast_envs import make_fast_env
 from hypermeta.experiments.measurement import Curve, DivergenceError
 from hypermeta.experiments.runner import Job, OnEval, Runner
+from hypermeta.schedules import ShapedSchedule
 from hypermeta.seeds import eval_seed
 from hypermeta.space import NET_ARCHS
 from hypermeta.tasks.families import make_env
@@ -109,6 +110,8 @@ class _Agents:
         self.n_actions = int(self.envs[0].action_space.n)
         self.D = _obs_dim(self.obs_space)
         self.image = _image_shape(self.obs_space)
+        # a flat Box observation is its own encoding (an assignment casts to float32 as np.asarray does)
+        self.flat_obs = isinstance(self.obs_space, gym.spaces.Box) and len(self.obs_space.shape) == 1
         self.hidden = (CNN_HIDDEN,) if self.image else NET_ARCHS[cfgs[0].net_arch]
         self.batch = cfgs[0].batch_size
         self.T = np.array([j.measurement.timesteps for j in jobs])
@@ -122,6 +125,7 @@ class _Agents:
         self.lr_sched = [c.lr_schedule() for c in cfgs]
         self.eps_sched = [c.exploration_schedule() for c in cfgs]
         self.eps = np.array([s(1.0) for s in self.eps_sched])  # HyperMetaCallback sets it at training start
+        self.eps_last = np.array([_settles_at(s, int(t)) for s, t in zip(self.eps_sched, self.T)])
         self.eval_steps = [set(j.measurement.eval_steps) for j in jobs]
         # random streams, in SB3's order: set_random_seed(seed) seeds numpy's and torch's global generators,
         # the action space and the env's first reset
@@ -243,9 +247,10 @@ class _Agents:
         next_obs = np.empty((len(idx), self.D), dtype=np.float32)
         rewards = np.empty(len(idx), dtype=np.float32)
         terminated = np.empty(len(idx), dtype=np.float32)
+        encode = None if self.flat_obs else self._encode
         for i, k in enumerate(idx):
             obs, r, term, trunc, _ = self.envs[k].step(actions[k])  # a NumPy integer, as SB3's DummyVecEnv passes
-            next_obs[i] = self._encode(obs)
+            next_obs[i] = obs if encode is None else encode(obs)
             rewards[i] = r
             terminated[i] = float(term)
             if term or trunc:
@@ -412,7 +417,7 @@ def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = N
                     _evaluate(agents, due, n, curves, on_eval)
             progress_remaining = 1.0 - n / agents.T
             agents.update_target(np.flatnonzero(active & (n % agents.tui == 0)))
-            for k in np.flatnonzero(active):
+            for k in np.flatnonzero(active & (n <= agents.eps_last)):  # later values equal the last one
                 agents.eps[k] = agents.eps_sched[k](progress_remaining[k])
             alive = active & agents.healthy
             learners = np.flatnonzero(alive & (n % agents.tf == 0) & (n > agents.ls))
@@ -428,6 +433,17 @@ def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = N
         curve.wall_time, curve.env_steps = wall / len(jobs), int(min(agents.stored[k], agents.T_end[k]))
         results.append(agents.failed[k] if agents.failed[k] is not None else curve)
     return results
+
+
+def _settles_at(schedule: Any, total: int) -> int:
+    """The step ``n`` (SB3's num_timesteps) from which ``schedule`` at progress remaining ``1 - n / total``, as
+    :func:`train_group` computes it, keeps one value: a :class:`ShapedSchedule` past its window (``t >= 1``, the
+    same float64 operations, monotone in ``n``), else ``total``."""
+    if type(schedule) is not ShapedSchedule:
+        return total
+    n = np.arange(1, total + 1)
+    settled = np.flatnonzero((1.0 - (1.0 - n / total)) / schedule.end_fraction >= 1.0)
+    return int(n[settled[0]]) if len(settled) else total
 
 
 def _evaluate(agents: _Agents, due: list[int], step: int, curves: list[Curve], on_eval: list[OnEval | None]) -> None:

@@ -2,9 +2,16 @@
 control envs made cheaper **without changing what they return**.
 
 In the engine, stepping K environments in Python is the other half of the time next to the batched network
-(at 64 agents, evaluations included: ~30% on CartPole, ~45% on MountainCar, ~65% on Acrobot). Three
+(at 64 agents, evaluations included: ~30% on CartPole, ~45% on MountainCar, ~65% on Acrobot). Five
 replacements, each installed on one env instance only (never on gymnasium's classes), each compared by a test
 with gymnasium's own code on long trajectories (observations byte for byte, rewards, flags, internal state):
+
+- ``gym.make``'s wrapper stack, ``TimeLimit(OrderEnforcing(PassiveEnvChecker(env)))``, as one object
+  (:class:`_Steps`) that makes the same calls on the env and returns the same values (TimeLimit's truncation,
+  OrderEnforcing's error), without three wrapper calls per step. PassiveEnvChecker's one-time checks of the first
+  reset and step only warn, and pass on these envs (the tests run them), so they are skipped;
+- ``CartPoleEnv.step`` on Python floats: the same float64 operations in the same order as gymnasium's on NumPy
+  float64 scalars (``np.square(x)`` is ``x * x``; ``cos``/``sin`` stay NumPy's);
 
 - ``Discrete`` action spaces of dtype int64 (a copy, installed on the env) answer ``contains`` for a NumPy
   ``int64`` (what the engine passes, as SB3's ``DummyVecEnv`` does) with one range check instead of
@@ -15,9 +22,9 @@ with gymnasium's own code on long trajectories (observations byte for byte, rewa
 - ``AcrobotEnv.step`` with its one Runge-Kutta step unrolled over NumPy float64 scalars (the same operations in
   the same order as gymnasium's ``rk4`` over arrays, and NumPy's own ``cos``/``sin``): ~40% less time per step.
 
-The two steps replace gymnasium's only where its source is the one they were checked against (a hash of
-``inspect.getsource``; another gymnasium version keeps its own steps, only slower), for envs of exactly these
-classes without a ``render_mode`` or instance overrides of the methods they inline.
+The steps and the wrapper stack replace gymnasium's only where its source is the one they were checked against
+(a hash of ``inspect.getsource``; another gymnasium version keeps its own code, only slower), for envs of exactly
+these classes without a ``render_mode`` or instance overrides of the methods they inline.
 """
 
 from __future__ import annotations
@@ -34,7 +41,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control import acrobot
 from gymnasium.envs.classic_control.acrobot import AcrobotEnv
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.envs.classic_control.mountain_car import MountainCarEnv
+from gymnasium.envs.toy_text.frozen_lake import FrozenLakeEnv
+from gymnasium.error import ResetNeeded
+from gymnasium.wrappers.common import OrderEnforcing, PassiveEnvChecker, TimeLimit
 
 from hypermeta.tasks.families import make_env
 
@@ -46,7 +57,19 @@ CHECKED_SOURCES = {
     "AcrobotEnv.step": "11db3a5b05811469",
     "AcrobotEnv._dsdt": "6213d5f3c4fa8680",
     "rk4": "3cefe74ee81295a9",
+    "CartPoleEnv.step": "36d99482f4772b6c",
+    "TimeLimit.step": "0bfbc864eafd8da6",
+    "TimeLimit.reset": "bb5cd22ad4866225",
+    "OrderEnforcing.step": "5a866315a10049e3",
+    "OrderEnforcing.reset": "1aa721b0a6196325",
+    "PassiveEnvChecker.step": "c1795d3e80ba2e8b",
+    "PassiveEnvChecker.reset": "936258c3186ea10f",
+    "Wrapper.step": "3152fb2e0c06a7d1",
+    "Wrapper.reset": "9889fb3af80479ac",
 }
+
+#: the envs whose wrapper stack :class:`_Steps` replaces: gymnasium's passive checks pass on them (the tests)
+STEPPED_CLASSES = (CartPoleEnv, AcrobotEnv, MountainCarEnv, FrozenLakeEnv)
 
 
 @functools.cache
@@ -80,7 +103,99 @@ def make_fast_env(task: str) -> gym.Env:
         elif (type(inner) is AcrobotEnv and not {"step", "_dsdt"} & set(vars(inner))
               and _unchanged(AcrobotEnv.step, AcrobotEnv._dsdt, acrobot.rk4)):
             inner.step = types.MethodType(_acrobot_step, inner)
-    return env
+        elif type(inner) is CartPoleEnv and "step" not in vars(inner) and _unchanged(CartPoleEnv.step):
+            inner.step = types.MethodType(_cartpole_step, inner)
+    return _Steps(env) if _plain_stack(env) else env
+
+
+def _plain_stack(env: gym.Env) -> bool:
+    """Whether ``env`` is ``gym.make``'s ``TimeLimit(OrderEnforcing(PassiveEnvChecker(env)))`` around one of
+    :data:`STEPPED_CLASSES`, with gymnasium's checked wrapper code and no instance overrides."""
+    stack = [env, getattr(env, "env", None), getattr(getattr(env, "env", None), "env", None)]
+    return ([type(w) for w in stack] == [TimeLimit, OrderEnforcing, PassiveEnvChecker]
+            and stack[2].env is env.unwrapped and type(env.unwrapped) in STEPPED_CLASSES
+            and not any({"step", "reset"} & set(vars(w)) for w in stack)
+            and _unchanged(TimeLimit.step, TimeLimit.reset, OrderEnforcing.step, OrderEnforcing.reset,
+                           PassiveEnvChecker.step, PassiveEnvChecker.reset, gym.Wrapper.step, gym.Wrapper.reset))
+
+
+class _Steps:
+    """``gym.make``'s ``TimeLimit(OrderEnforcing(PassiveEnvChecker(env)))`` as one object: the same calls reach
+    ``env`` (the unwrapped one) and the same values come back: ``truncated`` once ``max_episode_steps`` steps
+    have passed since the last reset, ``ResetNeeded`` for a step before any reset. What the engine uses of an env
+    (its spaces, ``unwrapped``, ``close``) is the wrapped env's; anything else is looked up on it."""
+
+    def __init__(self, env: TimeLimit) -> None:
+        self.env, self.unwrapped = env, env.unwrapped
+        self.action_space, self.observation_space = env.action_space, env.observation_space
+        self._max_episode_steps = env._max_episode_steps
+        self._elapsed_steps: int | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        self._elapsed_steps = 0
+        return self.unwrapped.reset(seed=seed, options=options)
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
+        if self._elapsed_steps is None:
+            raise ResetNeeded("Cannot call env.step() before calling env.reset()")
+        observation, reward, terminated, truncated, info = self.unwrapped.step(action)
+        self._elapsed_steps += 1
+        if self._elapsed_steps >= self._max_episode_steps:
+            truncated = True
+        return observation, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+
+def _cartpole_step(self: CartPoleEnv, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+    """gymnasium 1.x ``CartPoleEnv.step`` line by line on Python floats: every operation is the float64 one
+    gymnasium applies to its NumPy float64 scalars (``np.square(v)`` is ``v * v``; ``cos``/``sin`` are NumPy's).
+    A state that is not float64 (NumPy would then compute in another precision) takes gymnasium's own step."""
+    assert self.action_space.contains(action), f"{action!r} ({type(action)}) invalid"
+    assert self.state is not None, "Call reset before using step method."
+    if not (isinstance(self.state, np.ndarray) and self.state.dtype == np.float64):
+        return CartPoleEnv.step(self, action)
+    x, x_dot, theta, theta_dot = self.state.tolist()
+    force_mag, polemass_length, total_mass = float(self.force_mag), float(self.polemass_length), float(self.total_mass)
+    masspole, tau = float(self.masspole), float(self.tau)
+    force = force_mag if action == 1 else -force_mag
+    costheta = float(np.cos(theta))
+    sintheta = float(np.sin(theta))
+    temp = (force + polemass_length * (theta_dot * theta_dot) * sintheta) / total_mass
+    thetaacc = (float(self.gravity) * sintheta - costheta * temp) / (
+        float(self.length) * (4.0 / 3.0 - masspole * (costheta * costheta) / total_mass))
+    xacc = temp - polemass_length * thetaacc * costheta / total_mass
+    if self.kinematics_integrator == "euler":
+        x = x + tau * x_dot
+        x_dot = x_dot + tau * xacc
+        theta = theta + tau * theta_dot
+        theta_dot = theta_dot + tau * thetaacc
+    else:  # semi-implicit euler
+        x_dot = x_dot + tau * xacc
+        x = x + tau * x_dot
+        theta_dot = theta_dot + tau * thetaacc
+        theta = theta + tau * theta_dot
+    self.state = np.array((x, x_dot, theta, theta_dot), dtype=np.float64)
+    terminated = bool(x < -self.x_threshold or x > self.x_threshold
+                      or theta < -self.theta_threshold_radians or theta > self.theta_threshold_radians)
+    if not terminated:
+        reward = 0.0 if self._sutton_barto_reward else 1.0
+    elif self.steps_beyond_terminated is None:
+        self.steps_beyond_terminated = 0
+        reward = -1.0 if self._sutton_barto_reward else 1.0
+    else:
+        if self.steps_beyond_terminated == 0:
+            gym.logger.warn(
+                "You are calling 'step()' even though this environment has already returned terminated = True. "
+                "You should always call 'reset()' once you receive 'terminated = True' -- any further steps are "
+                "undefined behavior.")
+        self.steps_beyond_terminated += 1
+        reward = -1.0 if self._sutton_barto_reward else 0.0
+    return np.array(self.state, dtype=np.float32), reward, terminated, False, {}
 
 
 def _mountaincar_step(self: MountainCarEnv, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
