@@ -69,18 +69,21 @@ def test_every_agent_follows_its_own_schedules(monkeypatch):
     configs = [SMALL, SMALL.replace(lr_initial=3e-3, lr_shape="exponential", lr_final_ratio=0.05, eps_initial=0.7,
                                     eps_final=0.15, eps_fraction=0.5, eps_shape="linear", train_freq=8,
                                     subsample_steps=1, learning_starts=0)]
-    jobs = [Job("cartpole", "x", c, Measurement(800, 1, 1), seed=s) for s, c in enumerate(configs)]
+    T = 803  # not a multiple of train_freq: SB3 runs on to the end of the last rollout (808), past progress 0
+    jobs = [Job("cartpole", "x", c, Measurement(T, 1, 1), seed=s) for s, c in enumerate(configs)]
     rec = _Record(monkeypatch)
     engine.train_group(jobs)
     for k, config in enumerate(configs):
         eps_s, lr_s = config.exploration_schedule(), config.lr_schedule()
-        for t, eps in rec.eps:  # epsilon used for the action after t steps: schedule(1 - t / T)
-            assert eps[k] == pytest.approx(eps_s(1 - t / 800), abs=1e-12), (k, t)
+        end = -(-T // config.train_freq) * config.train_freq
+        assert [t for t, _ in rec.eps if t < end] == list(range(end))
+        for t, eps in rec.eps[1:end]:  # epsilon used for the action after t steps: schedule(1 - t / T), exactly
+            assert eps[k] == eps_s(1 - t / T), (k, t)
         calls = [(step, lrs[k]) for step, lrs in rec.lr if k in lrs]
         steps = [step for step, _ in calls]
-        assert steps == [s for s in range(config.train_freq, 801, config.train_freq) if s > config.learning_starts]
+        assert steps == [s for s in range(config.train_freq, end + 1, config.train_freq) if s > config.learning_starts]
         for step, lr in calls:  # lr set at each train(): schedule at SB3's progress remaining
-            assert lr == pytest.approx(lr_s(1 - step / 800), rel=1e-12)
+            assert lr == pytest.approx(lr_s(1 - step / T), rel=1e-12)
         assert max(lr for _, lr in calls) / min(lr for _, lr in calls) > 1.5  # the schedule really moves
 
 
@@ -159,4 +162,4 @@ def test_an_epsilon_schedule_keeps_its_value_from_the_step_it_settles_at(shape, 
     assert len(set(values)) == 1
     if n > 1:  # the first such step: the one before is still inside the window
         assert (1.0 - (1.0 - (n - 1) / T)[0]) / fraction < 1.0
-    assert _settles_at(lambda progress: 0.1, total) == total  # an unknown schedule is called every step
+    assert _settles_at(lambda progress: 0.1, total) > 10 * total  # an unknown schedule is called at every step

@@ -148,7 +148,9 @@ def test_cartpole_steps_exactly_like_gymnasiums():
 def test_cartpole_steps_after_termination_like_gymnasiums():
     fast, plain = make_fast_env("CartPole-v1").unwrapped, make_env("CartPole-v1").unwrapped
     fast.reset(seed=3), plain.reset(seed=3)
-    results = [(fast.step(np.int64(1)), plain.step(np.int64(1))) for _ in range(40)]  # falls, then steps on
+    with pytest.warns(UserWarning, match="already returned terminated") as caught:  # falls, then steps on
+        results = [(fast.step(np.int64(1)), plain.step(np.int64(1))) for _ in range(40)]
+    assert len(caught) == 2  # gymnasium warns once per env, and so does the fast step
     assert any(b[2] for _, b in results) and plain.steps_beyond_terminated > 1
     for a, b in results:
         assert a[0].tobytes() == b[0].tobytes() and a[1:4] == b[1:4]
@@ -176,3 +178,48 @@ def test_the_wrapper_stack_is_replaced_only_where_it_is_gymnasiums_plain_one(mon
         assert type(make_fast_env("CartPole-v1")).__name__ == "TimeLimit"
     finally:
         fast_envs._unchanged.cache_clear()
+
+
+def test_cartpole_parameters_of_other_types_take_gymnasiums_step():
+    for value in (np.float32(2.4), np.longdouble(2.4)):  # NumPy would compare / compute in another precision
+        fast, plain = make_fast_env("CartPole-v1").unwrapped, make_env("CartPole-v1").unwrapped
+        for env in (fast, plain):
+            env.reset(seed=0)
+            env.x_threshold = value
+            env.state = np.array([float(np.float32(2.4)) + 1e-9, 0.0, 0.0, 0.0])
+        assert fast.step(np.int64(1))[2] == plain.step(np.int64(1))[2]
+        assert np.array_equal(fast.state, plain.state)
+
+
+@pytest.mark.parametrize("task", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "frozenlake:success_rate=0.6"])
+def test_the_skipped_passive_checks_pass_on_these_envs(task):
+    import warnings
+
+    env = make_env(task)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning of the checker's first reset and step fails the test
+        env.reset(seed=0)
+        env.step(np.int64(0))
+
+
+def test_frozenlake_episodes_through_the_one_object_stack_are_gymnasiums():
+    import copy
+
+    fast, plain = make_fast_env("frozenlake:success_rate=0.6"), make_env("frozenlake:success_rate=0.6")
+    assert type(fast).__name__ == "_Steps"
+    rng, terminated = np.random.default_rng(1), 0
+    for episode in range(40):
+        assert fast.reset(seed=episode) == plain.reset(seed=episode)
+        done = False
+        while not done:
+            action = np.int64(rng.integers(2, 4) if rng.random() < 0.9 else rng.integers(4))  # down/right mostly
+            a, b = fast.step(action), plain.step(action)
+            assert a == b, (episode, a, b)
+            done, terminated = b[2] or b[3], terminated + b[2]
+    assert terminated > 0
+    fast.reset(seed=0), plain.reset(seed=0)
+    for step in range(100):  # "up" forever: slips only along the first row (no holes), truncated at the limit
+        a, b = fast.step(np.int64(3)), plain.step(np.int64(3))
+        assert a == b and (b[2], b[3]) == (False, step == 99)
+    clone = copy.deepcopy(fast)  # copies (and the engine's attribute lookups) still work
+    assert clone.step(np.int64(0))[3] and fast.render() is None

@@ -438,9 +438,9 @@ def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = N
 def _settles_at(schedule: Any, total: int) -> int:
     """The step ``n`` (SB3's num_timesteps) from which ``schedule`` at progress remaining ``1 - n / total``, as
     :func:`train_group` computes it, keeps one value: a :class:`ShapedSchedule` past its window (``t >= 1``, the
-    same float64 operations, monotone in ``n``), else ``total``."""
+    same float64 operations, monotone in ``n``); any other schedule never (it is called at every step)."""
     if type(schedule) is not ShapedSchedule:
-        return total
+        return np.iinfo(np.int64).max
     n = np.arange(1, total + 1)
     settled = np.flatnonzero((1.0 - (1.0 - n / total)) / schedule.end_fraction >= 1.0)
     return int(n[settled[0]]) if len(settled) else total

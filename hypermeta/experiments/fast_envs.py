@@ -144,30 +144,40 @@ class _Steps:
             truncated = True
         return observation, reward, terminated, truncated, info
 
+    def render(self) -> Any:
+        return self.unwrapped.render()
+
     def close(self) -> None:
         self.env.close()
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "env":  # copy and pickle probe before ``env`` exists
+            raise AttributeError(name)
         return getattr(self.env, name)
 
 
 def _cartpole_step(self: CartPoleEnv, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
     """gymnasium 1.x ``CartPoleEnv.step`` line by line on Python floats: every operation is the float64 one
     gymnasium applies to its NumPy float64 scalars (``np.square(v)`` is ``v * v``; ``cos``/``sin`` are NumPy's).
-    A state that is not float64 (NumPy would then compute in another precision) takes gymnasium's own step."""
+    A state that is not float64, or a parameter that is not a Python float (a NumPy float32 threshold would be
+    compared in float32, a long double computed in extended precision), takes gymnasium's own step."""
     assert self.action_space.contains(action), f"{action!r} ({type(action)}) invalid"
     assert self.state is not None, "Call reset before using step method."
-    if not (isinstance(self.state, np.ndarray) and self.state.dtype == np.float64):
+    force_mag, polemass_length, total_mass, masspole = self.force_mag, self.polemass_length, self.total_mass, self.masspole
+    tau, gravity, length, x_limit, theta_limit = (self.tau, self.gravity, self.length, self.x_threshold,
+                                                  self.theta_threshold_radians)
+    if not (type(self.state) is np.ndarray and self.state.dtype == np.float64 and type(force_mag) is float
+            and type(polemass_length) is float and type(total_mass) is float and type(masspole) is float
+            and type(tau) is float and type(gravity) is float and type(length) is float and type(x_limit) is float
+            and type(theta_limit) is float):
         return CartPoleEnv.step(self, action)
     x, x_dot, theta, theta_dot = self.state.tolist()
-    force_mag, polemass_length, total_mass = float(self.force_mag), float(self.polemass_length), float(self.total_mass)
-    masspole, tau = float(self.masspole), float(self.tau)
     force = force_mag if action == 1 else -force_mag
     costheta = float(np.cos(theta))
     sintheta = float(np.sin(theta))
     temp = (force + polemass_length * (theta_dot * theta_dot) * sintheta) / total_mass
-    thetaacc = (float(self.gravity) * sintheta - costheta * temp) / (
-        float(self.length) * (4.0 / 3.0 - masspole * (costheta * costheta) / total_mass))
+    thetaacc = (gravity * sintheta - costheta * temp) / (
+        length * (4.0 / 3.0 - masspole * (costheta * costheta) / total_mass))
     xacc = temp - polemass_length * thetaacc * costheta / total_mass
     if self.kinematics_integrator == "euler":
         x = x + tau * x_dot
@@ -180,8 +190,7 @@ def _cartpole_step(self: CartPoleEnv, action: Any) -> tuple[np.ndarray, float, b
         theta_dot = theta_dot + tau * thetaacc
         theta = theta + tau * theta_dot
     self.state = np.array((x, x_dot, theta, theta_dot), dtype=np.float64)
-    terminated = bool(x < -self.x_threshold or x > self.x_threshold
-                      or theta < -self.theta_threshold_radians or theta > self.theta_threshold_radians)
+    terminated = bool(x < -x_limit or x > x_limit or theta < -theta_limit or theta > theta_limit)
     if not terminated:
         reward = 0.0 if self._sutton_barto_reward else 1.0
     elif self.steps_beyond_terminated is None:
