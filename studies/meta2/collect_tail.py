@@ -1,4 +1,4 @@
-"""Collect the training matrix's *last* tasks (in collection order) into a separate CSV.
+"""Collect the matrix's *last* tasks (training tasks in collection order, or held-out tasks) into a separate CSV.
 
 For a second machine while `hypermeta matrix` works through the same plan from the front: the runs are the
 plan's own jobs (same portfolio, budgets and per-task seeds), so merging them is the same as collecting them
@@ -8,7 +8,16 @@ locally, only sooner. It refuses tasks the main CSV has already started, so the 
     python studies/meta2/collect_tail.py studies/meta2/plan.yaml OUT.csv --merge   # append OUT.csv's new rows
 
 Runs are stored as their lock-step batch ends, so a killed collection keeps every finished batch; run it again
-(or let the main collection reach those tasks) for the rest.
+(or let the main collection reach those tasks) for the rest. Merge only while no `hypermeta matrix` is running
+(or right after one of its batches lands), and restart the main collection after merging: a running one has
+already planned those runs.
+
+On a lent GPU machine (16 cores, no network; Python 3.12 and torch there): build the wheels here
+(`pip wheel --no-deps . -w .whl` and `pip download` of gymnasium, farama-notifications, pandas<3, pytz and
+tzdata for cp312), carry `.whl`, and run
+`python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site
+timeout 500 python3 studies/meta2/collect_tail.py studies/meta2/plan.yaml $OUT/tail_runs.csv --last 9
+--workers 16 --max-agents 24`.
 """
 from __future__ import annotations
 
@@ -24,13 +33,14 @@ from hypermeta.experiments.pipeline import RUN_COLUMNS, RunStore, run_jobs_scori
 KEY = ["task", "config_key", "seed", "timesteps", "n_evals", "eval_episodes"]
 
 
-def tail_tasks(plan: MatrixPlan, last: int) -> list[str]:
-    """The last ``last`` training tasks in collection order, the very last first."""
-    return plan.collection_order()[-last:][::-1]
+def tail_tasks(plan: MatrixPlan, last: int, split: str = "train") -> list[str]:
+    """The last ``last`` tasks of ``split`` in the order `hypermeta matrix` collects them, the very last first."""
+    order = plan.collection_order() if split == "train" else [*plan.heldout_contexts, *plan.heldout_family]
+    return order[-last:][::-1]
 
 
-def collect(plan: MatrixPlan, out: str, last: int, workers: int, max_agents: int) -> None:
-    tasks = tail_tasks(plan, last)
+def collect(plan: MatrixPlan, out: str, last: int, workers: int, max_agents: int, split: str = "train") -> None:
+    tasks = tail_tasks(plan, last, split)
     started = sorted(set(RunStore(plan.runs_path).frame()["task"]) & set(tasks))
     if started:
         sys.exit(f"error: the main matrix has already started {started}; lower --last so the two do not overlap")
@@ -57,10 +67,11 @@ if __name__ == "__main__":
     parser.add_argument("--last", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-agents", type=int, default=24)
+    parser.add_argument("--split", choices=["train", "heldout"], default="train")
     parser.add_argument("--merge", action="store_true", help="append OUT's new rows to the plan's CSV instead")
     args = parser.parse_args()
     plan = MatrixPlan.load(args.plan)
     if args.merge:
         merge(plan, args.out)
     else:
-        collect(plan, args.out, args.last, args.workers, args.max_agents)
+        collect(plan, args.out, args.last, args.workers, args.max_agents, args.split)
