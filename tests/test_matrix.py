@@ -72,6 +72,14 @@ def test_status_counts_stored_runs_and_estimates_the_rest(tmp_path, capsys):
     held = progress.loc[("heldout", "frozenlake")]
     assert held["runs"] == 0 and held["planned"] == 3 * 2 and pd.isna(held["remaining_core_h"])  # no frozenlake runs yet
     assert progress.loc[("heldout", "cartpole"), "s_per_run"] == train["s_per_run"]  # estimated from the family's runs
+    # the time per run comes from the family's latest runs (file order): older, slower ones do not count
+    slow_then_fast = runs.assign(wall_time=[100.0] * 4 + [2.0] * (len(runs) - 4))
+    import hypermeta.experiments.matrix as matrix
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matrix, "RECENT_RUNS", len(runs) - 4)
+        assert matrix_progress(plan, slow_then_fast).set_index(["split", "family"]).loc[
+            ("train", "cartpole"), "s_per_run"] == 2.0
     assert main(["matrix", str(plan.path), "--status"]) == 0
     out = capsys.readouterr().out
     assert "1/3" in out and "8/24" in out and "not counting frozenlake" in out

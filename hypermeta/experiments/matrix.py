@@ -251,10 +251,15 @@ def export_matrix_dataset(plan: MatrixPlan, out: str | Path | None = None) -> tu
     return frame, path
 
 
+#: ``--status`` estimates a family's time per run from this many of its latest stored runs
+RECENT_RUNS = 256
+
+
 def matrix_progress(plan: MatrixPlan, runs: pd.DataFrame) -> pd.DataFrame:
     """Per split and family: tasks planned and complete, planned runs stored, and the CPU time the missing runs
-    need, estimated from the median ``wall_time`` of the family's stored runs at its budget (one core per
-    worker; NaN before the family has any)."""
+    need, estimated from the median ``wall_time`` of the family's latest :data:`RECENT_RUNS` stored runs at its
+    budget (the latest, because the engine has become cheaper over time; one core per worker; NaN before the
+    family has any)."""
     train = set(plan.train_tasks())
     rows: dict[tuple[str, str], dict] = {}
     for task in plan.all_tasks():
@@ -271,9 +276,10 @@ def matrix_progress(plan: MatrixPlan, runs: pd.DataFrame) -> pd.DataFrame:
         row["complete"] += len(done) == len(keys)
         row["runs"] += len(done)
         row["planned"] += len(keys)
-        row["walls"] += [float(w) for w in sel["wall_time"]] if len(sel) else []
+        row["walls"] += list(zip(sel.index, sel["wall_time"].astype(float))) if len(sel) else []
     out = pd.DataFrame(rows.values())
-    wall = out.pop("walls").map(lambda w: float(np.median(w)) if w else float("nan"))
+    wall = out.pop("walls").map(lambda w: float(np.median([t for _, t in sorted(w)[-RECENT_RUNS:]])) if w
+                                else float("nan"))
     by_family = pd.Series(wall.values, index=out["family"]).groupby(level=0).max()  # a family's runs cost alike
     out["s_per_run"] = out["family"].map(by_family)
     out["remaining_core_h"] = (out["planned"] - out["runs"]) * out["s_per_run"] / 3600
