@@ -2,7 +2,8 @@
 
 For a second machine while `hypermeta matrix` works through the same plan from the front: the runs are the
 plan's own jobs (same portfolio, budgets and per-task seeds), so merging them is the same as collecting them
-locally, only sooner. It refuses tasks the main CSV has already started, so the two never train the same run.
+locally, only sooner. It leaves out runs the main CSV has, and refuses to reach the first tasks the main collection
+has not finished (the ones it is working on), so the two never train the same run.
 
     python studies/meta2/collect_tail.py studies/meta2/plan.yaml OUT.csv --last 9 --workers 16 --max-agents 24
     python studies/meta2/collect_tail.py studies/meta2/plan.yaml OUT.csv --merge   # append OUT.csv's new rows
@@ -39,12 +40,19 @@ def tail_tasks(plan: MatrixPlan, last: int, split: str = "train") -> list[str]:
     return order[-last:][::-1]
 
 
+#: the main collection works on at most this many tasks at once (its first incomplete ones): the tail avoids them
+FRONT = 4
+
+
 def collect(plan: MatrixPlan, out: str, last: int, workers: int, max_agents: int, split: str = "train") -> None:
     tasks = tail_tasks(plan, last, split)
-    started = sorted(set(RunStore(plan.runs_path).frame()["task"]) & set(tasks))
-    if started:
-        sys.exit(f"error: the main matrix has already started {started}; lower --last so the two do not overlap")
-    jobs = plan.jobs(tasks)
+    main = RunStore(plan.runs_path)
+    order = plan.collection_order() if split == "train" else tail_tasks(plan, 10**6, split)[::-1]
+    front = [t for t in order if any(main.get(j) is None for j in plan.jobs([t]))][:FRONT]
+    if set(front) & set(tasks):
+        sys.exit(f"error: the main matrix is working on {sorted(set(front) & set(tasks))}; lower --last so the two "
+                 "do not overlap")
+    jobs = [j for j in plan.jobs(tasks) if main.get(j) is None]  # runs the main CSV has are not trained again
     print(f"{len(tasks)} tasks, {len(jobs)} runs -> {out}", flush=True)
     run_jobs_scoring_divergence(jobs, RunStore(out), workers=workers, runner=BatchedRunner(max_agents=max_agents))
 
