@@ -334,8 +334,42 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "incomplete training matrix" not in report
     for text in ("a logged deviation", "| winner - best-fixed | 1 x 2 |", "optuna-tpe@5 | missing runs",
-                 "gap closed by the winner", "AUROC", "## Confirmation with the SB3 runner", "| oracle |"):
+                 "gap closed by the winner", "AUROC", "## Confirmation with the SB3 runner", "| oracle |",
+                 f"Shipped zero-shot method (the CV winner): `{selection['winner']}`", "were not run** (`--no-tpe`)",
+                 "## Every method against best-fixed and base", f"on commit `{selection['commit']}`"):
         assert text in report, text
+    assert report.index("## Deviations") < report.index("## Targets")  # deviations at the top
+    assert ("The cross-validation selected best-fixed" in report) == (selection["winner"] == "best-fixed")
+    assert not selection["heldout_runs_existed"] and selection["no_signal_tasks"] == {}
+    # the CV table is this selection's, although cv_runs.csv still holds the folds of the trial on 3 tasks
+    for row in selection["table"]:
+        assert f"| {row['method']}{' (winner)' if row['method'] == selection['winner'] else ''} | " \
+               f"{row['cv_score']:.3f} |" in report
+    assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 0  # best-fixed always joins
+    again = json.loads((tmp_path / "selection.json").read_text())
+    assert again["methods"] == ["nearest-task", "best-fixed"] and again["heldout_runs_existed"]
+    assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0
+    assert "after held-out test runs existed" in (tmp_path / "report.md").read_text()
+
+
+def test_the_report_scores_a_baseline_on_the_tasks_it_has_runs_on():
+    from types import SimpleNamespace
+
+    from hypermeta.reports.meta2 import every_method_section, iqm_section
+
+    rows = []
+    for t, task in enumerate(["cartpole:gravity=12", "frozenlake:success_rate=0.6"]):
+        for seed in range(4):
+            for method, score in (("base", 0.4), ("oracle", 0.9), ("best-fixed", 0.6), ("winner", 0.6),
+                                  ("rl-zoo", 0.5 + 0.01 * seed)):
+                if not (method == "rl-zoo" and task.startswith("frozenlake")):  # rl-zoo has no FrozenLake entry
+                    rows.append({"method": method, "task": task, "seed": seed, "score": score + 0.1 * t})
+    data = SimpleNamespace(runs=pd.DataFrame(rows), contexts=["cartpole:gravity=12", "frozenlake:success_rate=0.6"])
+    iqm = "\n".join(iqm_section(data))
+    assert "| rl-zoo | 0.515 [" in iqm and "| 1 of 2 | 4 |" in iqm and "nan" not in iqm
+    table = "\n".join(every_method_section(data))
+    assert "| rl-zoo | 1 of 2 | -0.085 [" in table and table.endswith("| 23% |")  # (0.515 - 0.4) / (0.9 - 0.4)
+    assert "| winner | 2 of 2 | +0.000 [+0.000, +0.000] (includes 0) | +0.200 [" in table and "| 40% |" in table
 
 
 def test_the_oracle_is_the_best_portfolio_mean_of_the_task_itself(tmp_path):

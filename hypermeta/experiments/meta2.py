@@ -90,9 +90,14 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
 
     Refuses while any training task's matrix is incomplete (the plan selects on all of them);
     ``allow_incomplete`` runs it on the complete ones anyway and records the others in the selection, whose
-    report then says so at the top of its deviations."""
-    methods = methods or list(plan.methods)
-    missing = incomplete_tasks(plan, RunStore(plan.runs_path).frame(), plan.train_tasks())
+    report then says so at the top of its deviations. ``best-fixed`` always takes part (every comparison needs
+    it). The selection records when and on which commit it was made, the training tasks left out for having no
+    signal, and whether held-out test runs already existed (the report flags that: selection must not see them)."""
+    from datetime import datetime, timezone
+
+    methods = list(dict.fromkeys([*(methods or plan.methods), "best-fixed"]))
+    matrix = RunStore(plan.runs_path).frame()
+    missing = incomplete_tasks(plan, matrix, plan.train_tasks())
     if missing and not allow_incomplete:
         raise ValueError(f"the training matrix is incomplete: {len(missing)} of {len(plan.train_tasks())} training "
                          f"tasks lack runs (first: {missing[0]!r}); finish it with `hypermeta matrix {plan.path}` "
@@ -107,11 +112,25 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
         rows = cv[cv["method"] == m]
         thresholds[m] = ood_threshold(rows["ood_score"].to_numpy(), (rows["score"] < rows["best_fixed"]).to_numpy())
     selection = {"winner": winner, "ood_thresholds": thresholds, "methods": methods, "cv_ensemble": ensemble,
-                 "incomplete_tasks": missing,
+                 "incomplete_tasks": missing, "no_signal_tasks": matrix_gaps(plan, matrix, plan.train_tasks()),
+                 "created": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": _git_commit(),
+                 "heldout_runs_existed": (paths.heldout / "runs.csv").is_file(),
                  "tasks": [t.task for t in tasks], "fingerprint": fingerprint(tasks, cfg),
                  "table": cv_table(cv, methods).to_dict("records")}
     paths.selection.write_text(json.dumps(selection, indent=2) + "\n")
     return selection
+
+
+def _git_commit() -> str | None:
+    """The checkout's commit (with ``-dirty`` when it has changes), or None outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def load_selection(plan: MatrixPlan) -> dict:

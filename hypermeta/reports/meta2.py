@@ -49,8 +49,8 @@ def render_meta2_report(plan: MatrixPlan, out: str | Path | None = None) -> Path
     out = Path(out or "studies/reports/meta2/report.md")
     lines = ["# Meta-learner v2: zero-shot schedules on held-out tasks", "",
              generated_line(f"hypermeta meta2 report {plan.path}"), ""]
-    for section in (targets_section, deviations_section, selection_section, primary_section, iqm_section, prediction_section,
-                    ood_section, confirmation_section):
+    for section in (deviations_section, targets_section, selection_section, primary_section, every_method_section,
+                    iqm_section, prediction_section, ood_section, confirmation_section):
         lines += section(data) + [""]
     return write_markdown(out, lines)
 
@@ -65,21 +65,49 @@ def deviations_section(data: _Data) -> list[str]:
         lines += ["", f"- **The model selection ran on an incomplete training matrix** (`--allow-incomplete`): "
                   f"{len(missing)} of the plan's training tasks had missing runs and were not in the CV, nor in the "
                   "shipped weights' data. The plan selects on all of them: this is not the pre-registered result."]
-    lines += ["", f"- Cross-validation folds train ensembles of {data.selection['cv_ensemble']} member(s) (the plan "
+    if data.selection.get("heldout_runs_existed"):
+        lines += ["", "- **The model selection was (re)computed after held-out test runs existed.** Nothing in it reads "
+                  "them, but the plan orders selection first; treat this result with that in mind."]
+    lines += ["", f"- Model selection made {data.selection.get('created', 'at an unrecorded time')} on commit "
+              f"`{data.selection.get('commit') or 'unrecorded'}`.",
+              f"- Cross-validation folds train ensembles of {data.selection['cv_ensemble']} member(s) (the plan "
               "does not fix it; the shipped weights have 5)."]
-    lines += [f"- Left out: `{t}`: no portfolio configuration beat the random policy there (best mean normalised "
-              f"AUC {v:.3f}), so it cannot be normalised." for t, v in data.excluded.items()]
-    diverged = int(data.runs["curve"].astype(str).str.startswith('"diverged').sum())
-    lines.append(f"- {diverged} test run(s) diverged; each is scored as the random policy (0).")
+    left_out = [m for m in data.plan.methods if m not in data.selection["methods"]]
+    if left_out:
+        lines.append(f"- **Methods of the plan left out of the selection** (`--methods`): {', '.join(left_out)}.")
+    lines += [f"- Training task left out: `{t}`: its matrix is complete but no portfolio configuration beat the "
+              f"random policy (best mean normalised AUC {v:.3f}), so it carries no signal."
+              for t, v in data.selection.get("no_signal_tasks", {}).items()]
+    lines += [f"- Held-out task left out: `{t}`: no portfolio configuration beat the random policy there (best mean "
+              f"normalised AUC {v:.3f}), so it cannot be normalised." for t, v in data.excluded.items()]
+    if not any(m.startswith("optuna-tpe@") for m in data.runs["method"].unique()):
+        lines.append("- **The Optuna TPE baselines were not run** (`--no-tpe`): the TPE target is not measured.")
+    if data.sb3 is None:
+        lines.append("- **The confirmation with the SB3 runner has not run.**")
+    counts = data.runs.groupby(["method", "task"])["seed"].nunique()
+    short = counts[counts < data.plan.test_seeds]
+    if len(short):
+        lines.append(f"- **Fewer test seeds than the plan's {data.plan.test_seeds}** for {len(short)} (method, task) "
+                     f"pair(s), e.g. {short.index[0][0]} on `{short.index[0][1]}` ({int(short.iloc[0])}).")
+    for name, runs in (("test", data.runs), ("SB3 confirmation", data.sb3)):
+        if runs is not None:  # a run shared by several method labels counts once
+            distinct = runs.drop_duplicates(["task", "config_key", "seed"])
+            diverged = int(distinct["curve"].astype(str).str.startswith('"diverged').sum())
+            lines.append(f"- {diverged} of {len(distinct)} distinct {name} run(s) diverged; each is scored as the "
+                         "random policy (0).")
     return lines
 
 
 def selection_section(data: _Data) -> list[str]:
-    table = cv_table(data.cv[data.cv["task"].isin(data.selection["tasks"])], data.selection["methods"])
+    if "table" in data.selection:  # the table of this very selection (cv_runs.csv may also hold older folds)
+        table = pd.DataFrame(data.selection["table"])
+    else:
+        cv = data.cv[data.cv["fingerprint"] == data.selection["fingerprint"]] if "fingerprint" in data.cv else data.cv
+        table = cv_table(cv[cv["task"].isin(data.selection["tasks"])], data.selection["methods"])
     lines = ["## Model selection (leave-one-task-out CV on the training tasks)", "",
              f"{len(data.selection['tasks'])} training tasks; CV score = the left-out task's matrix mean of the "
              "portfolio configuration nearest to the zero-shot prediction.", "",
-             "| method | CV score | minus best-fixed | gap to oracle closed | wins / losses | OOD threshold |",
+             "| method | CV score | minus best-fixed | best-fixed-to-oracle gap closed | wins / losses | OOD threshold |",
              "|---|---:|---:|---:|---|---:|"]
     for r in table.itertuples():
         gap = "-" if np.isnan(r.gap_closed) else f"{r.gap_closed:.0%}"
@@ -89,23 +117,32 @@ def selection_section(data: _Data) -> list[str]:
     return lines
 
 
+def _has_runs(runs: pd.DataFrame, methods: tuple[str, ...], tasks: list[str]) -> list[str]:
+    """Those of ``tasks`` where every one of ``methods`` has runs."""
+    present = set(zip(runs["method"], runs["task"]))
+    return [t for t in tasks if all((m, t) in present for m in methods)]
+
+
+def _ci_text(d: dict) -> str:
+    verdict = "**above 0**" if d["ci_low"] > 0 else ("**below 0**" if d["ci_high"] < 0 else "includes 0")
+    return f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({verdict})"
+
+
 def _paired_rows(runs: pd.DataFrame, pairs: list[tuple[str, str]], tasks: list[str]) -> list[str]:
     if not tasks:
         return ["No tasks in this group."]
     lines = ["| comparison | tasks x seeds | mean paired difference [95% CI] | MDD (80% power) |", "|---|---|---:|---:|"]
     for a, b in pairs:
-        if not all(((runs["method"] == m) & (runs["task"] == t)).any() for m in (a, b) for t in tasks):
+        d = _diff(runs, a, b, tasks)
+        if d is None:
             lines.append(f"| {a} - {b} | missing runs | - | - |")
             continue
-        d = paired_difference(score_array(runs, a, tasks), score_array(runs, b, tasks))
-        verdict = "**above 0**" if d["ci_low"] > 0 else ("**below 0**" if d["ci_high"] < 0 else "includes 0")
-        lines.append(f"| {a} - {b} | {d['tasks']} x {d['seeds']} | {d['diff']:+.3f} [{d['ci_low']:+.3f}, "
-                     f"{d['ci_high']:+.3f}] ({verdict}) | {d['mdd']:.3f} |")
+        lines.append(f"| {a} - {b} | {d['tasks']} x {d['seeds']} | {_ci_text(d)} | {d['mdd']:.3f} |")
     return lines
 
 
 def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict | None:
-    if not tasks or not all(((runs["method"] == m) & (runs["task"] == t)).any() for m in (a, b) for t in tasks):
+    if not tasks or len(_has_runs(runs, (a, b), tasks)) < len(tasks):
         return None
     return paired_difference(score_array(runs, a, tasks), score_array(runs, b, tasks))
 
@@ -121,15 +158,30 @@ def targets_section(data: _Data) -> list[str]:
     above = lambda d: d["ci_low"] > 0  # noqa: E731
     not_worse = lambda d: d["ci_high"] >= 0  # noqa: E731
     ctx, fam, runs = data.contexts, data.family, data.runs
-    gap = gap_closed(runs, "winner", ctx) if _diff(runs, "oracle", "base", ctx) else float("nan")
-    return ["## Targets (pre-registered)", "",
+    measured = _diff(runs, "oracle", "base", ctx) is not None
+    gap = gap_closed(runs, "winner", ctx) if measured else float("nan")
+    if not measured:
+        gap_text = "not measured yet"
+    elif np.isnan(gap):
+        gap_text = "**missed**: undefined, the oracle does not beat base on these tasks on average"
+    else:
+        gap_text = f"{'**met**' if gap >= 0.5 else '**missed**'} ({gap:.0%})"
+    lines = ["## Targets (pre-registered)", "", f"Shipped zero-shot method (the CV winner): `{data.winner}`.", ""]
+    if data.winner == "best-fixed":
+        lines += ["**The cross-validation selected best-fixed.** No method that reads the task's features beat one "
+                  "fixed configuration for every task on the training tasks, so hypermeta ships that configuration. "
+                  "The targets against best-fixed are then missed by construction (the difference is 0), the "
+                  "calibrated-OOD question is answered for the other methods below, and the predictions do not vary "
+                  "with the task.", ""]
+    return lines + [
             f"- held-out contexts, winner beats best-fixed (paired CI above 0): "
             f"{verdict(_diff(runs, 'winner', 'best-fixed', ctx), above)}",
             f"- held-out contexts, winner beats base: {verdict(_diff(runs, 'winner', 'base', ctx), above)}",
-            f"- closes >= 50% of the base-to-oracle gap: "
-            f"{'not measured yet' if np.isnan(gap) else ('**met**' if gap >= 0.5 else '**missed**')} ({gap:.0%})",
+            f"- closes >= 50% of the base-to-oracle gap: {gap_text}",
             f"- not significantly worse than optuna-tpe@20: "
             f"{verdict(_diff(runs, 'winner', 'optuna-tpe@20', ctx), not_worse)}",
+            f"- stretch, not significantly worse than optuna-tpe@50: "
+            f"{verdict(_diff(runs, 'winner', 'optuna-tpe@50', ctx), not_worse)}",
             f"- held-out family, not significantly worse than best-fixed: "
             f"{verdict(_diff(runs, 'winner', 'best-fixed', fam), not_worse)}; the winner fell back to best-fixed "
             f"on {_fallbacks(data, fam)} of {len(fam)} family task(s) (a fallback is best-fixed itself: difference 0)"]
@@ -154,19 +206,46 @@ def primary_section(data: _Data) -> list[str]:
              f"Winner = `{data.winner}` (zero-shot, OOD fallback on). {test_seed_text(data.plan.test_seeds)} per "
              "task, the same for every method; CI: bootstrap over tasks and seeds (rliable, task_bootstrap).", ""]
     lines += _paired_rows(runs, rivals, data.contexts)
-    lines += ["", f"Share of the base-to-oracle gap closed by the winner: {gap_closed(runs, 'winner', data.contexts):.0%}.",
+    gap = gap_closed(runs, "winner", data.contexts) if _has_runs(runs, ("winner", "base", "oracle"), data.contexts) \
+        else float("nan")
+    lines += ["", "Share of the base-to-oracle gap closed by the winner: "
+              + ("undefined (missing runs, or the oracle does not beat base on average)" if np.isnan(gap) else f"{gap:.0%}")
+              + ".",
               "", "## Held-out family", ""]
     lines += _paired_rows(runs, [("winner", "best-fixed"), ("winner", "base")], data.family)
     return lines
 
 
+def every_method_section(data: _Data) -> list[str]:
+    """Every method and baseline against best-fixed and base, on the held-out contexts where both have runs
+    (rl-zoo has no FrozenLake entry), with the share of the base-to-oracle gap it closes."""
+    runs, lines = data.runs, ["## Every method against best-fixed and base (held-out contexts)", "",
+                              "Paired differences on the tasks where both have runs (their number is given); "
+                              "gap closed = mean(method - base) / mean(oracle - base).", "",
+                              "| method | tasks | minus best-fixed [95% CI] | minus base [95% CI] | gap closed |",
+                              "|---|---:|---:|---:|---:|"]
+    for m in dict.fromkeys(runs["method"]):
+        if m in ("base", "oracle"):
+            continue
+        tasks = _has_runs(runs, (m, "best-fixed", "base", "oracle"), data.contexts)
+        if not tasks:
+            continue
+        vs_fixed = "-" if m == "best-fixed" else _ci_text(_diff(runs, m, "best-fixed", tasks))
+        gap = gap_closed(runs, m, tasks)
+        lines.append(f"| {m} | {len(tasks)} of {len(data.contexts)} | {vs_fixed} | {_ci_text(_diff(runs, m, 'base', tasks))} "
+                     f"| {'undefined' if np.isnan(gap) else f'{gap:.0%}'} |")
+    return lines
+
+
 def iqm_section(data: _Data) -> list[str]:
     methods = list(dict.fromkeys(data.runs["method"]))
-    table = iqm_with_ci({m: score_array(data.runs, m, data.contexts) for m in methods})
-    lines = ["## Every method on the held-out contexts", "", iqm_text() + "; scores normalised per task.", "",
-             "| method | IQM [95% CI] | runs |", "|---|---:|---:|"]
-    lines += [f"| {r.method} | {r.iqm:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.runs} |"
-              for r in table.sort_values("iqm", ascending=False).itertuples()]
+    tasks = {m: _has_runs(data.runs, (m,), data.contexts) for m in methods}
+    table = iqm_with_ci({m: score_array(data.runs, m, tasks[m]) for m in methods if tasks[m]})
+    lines = ["## Every method on the held-out contexts", "", iqm_text() + "; scores normalised per task (a method "
+             "without runs on some task is scored on the others: see the tasks column).", "",
+             "| method | IQM [95% CI] | tasks | runs |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.method} | {r.iqm:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {len(tasks[r.method])} of "
+              f"{len(data.contexts)} | {r.runs} |" for r in table.sort_values("iqm", ascending=False).itertuples()]
     return lines
 
 
@@ -188,39 +267,59 @@ def prediction_section(data: _Data) -> list[str]:
                      f"{oracle.eps_fraction:.2f} | {dist:.2f} | {'yes' if r.fallback else 'no'} |")
     frame = pd.DataFrame(rows, columns=["family", "lr", "lr_oracle", "frac", "frac_oracle"])
     lines += ["", "Spearman correlation of predicted and oracle values across a family's held-out tasks:", ""]
+    def rho(a: pd.Series, b: pd.Series) -> str:
+        if a.nunique() < 2 or b.nunique() < 2:
+            return "undefined (" + ("the predictions" if a.nunique() < 2 else "the oracles") + " do not vary)"
+        return f"{a.corr(b, method='spearman'):+.2f}"
+
     for fam, g in frame.groupby("family"):
         if len(g) >= 3:
-            lines.append(f"- {fam} ({len(g)} tasks): lr {g['lr'].corr(g['lr_oracle'], method='spearman'):+.2f}, "
-                         f"eps fraction {g['frac'].corr(g['frac_oracle'], method='spearman'):+.2f}")
+            lines.append(f"- {fam} ({len(g)} tasks): lr {rho(g['lr'], g['lr_oracle'])}, "
+                         f"eps fraction {rho(g['frac'], g['frac_oracle'])}")
     return lines
 
 
 def ood_section(data: _Data) -> list[str]:
-    """How well the OOD score flags held-out tasks where the raw zero-shot prediction is worse than best-fixed
-    (both looked up in the task's own matrix, as in CV)."""
+    """Per method: how well its OOD score flags the held-out tasks where its raw zero-shot prediction is worse
+    than best-fixed (both looked up in the task's own matrix, as in the CV, not in the test runs)."""
     from hypermeta.meta.data import TaskData
 
-    scores, worse = [], []
     fixed = data.preds[data.preds["method"] == "best-fixed"].set_index("task")["config"]
-    for r in data.preds[data.preds["method"] == data.winner].itertuples():
-        sel = data.matrix[data.matrix["task"] == r.task]
-        codes = np.stack([SPACE.encode(DQNConfig.from_dict(json.loads(c))) for c in sel["config"]])
-        task = TaskData(r.task, np.zeros(1), codes, sel["score"].to_numpy())
-        raw = portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(r.raw_config))))
-        bf = portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(fixed[r.task]))))
-        scores.append(r.ood_score)
-        worse.append(raw < bf)
-    threshold = data.selection["ood_thresholds"][data.winner]
-    flagged = np.array(scores) > threshold
-    return ["## Calibrated OOD", "",
-            f"AUROC of the OOD score for \"zero-shot worse than best-fixed\" over the {len(scores)} held-out tasks: "
-            f"{auroc(np.array(scores), np.array(worse)):.2f} ({int(np.sum(worse))} worse); the CV threshold "
-            f"{threshold:.2f} flags {int(flagged.sum())} task(s), of which {int((flagged & np.array(worse)).sum())} "
-            "were worse."]
+    lines = ["## Calibrated OOD", "",
+             "Per method, over the held-out tasks: AUROC of the OOD score for \"the raw zero-shot prediction is worse "
+             "than best-fixed\" (each configuration scored by the nearest portfolio configuration's mean in the "
+             "task's own matrix, as in the CV), and what the threshold set by the CV on the training tasks flags.",
+             "", "| method | tasks | worse than best-fixed | AUROC | threshold | flagged (of them worse) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for method in dict.fromkeys(data.preds["method"]):
+        if method == "best-fixed":
+            continue
+        scores, worse = [], []
+        for r in data.preds[data.preds["method"] == method].itertuples():
+            sel = data.matrix[data.matrix["task"] == r.task]
+            if sel.empty or r.task not in fixed.index:
+                continue
+            codes = np.stack([SPACE.encode(DQNConfig.from_dict(json.loads(c))) for c in sel["config"]])
+            task = TaskData(r.task, np.zeros(1), codes, sel["score"].to_numpy())
+            raw = portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(r.raw_config))))
+            bf = portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(fixed[r.task]))))
+            scores.append(r.ood_score)
+            worse.append(raw < bf)
+        scores, worse = np.array(scores, dtype=float), np.array(worse, dtype=bool)
+        threshold = data.selection["ood_thresholds"].get(method, float("nan"))
+        flagged = scores > threshold
+        area = auroc(scores, worse) if 0 < worse.sum() < len(worse) else float("nan")
+        lines.append(f"| {method}{' (winner)' if method == data.winner else ''} | {len(scores)} | {int(worse.sum())} | "
+                     f"{'undefined' if np.isnan(area) else f'{area:.2f}'} | {threshold:.2f} | "
+                     f"{int(flagged.sum())} ({int((flagged & worse).sum())}) |")
+    lines += ["", "AUROC is undefined where no task, or every task, was worse."]
+    return lines
 
 
 def confirmation_section(data: _Data) -> list[str]:
     lines = ["## Confirmation with the SB3 runner", ""]
     if data.sb3 is None:
         return lines + ["Not run yet."]
-    return lines + _paired_rows(data.sb3, [("winner", "best-fixed"), ("winner", "base")], data.contexts + data.family)
+    pairs = [("winner", "best-fixed"), ("winner", "base"), ("best-fixed", "base")]
+    lines += ["Held-out contexts:", ""] + _paired_rows(data.sb3, pairs, data.contexts)
+    return lines + ["", "Held-out family:", ""] + _paired_rows(data.sb3, pairs, data.family)
