@@ -336,7 +336,8 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     for text in ("a logged deviation", "| winner - best-fixed | 1 x 2 |", "optuna-tpe@5 | missing runs",
                  "gap closed by the winner", "AUROC", "## Confirmation with the SB3 runner", "| oracle |",
                  f"Shipped zero-shot method (the CV winner): `{selection['winner']}`", "were not run** (`--no-tpe`)",
-                 "## Every method against best-fixed and base", f"on commit `{selection['commit']}`"):
+                 "## Every method against best-fixed and base", f"on commit `{selection['commit']}`",
+                 "Primary test runs: the `batched` runner", "| contexts | winner - best-fixed | 1 x 5 |"):
         assert text in report, text
     assert report.index("## Deviations") < report.index("## Targets")  # deviations at the top
     assert ("The cross-validation selected best-fixed" in report) == (selection["winner"] == "best-fixed")

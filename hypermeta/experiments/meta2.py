@@ -231,6 +231,7 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
     tasks = [*plan.heldout_contexts, *plan.heldout_family]
     out = Paths.of(plan).heldout
     out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(json.dumps({"runner": runner, "tpe": tpe}, indent=2) + "\n")  # for the report
     runs = collect_matrix(plan, runner=runner, workers=workers, progress=progress, split="heldout")
     # a held-out task where no portfolio configuration beats the random policy cannot be normalised: it is
     # left out of the evaluation and the report lists it among the deviations

@@ -41,6 +41,8 @@ class _Data:
         sb3 = paths.heldout / "runs_sb3_by_method.csv"
         self.sb3 = heldout_scores(plan, pd.read_csv(sb3), tasks, self.matrix) if sb3.is_file() else None
         self.preds = pd.read_csv(paths.heldout / "predictions.csv")
+        settings = paths.heldout / "settings.json"
+        self.settings = json.loads(settings.read_text()) if settings.is_file() else {}
         self.calibration = paths.root / "calibration.md"
 
 
@@ -68,7 +70,9 @@ def deviations_section(data: _Data) -> list[str]:
     if data.selection.get("heldout_runs_existed"):
         lines += ["", "- **The model selection was (re)computed after held-out test runs existed.** Nothing in it reads "
                   "them, but the plan orders selection first; treat this result with that in mind."]
-    lines += ["", f"- Model selection made {data.selection.get('created', 'at an unrecorded time')} on commit "
+    lines += ["", f"- Primary test runs: the `{data.settings.get('runner', 'unrecorded')}` runner (`meta2 heldout "
+              "--runner`); the plan's condition for the batched engine and the decision about it are in the log above.",
+              f"- Model selection made {data.selection.get('created', 'at an unrecorded time')} on commit "
               f"`{data.selection.get('commit') or 'unrecorded'}`.",
               f"- Cross-validation folds train ensembles of {data.selection['cv_ensemble']} member(s) (the plan "
               "does not fix it; the shipped weights have 5)."]
@@ -272,11 +276,11 @@ def prediction_section(data: _Data) -> list[str]:
             return "undefined (" + ("the predictions" if a.nunique() < 2 else "the oracles") + " do not vary)"
         return f"{a.corr(b, method='spearman'):+.2f}"
 
-    for fam, g in frame.groupby("family"):
-        if len(g) >= 3:
-            lines.append(f"- {fam} ({len(g)} tasks): lr {rho(g['lr'], g['lr_oracle'])}, "
-                         f"eps fraction {rho(g['frac'], g['frac_oracle'])}")
-    return lines
+    families = [(fam, g) for fam, g in frame.groupby("family") if len(g) >= 3]
+    for fam, g in families:
+        lines.append(f"- {fam} ({len(g)} tasks): lr {rho(g['lr'], g['lr_oracle'])}, "
+                     f"eps fraction {rho(g['frac'], g['frac_oracle'])}")
+    return lines + ([] if families else ["- no family has 3 or more held-out tasks."])
 
 
 def ood_section(data: _Data) -> list[str]:
@@ -321,5 +325,17 @@ def confirmation_section(data: _Data) -> list[str]:
     if data.sb3 is None:
         return lines + ["Not run yet."]
     pairs = [("winner", "best-fixed"), ("winner", "base"), ("best-fixed", "base")]
-    lines += ["Held-out contexts:", ""] + _paired_rows(data.sb3, pairs, data.contexts)
-    return lines + ["", "Held-out family:", ""] + _paired_rows(data.sb3, pairs, data.family)
+    lines += ["The SB3 runner's paired differences, and the primary runs' on the same tasks and seeds (a "
+              "disagreement between the two would show here).", "",
+              "| group | comparison | tasks x seeds | SB3 runner [95% CI] | primary runs, same seeds [95% CI] |",
+              "|---|---|---|---:|---:|"]
+    same_seeds = data.runs[data.runs["seed"].isin(set(data.sb3["seed"]))]
+    for group, tasks in (("contexts", data.contexts), ("family", data.family)):
+        for a, b in pairs:
+            sb3, primary = _diff(data.sb3, a, b, tasks), _diff(same_seeds, a, b, tasks)
+            if sb3 is None:
+                lines.append(f"| {group} | {a} - {b} | missing runs | - | - |")
+                continue
+            lines.append(f"| {group} | {a} - {b} | {sb3['tasks']} x {sb3['seeds']} | {_ci_text(sb3)} | "
+                         f"{'-' if primary is None else _ci_text(primary)} |")
+    return lines
