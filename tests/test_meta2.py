@@ -337,7 +337,8 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
                  "gap closed by the winner", "AUROC", "## Confirmation with the SB3 runner", "| oracle |",
                  f"Shipped zero-shot method (the CV winner): `{selection['winner']}`", "were not run** (`--no-tpe`)",
                  "## Every method against best-fixed and base", f"on commit `{selection['commit']}`",
-                 "Primary test runs: the `batched` runner", "| contexts | winner - best-fixed | 1 x 5 |"):
+                 "Primary test runs: the `batched` runner", "| contexts | winner - best-fixed | 1 x 5 |",
+                 "| family cartpole | 1 |", "| interpolation | 1 |"):
         assert text in report, text
     assert report.index("## Deviations") < report.index("## Targets")  # deviations at the top
     assert ("The cross-validation selected best-fixed" in report) == (selection["winner"] == "best-fixed")
@@ -351,6 +352,13 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     assert again["methods"] == ["nearest-task", "best-fixed"] and again["heldout_runs_existed"]
     assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0
     assert "after held-out test runs existed" in (tmp_path / "report.md").read_text()
+
+
+def test_extrapolation_means_a_value_outside_the_sampling_range():
+    from hypermeta.reports.meta2 import extrapolates
+
+    assert not extrapolates("cartpole:gravity=12,length=0.7") and extrapolates("cartpole:gravity=24")
+    assert not extrapolates("acrobot") and extrapolates("frozenlake:success_rate=0.25")
 
 
 def test_the_report_scores_a_baseline_on_the_tasks_it_has_runs_on():

@@ -22,6 +22,7 @@ from hypermeta.meta.data import SPACE
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
 from hypermeta.reports.common import generated_line, iqm_text, test_seed_text, write_markdown
 from hypermeta.space import DQNConfig
+from hypermeta.tasks.families import get_task
 
 
 class _Data:
@@ -214,9 +215,33 @@ def primary_section(data: _Data) -> list[str]:
         else float("nan")
     lines += ["", "Share of the base-to-oracle gap closed by the winner: "
               + ("undefined (missing runs, or the oracle does not beat base on average)" if np.isnan(gap) else f"{gap:.0%}")
-              + ".",
-              "", "## Held-out family", ""]
+              + ".", ""]
+    lines += breakdown_rows(runs, data.contexts)
+    lines += ["", "## Held-out family", ""]
     lines += _paired_rows(runs, [("winner", "best-fixed"), ("winner", "base")], data.family)
+    return lines
+
+
+def extrapolates(task_id: str) -> bool:
+    """Whether a context lies outside its family's sampling range in some value (the plan's "extrapolation")."""
+    task = get_task(task_id)
+    return any(not (p.low <= task.context[k] <= p.high) for k, p in task.family.context_space.items())
+
+
+def breakdown_rows(runs: pd.DataFrame, tasks: list[str]) -> list[str]:
+    """The primary comparisons per family and for interpolation / extrapolation contexts (secondary: few tasks
+    per group, so wide intervals)."""
+    groups: dict[str, list[str]] = {}
+    for t in tasks:
+        groups.setdefault(f"family {get_task(t).family.name}", []).append(t)
+    for t in tasks:
+        groups.setdefault("extrapolation" if extrapolates(t) else "interpolation", []).append(t)
+    lines = ["By group (secondary; few tasks per group):", "",
+             "| group | tasks | winner - best-fixed [95% CI] | winner - base [95% CI] |", "|---|---:|---:|---:|"]
+    for name, group in groups.items():
+        cells = [_diff(runs, "winner", b, group) for b in ("best-fixed", "base")]
+        lines.append(f"| {name} | {len(group)} | " + " | ".join("missing runs" if d is None else _ci_text(d)
+                                                               for d in cells) + " |")
     return lines
 
 
