@@ -488,3 +488,11 @@ def test_cv_folds_in_worker_processes_give_the_same_rows():
     one = loto_cv(tasks, ["best-fixed", "nearest-task"], cfg).sort_values(["method", "task"]).reset_index(drop=True)
     two = loto_cv(tasks, ["best-fixed", "nearest-task"], cfg, workers=2)
     pd.testing.assert_frame_equal(one, two.sort_values(["method", "task"]).reset_index(drop=True))
+
+
+def test_push_right_solves_a_strong_engine_context_and_not_the_default():
+    from hypermeta.reports.meta2 import push_right_return
+
+    assert push_right_return("mountaincar", episodes=3) == (-200.0, 0)
+    ret, solved = push_right_return("mountaincar:force=0.0025,goal_position=0.58", episodes=3)
+    assert solved == 3 and -200 < ret < -30

@@ -53,7 +53,7 @@ def render_meta2_report(plan: MatrixPlan, out: str | Path | None = None) -> Path
     lines = ["# Meta-learner v2: zero-shot schedules on held-out tasks", "",
              generated_line(f"hypermeta meta2 report {plan.path}"), ""]
     for section in (deviations_section, targets_section, selection_section, primary_section, every_method_section,
-                    iqm_section, prediction_section, ood_section, confirmation_section):
+                    iqm_section, prediction_section, ood_section, confirmation_section, push_right_section):
         lines += section(data) + [""]
     return write_markdown(out, lines)
 
@@ -342,6 +342,44 @@ def ood_section(data: _Data) -> list[str]:
                      f"{'undefined' if np.isnan(area) else f'{area:.2f}'} | {threshold:.2f} | "
                      f"{int(flagged.sum())} ({int((flagged & worse).sum())}) |")
     lines += ["", "AUROC is undefined where no task, or every task, was worse."]
+    return lines
+
+
+#: seeded episodes of the always-push-right policy per MountainCar context (initial positions differ by seed)
+PUSH_RIGHT_EPISODES = 10
+
+
+def push_right_return(task_id: str, episodes: int = PUSH_RIGHT_EPISODES) -> tuple[float, int]:
+    """Mean return of always pushing right, and the episodes that reached the goal, over seeded episodes."""
+    from hypermeta.tasks.families import make_env
+
+    env, total, solved = make_env(task_id), 0.0, 0
+    for seed in range(episodes):
+        env.reset(seed=seed)
+        done, ret = False, 0.0
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(2)
+            ret += float(reward)
+            done = terminated or truncated
+        total, solved = total + ret, solved + bool(terminated)
+    env.close()
+    return total / episodes, solved
+
+
+def push_right_section(data: _Data) -> list[str]:
+    """The plan's promise: each MountainCar context's push-right return (where "push right" alone solves a
+    context, the schedules have nothing to find there)."""
+    tasks = [t for t in [*data.plan.train_tasks(), *data.plan.heldout_contexts] if get_task(t).family.name == "mountaincar"]
+    if not tasks:
+        return []
+    held = set(data.plan.heldout_contexts)
+    lines = ["## MountainCar: what always pushing right achieves", "",
+             f"Mean return over {PUSH_RIGHT_EPISODES} seeded episodes (seeds 0..{PUSH_RIGHT_EPISODES - 1}) and the "
+             "episodes that reached the goal; -200 = never within the time limit.", "",
+             "| context | split | push-right return | reached the goal |", "|---|---|---:|---:|"]
+    for t in tasks:
+        ret, solved = push_right_return(t)
+        lines.append(f"| {t} | {'held-out' if t in held else 'training'} | {ret:.1f} | {solved} / {PUSH_RIGHT_EPISODES} |")
     return lines
 
 
