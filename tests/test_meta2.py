@@ -338,7 +338,8 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
                  f"Shipped zero-shot method (the CV winner): `{selection['winner']}`", "were not run** (`--no-tpe`)",
                  "## Every method against best-fixed and base", f"on commit `{selection['commit']}`",
                  "Primary test runs: the `batched` runner", "| contexts | winner - best-fixed | 1 x 5 |",
-                 "| family cartpole | 1 |", "| interpolation | 1 |"):
+                 "| family cartpole | 1 |", "| interpolation | 1 |", "## Setup", "- Budgets (training steps per run): "
+                 "cartpole 5,000.", "## Per held-out task: where the winner wins and loses"):
         assert text in report, text
     assert report.index("## Deviations") < report.index("## Targets")  # deviations at the top
     assert ("The cross-validation selected best-fixed" in report) == (selection["winner"] == "best-fixed")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
-from hypermeta.experiments.meta2 import TPE_BEST_OF, Paths, heldout_scores, score_array
+from hypermeta.experiments.meta2 import TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths, heldout_scores, score_array
 from hypermeta.experiments.pipeline import RunStore, iqm_with_ci, paired_difference
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
@@ -52,8 +52,9 @@ def render_meta2_report(plan: MatrixPlan, out: str | Path | None = None) -> Path
     out = Path(out or "studies/reports/meta2/report.md")
     lines = ["# Meta-learner v2: zero-shot schedules on held-out tasks", "",
              generated_line(f"hypermeta meta2 report {plan.path}"), ""]
-    for section in (deviations_section, targets_section, selection_section, primary_section, every_method_section,
-                    iqm_section, prediction_section, ood_section, confirmation_section, push_right_section):
+    for section in (deviations_section, targets_section, setup_section, selection_section, primary_section,
+                    per_task_section, every_method_section, iqm_section, prediction_section, ood_section,
+                    confirmation_section, push_right_section):
         lines += section(data) + [""]
     return write_markdown(out, lines)
 
@@ -101,6 +102,64 @@ def deviations_section(data: _Data) -> list[str]:
             lines.append(f"- {diverged} of {len(distinct)} distinct {name} run(s) diverged; each is scored as the "
                          "random policy (0).")
     return lines
+
+
+def setup_section(data: _Data) -> list[str]:
+    """What EVALUATION.md asks every report to state: settings, budgets, seeds, normalisation, CPU, versions."""
+    import platform
+
+    import gymnasium
+    import optuna
+    import stable_baselines3
+    import torch
+
+    from hypermeta.seeds import MATRIX_SEED_START, TEST_SEED_START
+
+    plan = data.plan
+    matrix = RunStore(plan.runs_path).frame()
+    cpu_h = {name: float(frame.drop_duplicates(["task", "config_key", "seed", "timesteps"])["wall_time"].sum()) / 3600
+             for name, frame in (("matrix (training and held-out)", matrix), ("held-out test runs", data.runs),
+                                 ("SB3 confirmation", data.sb3)) if frame is not None and "wall_time" in frame}
+    return ["## Setup", "",
+            "- Fixed DQN settings under the schedules (the data's and the evaluation's): "
+            + ", ".join(f"{k}={v}" for k, v in plan.fixed.items()) + "; schedules searched: the schedule space "
+            "(lr initial, final ratio and shape; epsilon initial, final, fraction and shape).",
+            "- Budgets (training steps per run): " + ", ".join(f"{k} {v:,}" for k, v in plan.budgets.items()) + ".",
+            f"- Seeds: matrix {plan.matrix_seeds} per task from {MATRIX_SEED_START:,} + 1,000 x task index; "
+            f"TPE trials {TPE_SEEDS_PER_TRIAL} tuning seeds each (trial t: 3t..3t+2); "
+            f"{test_seed_text(plan.test_seeds)} for every method; the SB3 confirmation on the first 5 test seeds. Ranges are "
+            f"disjoint (tuning < matrix < test = {TEST_SEED_START:,}+).",
+            "- Score: normalised AUC of each run over the task's best portfolio mean in its own matrix (0 = the "
+            "random policy, 1 = the best portfolio configuration's mean), as in the training data.",
+            "- CPU time recorded by the runs (sum of per-run wall time; several processes shared the cores): "
+            + "; ".join(f"{k} {v:.1f} h" for k, v in cpu_h.items()) + ".",
+            f"- Versions: Python {platform.python_version()}, torch {torch.__version__}, stable-baselines3 "
+            f"{stable_baselines3.__version__}, gymnasium {gymnasium.__version__}, optuna {optuna.__version__}; "
+            f"{platform.machine()}, the report rendered on a machine with {_cpus()} CPUs (the matrix rows "
+            "logged as collected elsewhere are named in the log above)."]
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def per_task_section(data: _Data) -> list[str]:
+    """Where the winner loses: its mean paired difference to best-fixed and base on each held-out task."""
+    tasks = _has_runs(data.runs, ("winner", "best-fixed", "base"), data.contexts + data.family)
+    if not tasks:
+        return []
+    lines = ["## Per held-out task: where the winner wins and loses", "",
+             "| task | winner - best-fixed | winner - base | winner mean score |", "|---|---:|---:|---:|"]
+    worse = 0
+    for t in tasks:
+        w, f, b = (score_array(data.runs, m, [t])[:, 0] for m in ("winner", "best-fixed", "base"))
+        n = min(len(w), len(f), len(b))
+        worse += (w[:n] - f[:n]).mean() < 0
+        lines.append(f"| {t} | {(w[:n] - f[:n]).mean():+.3f} | {(w[:n] - b[:n]).mean():+.3f} | {w.mean():.3f} |")
+    return lines + ["", f"The winner is below best-fixed on {worse} of {len(tasks)} held-out task(s) (means over "
+                    "the test seeds)."]
 
 
 def selection_section(data: _Data) -> list[str]:
