@@ -127,8 +127,8 @@ def setup_section(data: _Data) -> list[str]:
             "- Budgets (training steps per run): " + ", ".join(f"{k} {v:,}" for k, v in plan.budgets.items()) + ".",
             f"- Seeds: matrix {plan.matrix_seeds} per task from {MATRIX_SEED_START:,} + 1,000 x task index; "
             f"TPE trials {TPE_SEEDS_PER_TRIAL} tuning seeds each (trial t: 3t..3t+2); "
-            f"{test_seed_text(plan.test_seeds)} for every method; the SB3 confirmation on the first 5 test seeds. Ranges are "
-            f"disjoint (tuning < matrix < test = {TEST_SEED_START:,}+).",
+            f"{test_seed_text(plan.test_seeds)} for every method; the SB3 confirmation on the first 5 test seeds. "
+            f"Ranges are disjoint (tuning < matrix < test = {TEST_SEED_START:,}+).",
             "- Score: normalised AUC of each run over the task's best portfolio mean in its own matrix (0 = the "
             "random policy, 1 = the best portfolio configuration's mean), as in the training data.",
             "- CPU time recorded by the runs (sum of per-run wall time; several processes shared the cores): "
