@@ -342,17 +342,23 @@ def _oracle(data: _Data, task: str) -> DQNConfig:
     return DQNConfig.from_dict(json.loads(sel.loc[sel["score"].idxmax(), "config"]))
 
 
+def _schedule_text(c: DQNConfig) -> str:
+    return (f"lr {c.lr_initial:.2g} x {c.lr_final_ratio:.2g} {c.lr_shape}; eps {c.eps_initial:.2f} -> "
+            f"{c.eps_final:.3f} over {c.eps_fraction:.2f} {c.eps_shape}")
+
+
 def prediction_section(data: _Data) -> list[str]:
     lines = ["## Predictions against each task's oracle", "",
-             "| task | predicted lr / eps fraction | oracle lr / eps fraction | code distance | fallback |",
-             "|---|---|---|---:|---|"]
+             "The winner's schedule (after the OOD fallback) and the task's oracle: lr initial x final ratio, shape; "
+             "epsilon initial -> final over a fraction of training, shape. Distance: in the encoded schedule space.", "",
+             "| task | predicted | oracle | code distance | fallback |", "|---|---|---|---:|---|"]
     rows = []
     for r in data.preds[data.preds["method"] == data.winner].itertuples():
         pred, oracle = DQNConfig.from_dict(json.loads(r.config)), _oracle(data, r.task)
         dist = float(np.linalg.norm(SPACE.encode(pred) - SPACE.encode(oracle)))
         rows.append((r.task.split(":")[0], pred.lr_initial, oracle.lr_initial, pred.eps_fraction, oracle.eps_fraction))
-        lines.append(f"| {r.task} | {pred.lr_initial:.2g} / {pred.eps_fraction:.2f} | {oracle.lr_initial:.2g} / "
-                     f"{oracle.eps_fraction:.2f} | {dist:.2f} | {'yes' if r.fallback else 'no'} |")
+        lines.append(f"| {r.task} | {_schedule_text(pred)} | {_schedule_text(oracle)} | {dist:.2f} | "
+                     f"{'yes' if r.fallback else 'no'} |")
     frame = pd.DataFrame(rows, columns=["family", "lr", "lr_oracle", "frac", "frac_oracle"])
     lines += ["", "Spearman correlation of predicted and oracle values across a family's held-out tasks:", ""]
     def rho(a: pd.Series, b: pd.Series) -> str:
