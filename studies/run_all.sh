@@ -12,8 +12,11 @@ stage() { echo "=== $(date -u +%FT%TZ) $*"; "$HM" "$@"; }
 stage matrix "$PLAN" --runner batched --workers "$W" --max-agents 64   # training matrix
 stage matrix "$PLAN" --export-only                                    # dataset.csv
 stage meta2 cv "$PLAN" --workers "$W"                                 # LOTO-CV -> selection.json
-stage meta2 train "$PLAN"                                             # every method's weights, the winner
+# `meta2 train` is one process: the held-out oracles' matrix runs beside it, so no core idles meanwhile
+stage meta2 train "$PLAN" &                                           # every method's weights, the winner
+train=$!
 stage matrix "$PLAN" --split heldout --runner batched --workers "$W" --max-agents 64   # held-out oracles
+wait "$train"
 stage meta2 heldout "$PLAN" --workers "$W"                            # test seeds, TPE best-of-k, SB3 check
 stage meta2 report "$PLAN"
 stage fewshot studies/tune/plan.yaml --workers "$W"
