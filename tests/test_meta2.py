@@ -336,7 +336,8 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     for text in ("a logged deviation", "| winner - best-fixed | 1 x 2 |", "optuna-tpe@5 | missing runs",
                  "gap closed by the winner", "AUROC", "## Confirmation with the SB3 runner", "| oracle |",
                  f"Shipped zero-shot method (the CV winner): `{selection['winner']}`", "were not run** (`--no-tpe`)",
-                 "## Every method against best-fixed and base", f"on commit `{selection['commit']}`",
+                 "## Every method against best-fixed and base", f"on commit `{selection['commit'] or 'unrecorded'}`",
+                 "| nearest-task (winner) | 1 |" if selection["winner"] == "nearest-task" else "| nearest-task | 1 |",
                  "Primary test runs: the `batched` runner", "| contexts | winner - best-fixed | 1 x 5 |",
                  "| family cartpole | 1 |", "| interpolation | 1 |", "## Setup", "- Budgets (training steps per run): "
                  "cartpole 5,000.", "## Per held-out task: where the winner wins and loses"):
@@ -348,6 +349,7 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     for row in selection["table"]:
         assert f"| {row['method']}{' (winner)' if row['method'] == selection['winner'] else ''} | " \
                f"{row['cv_score']:.3f} |" in report
+    assert main(["meta2", "heldout", str(path), "--no-tpe", "--runner", "sb3"]) == 2  # refused: runs of another runner
     assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 0  # best-fixed always joins
     again = json.loads((tmp_path / "selection.json").read_text())
     assert again["methods"] == ["nearest-task", "best-fixed"] and again["heldout_runs_existed"]
@@ -497,3 +499,56 @@ def test_push_right_solves_a_strong_engine_context_and_not_the_default():
     assert push_right_return("mountaincar", episodes=3) == (-200.0, 0)
     ret, solved = push_right_return("mountaincar:force=0.0025,goal_position=0.58", episodes=3)
     assert solved == 3 and -200 < ret < -30
+
+
+def test_the_planned_mdd_matches_the_bootstrap():
+    from hypermeta.experiments.pipeline import planned_mdd
+
+    rng = np.random.default_rng(0)
+    n, k, task_var, seed_var = 16, 10, 0.01, 0.25
+    mdds = []
+    for _ in range(12):  # the bootstrap's MDD of one dataset is noisy: compare the average
+        a = rng.normal(0.0, np.sqrt(task_var), n) + rng.normal(0.0, np.sqrt(seed_var), (k, n))
+        mdds.append(paired_difference(a, np.zeros_like(a))["mdd"])
+    assert np.mean(mdds) == pytest.approx(planned_mdd(task_var, seed_var, n, k), rel=0.12)
+    # the naive standard error sqrt(task_var / n + seed_var / (n k)) would be ~25% too small here
+    assert planned_mdd(0.0, seed_var, n, k) > 1.3 * 2.8 * np.sqrt(seed_var / (n * k))
+
+
+def _report_data(winner: str, shift: dict[str, float]):
+    """Synthetic held-out runs for the report's sections: two contexts and one family task, 4 seeds each."""
+    from types import SimpleNamespace
+
+    rows = []
+    for task in ("cartpole:gravity=12", "acrobot:link_length_1=1.3", "lunarlander"):
+        for seed in range(4):
+            for method, score in (("base", 0.4), ("oracle", 0.9), ("best-fixed", 0.6)):
+                rows.append({"method": method, "task": task, "seed": seed, "score": score + 0.01 * seed})
+            winner_score = 0.6 + shift.get(task, 0.0) + 0.01 * seed
+            rows.append({"method": "winner", "task": task, "seed": seed, "score": winner_score})
+    preds = pd.DataFrame({"method": [winner] * 3, "task": ["cartpole:gravity=12", "acrobot:link_length_1=1.3",
+                                                            "lunarlander"], "fallback": [False, False, True]})
+    return SimpleNamespace(runs=pd.DataFrame(rows), contexts=["cartpole:gravity=12", "acrobot:link_length_1=1.3"],
+                           family=["lunarlander"], winner=winner, preds=preds)
+
+
+def test_the_targets_say_plainly_when_best_fixed_wins_and_when_a_method_loses():
+    from hypermeta.reports.meta2 import per_task_section, targets_section
+
+    text = "\n".join(targets_section(_report_data("best-fixed", {})))
+    assert "The cross-validation selected best-fixed" in text and "met trivially" in text
+    assert "winner beats best-fixed (paired CI above 0): **missed** (+0.000" in text
+    text = "\n".join(targets_section(_report_data("k-nearest", {"cartpole:gravity=12": 0.2, "acrobot:link_length_1=1.3": 0.2})))
+    assert "selected best-fixed" not in text and "winner beats best-fixed (paired CI above 0): **met** (+0.200" in text
+    assert "closes >= 50% of the base-to-oracle gap: **met** (80%)" in text  # (0.8 - 0.4) / (0.9 - 0.4)
+    losing = "\n".join(per_task_section(_report_data("k-nearest", {"cartpole:gravity=12": -0.1})))
+    assert "| cartpole:gravity=12 | -0.100 |" in losing and "below best-fixed on 1 of 3" in losing
+
+
+def test_paired_statistics_pair_runs_by_seed_not_by_position():
+    from hypermeta.reports.meta2 import _diff
+
+    runs = pd.DataFrame([{"method": m, "task": "t", "seed": s, "score": (1.0 if m == "a" else 0.0) + s}
+                         for m, seeds in (("a", [0, 1, 2]), ("b", [1, 2, 3])) for s in seeds])
+    d = _diff(runs, "a", "b", ["t"])  # seeds 1 and 2 are shared: a - b = 1 exactly on each
+    assert d["seeds"] == 2 and d["diff"] == pytest.approx(1.0)

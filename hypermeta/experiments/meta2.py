@@ -122,15 +122,18 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
 
 
 def _git_commit() -> str | None:
-    """The checkout's commit (with ``-dirty`` when it has changes), or None outside a git checkout."""
+    """The commit of the checkout holding this package (``-dirty`` when its code has changes), or None."""
     import subprocess
 
+    root = Path(__file__).resolve().parents[2]  # the checkout holding this package (none when installed)
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
-                             text=True, timeout=10, check=True)
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10,
+                              check=True, cwd=root).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hypermeta", "plugins", "pyproject.toml"],
+                               capture_output=True, text=True, timeout=10, check=True, cwd=root).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return (head + ("-dirty" if dirty else "")) or None  # dirty: the code differs (data files do not count)
 
 
 def load_selection(plan: MatrixPlan) -> dict:
@@ -231,7 +234,14 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
     tasks = [*plan.heldout_contexts, *plan.heldout_family]
     out = Paths.of(plan).heldout
     out.mkdir(parents=True, exist_ok=True)
-    (out / "settings.json").write_text(json.dumps({"runner": runner, "tpe": tpe}, indent=2) + "\n")  # for the report
+    settings = out / "settings.json"  # for the report: the runner, and the selection these runs are for
+    if settings.is_file() and (out / "runs.csv").is_file():
+        before = json.loads(settings.read_text()).get("runner")
+        if before != runner:
+            raise ValueError(f"the held-out runs in {str(out)!r} were made with --runner {before}; resume with the "
+                             "same runner (or move that folder away to start again with another)")
+    settings.write_text(json.dumps({"runner": runner, "tpe": tpe, "selection": {
+        k: selection.get(k) for k in ("winner", "fingerprint", "created", "commit")}}, indent=2) + "\n")
     runs = collect_matrix(plan, runner=runner, workers=workers, progress=progress, split="heldout")
     # a held-out task where no portfolio configuration beats the random policy cannot be normalised: it is
     # left out of the evaluation and the report lists it among the deviations
@@ -274,8 +284,20 @@ def heldout_scores(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str], matri
     return runs
 
 
-def score_array(runs: pd.DataFrame, method: str, tasks: list[str]) -> np.ndarray:
-    """``(seeds, tasks)`` scores of ``method`` (seeds ascending; the same seeds for every method)."""
-    cols = [runs[(runs["method"] == method) & (runs["task"] == t)].sort_values("seed")["score"].to_numpy() for t in tasks]
-    n = min(len(c) for c in cols)
-    return np.stack([c[:n] for c in cols], axis=1)
+def score_array(runs: pd.DataFrame, method: str, tasks: list[str], seeds: list[int] | None = None) -> np.ndarray:
+    """``(seeds, tasks)`` scores of ``method``, seeds ascending: ``seeds`` exactly (a missing one is an error, so
+    two methods' arrays pair run by run), or else the seeds every task has."""
+    sel = runs[(runs["method"] == method) & runs["task"].isin(tasks)].drop_duplicates(["task", "seed"])
+    table = sel.pivot(index="seed", columns="task", values="score").reindex(columns=tasks)
+    if seeds is None:
+        return table.dropna().sort_index().to_numpy()
+    missing = sorted(set(seeds) - set(table.dropna().index))
+    if missing:
+        raise ValueError(f"method {method!r} lacks seed {missing[0]} on some of the tasks")
+    return table.loc[sorted(seeds)].to_numpy()
+
+
+def common_seeds(runs: pd.DataFrame, methods: tuple[str, ...], tasks: list[str]) -> list[int]:
+    """The seeds that every one of ``methods`` has on every one of ``tasks`` (what paired statistics use)."""
+    sets = [set(runs.loc[(runs["method"] == m) & (runs["task"] == t), "seed"]) for m in methods for t in tasks]
+    return sorted(set.intersection(*sets)) if sets else []

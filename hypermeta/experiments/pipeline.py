@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -220,6 +221,15 @@ def iqm_with_ci(scores: dict[str, np.ndarray], reps: int = BOOTSTRAP_REPS, seed:
 #: z_{0.975} + z_{0.80}: a true difference this many standard errors from 0 is detected with 80% power by a
 #: two-sided test at alpha 0.05.
 MDD_Z = 1.959964 + 0.841621
+
+
+def planned_mdd(task_var: float, seed_var: float, n_tasks: int, n_seeds: int) -> float:
+    """The minimum detectable difference (80% power) that :func:`paired_difference` will report, planned from
+    variance components of the paired differences: ``task_var`` between tasks' true means, ``seed_var`` between
+    seeds within a task. Its task bootstrap resamples tasks, then seeds within each drawn task, so the seed noise
+    counts twice: SE^2 ~ (n-1)/n (task_var + seed_var/k) / n + (k-1)/k seed_var / (n k)."""
+    n, k = n_tasks, n_seeds
+    return MDD_Z * math.sqrt((n - 1) / n * (task_var + seed_var / k) / n + (k - 1) / k * seed_var / (n * k))
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0) -> dict[str, float]:

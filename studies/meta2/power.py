@@ -5,9 +5,14 @@ For two portfolio configurations A and B, each complete training task gives pair
 (the matrix uses the same seeds for every configuration of a task; scores normalised as in the dataset). From
 them: the within-task seed variance of a difference (s2, the mean over tasks of the per-task variance) and the
 between-task variance of its true mean (t2 = variance of the per-task means - s2 / matrix seeds, at least 0).
-A paired mean over n tasks x k seeds, with tasks and seeds both resampled, then has the standard error
-sqrt(t2 / n + s2 / (n k)), and the minimum detectable difference at 80% power and two-sided 5% is
-(1.96 + 0.84) x that. The report's own MDD comes from its bootstrap; this is the planning estimate.
+
+The report's CI resamples tasks and then seeds within each drawn task (rliable's task bootstrap), which counts
+the seed noise twice; its standard error for a paired mean over n tasks x k seeds is about
+sqrt((n-1)/n (t2 + s2/k) / n + (k-1)/k s2 / (n k)), and the minimum detectable difference at 80% power and
+two-sided 5% is (1.96 + 0.84) x that, as the report computes it (`hypermeta.experiments.pipeline.planned_mdd`;
+`test_the_planned_mdd_matches_the_bootstrap` checks it against `paired_difference`). A zero-shot method picks a configuration per task, so its
+between-task variance against best-fixed may exceed these fixed-configuration pairs': read the numbers as a
+lower bound. The family column (2 tasks) is indicative only.
 """
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
-from hypermeta.experiments.pipeline import MDD_Z, RunStore
+from hypermeta.experiments.matrix import MatrixPlan, _planned_runs, matrix_scores
+from hypermeta.experiments.pipeline import RunStore, planned_mdd
 
 
 def paired_components(runs: pd.DataFrame, best: pd.Series, a: str, b: str, seeds: int) -> tuple[float, float]:
@@ -37,16 +42,18 @@ def paired_components(runs: pd.DataFrame, best: pd.Series, a: str, b: str, seeds
 
 
 def mdd(t2: float, s2: float, n_tasks: int, n_seeds: int) -> float:
-    return MDD_Z * float(np.sqrt(t2 / n_tasks + s2 / (n_tasks * n_seeds)))
+    return planned_mdd(t2, s2, n_tasks, n_seeds)
 
 
 def main(plan_path: str) -> Path:
     plan = MatrixPlan.load(plan_path)
-    runs = RunStore(plan.runs_path).frame()
-    runs = runs[runs["task"].isin(plan.train_tasks())]
-    scores = matrix_scores(plan, runs, plan.train_tasks())
+    stored = RunStore(plan.runs_path).frame()
+    scores = matrix_scores(plan, stored, plan.train_tasks())
     best = scores.groupby("task")["best_auc"].first()
-    names = scores.groupby("method")["score"].mean().sort_values(ascending=False)
+    runs = pd.concat([_planned_runs(plan, stored, t) for t in best.index])  # the plan's runs only (its budgets)
+    everywhere = scores.groupby("method")["task"].nunique() == len(best)  # rl-zoo lacks FrozenLake: left out
+    names = scores[scores["method"].isin(everywhere[everywhere].index)].groupby("method")["score"].mean()
+    names = names.sort_values(ascending=False)
     fixed = names.index[0]  # best-fixed: the portfolio configuration with the best mean score over the tasks
     designs = [("held-out contexts (primary)", len(plan.heldout_contexts), plan.test_seeds),
                ("held-out family", len(plan.heldout_family), plan.test_seeds),
@@ -62,7 +69,8 @@ def main(plan_path: str) -> Path:
     lines = ["# Meta-learner v2: minimum detectable differences, before the held-out evaluation", "",
              f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python studies/meta2/power.py "
              f"{plan_path}`, from the {len(best)} training tasks whose matrix was complete then (of "
-             f"{len(plan.train_tasks())}). No held-out run existed. Method: see the script's docstring.", "",
+             f"{len(plan.train_tasks())}), over the {len(names)} portfolio configurations measured on every one of "
+             "them. No held-out run existed. Method: see the script's docstring.", "",
              "Designs: " + "; ".join(f"{d}: {n} tasks x {k} seeds" for d, n, k in designs) + ".", "",
              "| pair (training matrix) | between-task var | seed var | " + " | ".join(f"MDD, {d}" for d, _, _ in designs)
              + " |", "|---|---:|---:|" + "---:|" * len(designs),
@@ -83,7 +91,8 @@ def main(plan_path: str) -> Path:
     lines += ["", "Reading: a zero-shot method whose true advantage over best-fixed is smaller than these numbers "
               "is likely (more than 20%) to be reported as \"includes 0\". Scores are on the per-task scale "
               "(1 = the task's best portfolio mean). The differences between configurations vary from task to "
-              "task (the between-task variance), which more seeds per task cannot remove."]
+              "task (the between-task variance), which more seeds per task cannot remove. The held-out family's "
+              "column (2 tasks) is indicative only."]
     out = Path(plan.path).parent / "power.md"
     out.write_text("\n".join(lines) + "\n")
     return out
