@@ -339,7 +339,7 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
                  "## Every method against best-fixed and base", f"on commit `{selection['commit'] or 'unrecorded'}`",
                  "| nearest-task (winner) | 1 |" if selection["winner"] == "nearest-task" else "| nearest-task | 1 |",
                  "Primary test runs: the `batched` runner", "| contexts | winner - best-fixed | 1 x 5 |",
-                 "| family cartpole | 1 |", "| interpolation | 1 |", "## Setup", "- Budgets (training steps per run): "
+                 "| family cartpole | 1 |", "| interpolation | 1 |", "Run by run (the same task, configuration and seed", "## Setup", "- Budgets (training steps per run): "
                  "cartpole 5,000.", "## Per held-out task: where the winner wins and loses"):
         assert text in report, text
     assert report.index("## Deviations") < report.index("## Targets")  # deviations at the top
@@ -552,3 +552,13 @@ def test_paired_statistics_pair_runs_by_seed_not_by_position():
                          for m, seeds in (("a", [0, 1, 2]), ("b", [1, 2, 3])) for s in seeds])
     d = _diff(runs, "a", "b", ["t"])  # seeds 1 and 2 are shared: a - b = 1 exactly on each
     assert d["seeds"] == 2 and d["diff"] == pytest.approx(1.0)
+
+
+def test_runner_agreement_pairs_the_same_runs_of_both_runners():
+    from hypermeta.reports.meta2 import runner_agreement
+
+    def runs(offset):
+        return pd.DataFrame([{"task": "t", "config_key": k, "seed": s, "score": 0.5 + offset * (k == "b"),
+                              "curve": f"[{offset * (k == 'b')}]"} for k in ("a", "b") for s in range(3)])
+    text = runner_agreement(runs(0.1), runs(0.0))[0]
+    assert "6 runs" in text and "+0.050 [" in text and "identical evaluation curves: 3 of 6" in text
