@@ -37,6 +37,24 @@ def test_tune_tries_round0_first_then_tpe_and_resumes(tmp_path):
     assert len(again.study.get_trials(states=(TrialState.COMPLETE,))) == 5 and again.trials == 5
 
 
+def test_tpe_starts_from_round0s_results_not_from_a_random_start(tmp_path, monkeypatch):
+    import hypermeta.experiments.tune as tune_module
+    from hypermeta.experiments.study import make_sampler
+
+    calls, real = [], tune_module.run_study
+
+    def spy(spec, n_trials, **kwargs):
+        calls.append((n_trials, kwargs["batch_size"], kwargs.get("n_startup_trials"), len(kwargs.get("enqueue", ()))))
+        return real(spec, n_trials, **kwargs)
+
+    monkeypatch.setattr(tune_module, "run_study", spy)
+    tune("cartpole", 4, 300, storage=f"sqlite:///{tmp_path}/t.db", runner="batched")
+    # round 0 (2 candidates) alone first; then TPE, whose random start is those 2 finished trials
+    assert calls == [(2, 4, None, 2), (4, 2, 2, 0)]
+    assert make_sampler("tpe", 0, n_startup_trials=2)._n_startup_trials == 2
+    assert make_sampler("tpe", 0)._n_startup_trials == 10  # Optuna's default, for cold studies
+
+
 def test_cli_tune_writes_a_best_yaml_the_callback_applies(tmp_path, capsys):
     out = tmp_path / "best.yaml"
     code = main(["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--runner", "batched",

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from optuna.trial import TrialState
 
-from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH
 from hypermeta.experiments.measurement import Measurement, Normalizer
 from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence
 from hypermeta.experiments.proposers import PROPOSERS
@@ -41,6 +41,9 @@ class FewShotPlan:
     samplers: list[str] = field(default_factory=lambda: ["tpe"])
     tune_trials: int = 8
     cold_trials: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    #: batched runner: trials each worker of a cold study asks at once (all of a batch is chosen before any of
+    #: its results, so the first workers x cold_batch trials are TPE's random start)
+    cold_batch: int = 8
     seeds_per_trial: int = 3
     test_seeds: int = 10
     weights: str | None = None  # the meta-learner tune uses (default: the shipped weights)
@@ -59,6 +62,8 @@ class FewShotPlan:
             if entry.setdefault("runner", "batched") not in RUNNERS:
                 raise ValueError(f"plan {self.name!r}: runner must be one of {list(RUNNERS)}, got {entry['runner']!r}")
             Measurement(int(entry["timesteps"]))
+        if self.cold_batch < 1:
+            raise ValueError(f"plan {self.name!r}: cold_batch must be >= 1, got {self.cold_batch}")
         unknown = sorted(set(self.samplers) - set(PROPOSERS))
         if unknown:
             raise ValueError(f"plan {self.name!r}: unknown sampler(s) {unknown}; choose from {list(PROPOSERS)}")
@@ -96,7 +101,7 @@ def progress_rows(study: Any, task: str, label: str) -> list[dict]:
     rows, best, steps = [], -np.inf, 0
     for i, t in enumerate(finished_in_order(study), start=1):
         steps += int(t.user_attrs.get("env_steps", 0))
-        if t.value is not None:
+        if t.state == TrialState.COMPLETE and t.value is not None:  # a pruned trial's value is a partial one
             best = max(best, float(t.value))
         rows.append({"task": task, "study": label, "trials": i, "env_steps": steps, "best_so_far": best})
     return rows
@@ -108,13 +113,13 @@ def run_task(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: b
     spec = StudySpec(task, steps, "schedule", plan.seeds_per_trial, fixed=plan.fixed())
     cold = run_study(spec, max(plan.cold_trials), study_name=f"{plan.name}|{task}|cold", storage=plan.storage,
                      sampler="tpe", pruner="none", workers=workers, progress=progress, runner=runner,
-                     batch_size=BATCHED_STUDY_BATCH if runner == "batched" else 1)
+                     batch_size=plan.cold_batch if runner == "batched" else 1)
     configs = {f"cold@{k}": best_config_of(cold, k) for k in plan.cold_trials}
     rows = progress_rows(cold, task, "cold")
     for sampler in plan.samplers:
         result = tune(task, plan.tune_trials, steps, seeds_per_trial=plan.seeds_per_trial, runner=runner,
                       storage=plan.storage, study_name=f"{plan.name}|{task}|tune-{sampler}", predictor=plan.weights,
-                      progress=progress, sampler=sampler, meta_data=plan.meta_data)
+                      progress=progress, sampler=sampler, meta_data=plan.meta_data, pruner="none")  # as cold
         configs[f"tune-{sampler}@{plan.tune_trials}"] = result.best
         rows += progress_rows(result.study, task, f"tune-{sampler}")
     return configs, rows

@@ -207,9 +207,12 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_p
             raise ValueError(f"storage {shown}: cannot open it ({_first_line(exc)})") from None
 
 
-def make_sampler(name: str, seed: int | None, constant_liar: bool = False) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, constant_liar: bool = False,
+                 n_startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
+    """``n_startup_trials``: TPE samples at random until that many trials have finished (None: Optuna's 10)."""
     if name == "tpe":  # constant_liar: trials asked together (a batch, or parallel workers) spread out
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=constant_liar)
+        startup = {} if n_startup_trials is None else {"n_startup_trials": n_startup_trials}
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=constant_liar, **startup)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":  # categorical parameters fall back to independent (random) sampling
@@ -238,12 +241,13 @@ def study_spec(study: optuna.Study) -> StudySpec:
 
 
 def open_study(spec: StudySpec, study_name: str, storage: str | RDBStorage, sampler: str = "tpe",
-               pruner: str = "median", sampler_seed: int | None = 0, constant_liar: bool = False) -> optuna.Study:
+               pruner: str = "median", sampler_seed: int | None = 0, constant_liar: bool = False,
+               n_startup_trials: int | None = None) -> optuna.Study:
     """Create the study, or load it and check it was made with the same spec (else ``ValueError``)."""
     storage = make_storage(storage) if isinstance(storage, str) else storage
     study = optuna.create_study(
         study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=make_sampler(sampler, sampler_seed, constant_liar), pruner=make_pruner(pruner, spec),
+        sampler=make_sampler(sampler, sampler_seed, constant_liar, n_startup_trials), pruner=make_pruner(pruner, spec),
     )
     if not study.user_attrs:
         for key, value in {**spec.attrs(), "sampler": sampler, "pruner": pruner}.items():
@@ -425,7 +429,7 @@ def _worker_main(kwargs: dict[str, Any]) -> None:
     spec = StudySpec(**kwargs["spec"])
     storage = make_storage(kwargs["storage"], kwargs["heartbeat_interval"], kwargs["grace_period"])
     study = open_study(spec, kwargs["study_name"], storage, kwargs["sampler"], kwargs["pruner"], kwargs["seed"],
-                       constant_liar=kwargs["batch_size"] > 1)
+                       constant_liar=kwargs["batch_size"] > 1, n_startup_trials=kwargs.get("n_startup_trials"))
     work(study, Objective(spec, kwargs["runner"]), kwargs["n_trials"], batch_size=kwargs["batch_size"],
          deadline=kwargs["deadline"])
 
@@ -454,6 +458,7 @@ def run_study(
     runner: str = DEFAULT_RUNNER,
     batch_size: int = 1,
     deadline: float | None = None,
+    n_startup_trials: int | None = None,
 ) -> optuna.Study:
     """Create or resume a study and run it until ``n_trials`` trials have finished.
 
@@ -461,6 +466,7 @@ def run_study(
     Configurations in ``enqueue`` are tried first (once each, even across resumes). With ``batch_size`` > 1
     (what ``runner="batched"`` is for) each worker asks that many trials at once and trains them together,
     with TPE's ``constant_liar`` so a batch spreads out; resuming after a kill keeps every finished trial.
+    ``n_startup_trials``: TPE's random start (None: Optuna's default, 10 finished trials).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -471,7 +477,8 @@ def run_study(
     make_env(spec.task).close()  # bad task ids fail now
     study_name = study_name or default_study_name(spec, sampler)
     rdb = make_storage(storage, heartbeat_interval, grace_period)
-    study = open_study(spec, study_name, rdb, sampler, pruner, seed, constant_liar=batch_size > 1)
+    study = open_study(spec, study_name, rdb, sampler, pruner, seed, constant_liar=batch_size > 1,
+                       n_startup_trials=n_startup_trials)
     space = get_space(spec.space)
     for config in enqueue:
         study.enqueue_trial(space.to_optuna_params(config), skip_if_exists=True)
@@ -502,7 +509,8 @@ def run_study(
             ctx = multiprocessing.get_context("spawn")
             args = {"spec": asdict(spec), "storage": storage, "study_name": study_name, "sampler": sampler,
                     "pruner": pruner, "n_trials": n_trials, "heartbeat_interval": heartbeat_interval,
-                    "grace_period": grace_period, "runner": runner, "batch_size": batch_size, "deadline": deadline}
+                    "grace_period": grace_period, "runner": runner, "batch_size": batch_size, "deadline": deadline,
+                    "n_startup_trials": n_startup_trials}
             procs = [ctx.Process(target=_worker_main, args=({**args, "seed": worker_seed(seed, i)},))
                      for i in range(workers)]
             for p in procs:

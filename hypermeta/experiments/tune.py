@@ -91,9 +91,11 @@ def observed_trials(study: optuna.Study) -> list[tuple[DQNConfig, float]]:
 def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, runner: str = "sb3",
          storage: str = DEFAULT_STORAGE, study_name: str | None = None, predictor: Any = None,
          time_budget_minutes: float | None = None, progress: bool = False, seed: int = 0,
-         sampler: str = "tpe", meta_data: str | Path | None = None) -> TuneResult:
+         sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str | None = None) -> TuneResult:
     """Run (or resume) the warm-started study of ``task`` until ``trials`` trials finished or the time budget
-    is spent, and return its best configuration."""
+    is spent, and return its best configuration. Round 0 runs first, as one batch; TPE then starts from its
+    results (its random start is the trials already finished). ``pruner``: None = the median pruner on the
+    SB3 runner with TPE, none otherwise."""
     if time_budget_minutes is not None and not time_budget_minutes > 0:
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
     prediction = predict_config(task, predictor, warn=False)
@@ -105,10 +107,17 @@ def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, ru
     deadline = None if time_budget_minutes is None else time.time() + 60 * time_budget_minutes
     batch = max(len(candidates), BATCHED_STUDY_BATCH) if runner == "batched" else 1
     name = study_name or f"tune|{task}|T{timesteps}|m{seeds_per_trial}" + ("" if sampler == "tpe" else f"|{sampler}")
+    if pruner is None:
+        pruner = "none" if runner == "batched" or proposer is not None else "median"
     common = dict(study_name=name, storage=storage, sampler="tpe", runner=runner, progress=progress, seed=seed,
-                  pruner="none" if runner == "batched" or proposer is not None else "median", deadline=deadline)
-    study = run_study(spec, trials if proposer is None else min(len(candidates), trials),
-                      enqueue=[c for _, c in candidates], batch_size=min(batch, trials), **common)
+                  pruner=pruner, deadline=deadline)
+    study = run_study(spec, min(len(candidates), trials), enqueue=[c for _, c in candidates],
+                      batch_size=min(batch, trials), **common)
+    done = len(finished_in_order(study))
+    if proposer is None and trials > done and (deadline is None or time.time() < deadline):
+        # TPE samples at random until n_startup_trials have finished: here, those are round 0's
+        study = run_study(spec, trials, batch_size=min(BATCHED_STUDY_BATCH, trials - done) if runner == "batched"
+                          else 1, n_startup_trials=done or None, **common)
     rounds = BATCHED_STUDY_BATCH if runner == "batched" else ROUND_SIZE
     while proposer is not None and len(finished_in_order(study)) < trials and (deadline is None or time.time() < deadline):
         done = len(finished_in_order(study))

@@ -80,9 +80,11 @@ def setup_lines(plan: FewShotPlan) -> list[str]:
     return ["## Setup", "",
             f"Tasks: {tasks}. Every trial averages {plan.seeds_per_trial} tuning seeds; the chosen configuration of "
             f"every study is re-trained on {test_seed_text(plan.test_seeds)}, the same for every method. Cold TPE: "
-            f"one study of {max(plan.cold_trials)} trials, best of its first k = `cold@k`; `tune`: "
+            f"one study of {max(plan.cold_trials)} trials, best of its first k = `cold@k` (Optuna's TPE: random "
+            f"until 10 trials have finished; batched tasks ask {plan.cold_batch} trials per worker at once, so the "
+            "first workers x that many are chosen before any result); `tune`: "
             f"{plan.tune_trials} trials, round 0 from the meta-learner (`{plan.weights or 'shipped weights'}`), then "
-            f"each sampler of {plan.samplers}. Scores: normalised AUC (0 = random policy, 1 = reference return)."]
+            f"each sampler of {plan.samplers} (TPE starting from round 0's results; no pruning in either). Scores: normalised AUC (0 = random policy, 1 = reference return)."]
 
 
 def paired_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str]) -> list[str]:
