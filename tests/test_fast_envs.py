@@ -11,6 +11,22 @@ from hypermeta.experiments.fast_envs import make_fast_env
 from hypermeta.tasks.families import make_env
 
 
+@pytest.fixture(autouse=True)
+def _gymnasiums_own_time_limit(monkeypatch):
+    """rl_zoo3, once imported (the rl-zoo integration test may run first in this process), replaces gymnasium's
+    TimeLimit with its subclass everywhere; make_fast_env then rightly keeps gymnasium's stack. These tests are
+    about gymnasium's own TimeLimit, so they get it back for their duration."""
+    import gymnasium.wrappers
+    import gymnasium.wrappers.common as common
+
+    from hypermeta.experiments import fast_envs
+
+    original = next(c for c in gymnasium.wrappers.TimeLimit.__mro__
+                    if c.__module__ == "gymnasium.wrappers.common" and c.__name__ == "TimeLimit")
+    for module in (gymnasium.wrappers, common, fast_envs):
+        monkeypatch.setattr(module, "TimeLimit", original)
+
+
 @pytest.mark.parametrize("task", ["CartPole-v1", "frozenlake:success_rate=0.6", "MountainCar-v0", "minatar-breakout"])
 def test_the_action_spaces_accept_the_same_actions_as_gymnasiums(task):
     fast, plain = make_fast_env(task).unwrapped.action_space, make_env(task).unwrapped.action_space
@@ -167,6 +183,16 @@ def test_the_wrapper_stack_is_replaced_only_where_it_is_gymnasiums_plain_one(mon
     with pytest.raises(ResetNeeded):  # as OrderEnforcing
         env.step(np.int64(0))
     assert type(make_fast_env("lunarlander")).__name__ == "TimeLimit"  # not one of the checked classes
+    import gymnasium.wrappers
+
+    original = gymnasium.wrappers.TimeLimit
+
+    class Patched(original):  # e.g. rl_zoo3's PatchedTimeLimit: another step, kept as it is
+        pass
+
+    monkeypatch.setattr(gymnasium.wrappers, "TimeLimit", Patched)
+    assert type(make_fast_env("CartPole-v1")) is Patched
+    monkeypatch.setattr(gymnasium.wrappers, "TimeLimit", original)
     overridden = make_env("CartPole-v1")
     overridden.step = overridden.step  # an instance override of a wrapper's step
     monkeypatch.setattr(fast_envs, "make_env", lambda task: overridden)
