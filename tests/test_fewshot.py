@@ -94,3 +94,12 @@ def test_the_default_sampler_is_chosen_on_the_selection_tasks_only(tmp_path):
     assert "target: tune-adapt@8 >= cold@32: **met**" in report
     assert "| tune-adapt@8 - cold@32 | +0.0" in report  # ~ +0.05 on acrobot, not the pooled +0.13
     assert "| 10 |" in report and "| 20 |" not in report  # 10 test seeds of one task in every table
+
+
+def test_the_few_shot_report_pairs_runs_by_seed():
+    from hypermeta.reports.fewshot import _diff
+
+    runs = pd.DataFrame([{"method": m, "task": "t", "seed": s, "auc": (1.0 if m == "a" else 0.0) + s}
+                         for m, seeds in (("a", [0, 1, 2]), ("b", [1, 2, 3])) for s in seeds])
+    d = _diff(runs, "a", "b", ["t"])  # seeds 1 and 2 are shared: a - b = 1 exactly on each
+    assert d["seeds"] == 2 and d["diff"] == pytest.approx(1.0)

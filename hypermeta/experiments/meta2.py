@@ -28,7 +28,7 @@ from hypermeta.experiments.baselines import SB3_DEFAULT, rl_zoo_config
 from hypermeta.experiments.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_matrix, export_matrix_dataset,
                                           incomplete_tasks, matrix_gaps, matrix_scores)
 from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence
+from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence, score_matrix
 from hypermeta.experiments.runner import Job
 from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
 from hypermeta.meta.model import MetaModel, meta_train
@@ -285,19 +285,5 @@ def heldout_scores(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str], matri
 
 
 def score_array(runs: pd.DataFrame, method: str, tasks: list[str], seeds: list[int] | None = None) -> np.ndarray:
-    """``(seeds, tasks)`` scores of ``method``, seeds ascending: ``seeds`` exactly (a missing one is an error, so
-    two methods' arrays pair run by run), or else the seeds every task has."""
-    sel = runs[(runs["method"] == method) & runs["task"].isin(tasks)].drop_duplicates(["task", "seed"])
-    table = sel.pivot(index="seed", columns="task", values="score").reindex(columns=tasks)
-    if seeds is None:
-        return table.dropna().sort_index().to_numpy()
-    missing = sorted(set(seeds) - set(table.dropna().index))
-    if missing:
-        raise ValueError(f"method {method!r} lacks seed {missing[0]} on some of the tasks")
-    return table.loc[sorted(seeds)].to_numpy()
-
-
-def common_seeds(runs: pd.DataFrame, methods: tuple[str, ...], tasks: list[str]) -> list[int]:
-    """The seeds that every one of ``methods`` has on every one of ``tasks`` (what paired statistics use)."""
-    sets = [set(runs.loc[(runs["method"] == m) & (runs["task"] == t), "seed"]) for m in methods for t in tasks]
-    return sorted(set.intersection(*sets)) if sets else []
+    """``(seeds, tasks)`` normalised scores of ``method`` (:func:`score_matrix` of the ``score`` column)."""
+    return score_matrix(runs, method, tasks, "score", seeds)

@@ -171,16 +171,27 @@ def evaluate_on_test_seeds(task: str, method: str, config: DQNConfig, measuremen
     return runs, summarize(runs, [method], [task], "auc").iloc[0]
 
 
-def score_matrix(runs: pd.DataFrame, method: str, tasks: Sequence[str], metric: str = "auc") -> np.ndarray:
-    """``(n_seeds, n_tasks)`` scores of one method, as rliable expects (seeds in ascending order)."""
-    cols = []
-    for task in tasks:
-        sel = runs[(runs["method"] == method) & (runs["task"] == task)].sort_values("seed")
-        if sel.empty:
-            raise ValueError(f"no runs of method {method!r} on task {task!r}")
-        cols.append(sel[metric].to_numpy(dtype=np.float64))
-    n = min(len(c) for c in cols)
-    return np.stack([c[:n] for c in cols], axis=1)
+def score_matrix(runs: pd.DataFrame, method: str, tasks: Sequence[str], metric: str = "auc",
+                 seeds: Sequence[int] | None = None) -> np.ndarray:
+    """``(n_seeds, n_tasks)`` scores of one method, as rliable expects, seeds ascending: ``seeds`` exactly (a
+    missing one is an error, so two methods' matrices pair run by run), or else the seeds every task has."""
+    sel = runs[(runs["method"] == method) & runs["task"].isin(tasks)].drop_duplicates(["task", "seed"])
+    absent = [t for t in tasks if t not in set(sel["task"])]
+    if absent:
+        raise ValueError(f"no runs of method {method!r} on task {absent[0]!r}")
+    table = sel.pivot(index="seed", columns="task", values=metric).reindex(columns=list(tasks)).astype(np.float64)
+    if seeds is None:
+        return table.dropna().sort_index().to_numpy()
+    missing = sorted(set(seeds) - set(table.dropna().index))
+    if missing:
+        raise ValueError(f"method {method!r} lacks seed {missing[0]} on some of the tasks")
+    return table.loc[sorted(seeds)].to_numpy()
+
+
+def common_seeds(runs: pd.DataFrame, methods: Sequence[str], tasks: Sequence[str]) -> list[int]:
+    """The seeds that every one of ``methods`` has on every one of ``tasks`` (what paired statistics use)."""
+    sets = [set(runs.loc[(runs["method"] == m) & (runs["task"] == t), "seed"]) for m in methods for t in tasks]
+    return sorted(set.intersection(*sets)) if sets else []
 
 
 def _seeded_interval(x: np.ndarray, func: Any, reps: int, seed: int, task_bootstrap: bool = False

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.experiments.fewshot import FewShotPlan
-from hypermeta.experiments.pipeline import iqm_with_ci, paired_difference, score_matrix
+from hypermeta.experiments.pipeline import common_seeds, iqm_with_ci, paired_difference, score_matrix
 from hypermeta.reports.common import generated_line, iqm_text, pyplot, save_figure, test_seed_text, write_markdown
 
 
@@ -38,7 +38,8 @@ def _tune(plan: FewShotPlan, sampler: str) -> str:
 
 
 def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict:
-    return paired_difference(score_matrix(runs, a, tasks), score_matrix(runs, b, tasks))
+    seeds = common_seeds(runs, (a, b), tasks)  # paired run by run: the same seed of the same task
+    return paired_difference(score_matrix(runs, a, tasks, seeds=seeds), score_matrix(runs, b, tasks, seeds=seeds))
 
 
 def choose_sampler(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str]]:

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
-from hypermeta.experiments.meta2 import (SB3_CONFIRM_SEEDS, TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths, common_seeds,
-                                         heldout_scores, score_array)
-from hypermeta.experiments.pipeline import RunStore, iqm_with_ci, paired_difference
+from hypermeta.experiments.meta2 import (SB3_CONFIRM_SEEDS, TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths, heldout_scores,
+                                         score_array)
+from hypermeta.experiments.pipeline import RunStore, common_seeds, iqm_with_ci, paired_difference
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
 from hypermeta.reports.common import generated_line, iqm_text, test_seed_text, write_markdown
