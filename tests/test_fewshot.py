@@ -3,6 +3,8 @@ the same seeds, the report and its targets."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -30,6 +32,9 @@ def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path):
     report = (out / "report.md").read_text()
     assert "| tune-adapt@3 - cold@4 |" in report and (out / "progress.png").is_file()
     assert "the default stays `tpe`" in report and "neither cold@32 nor cold@64" in report
+    choice = json.loads((tmp_path / "choice.json").read_text())  # recorded by the run stage, not the report
+    assert choice["default"] == "tpe" and not choice["evaluation_runs_existed"]
+    assert "before any evaluation task's study ran" in report
     # resumes: nothing is trained again (the cache keeps its rows, no study gets a trial more)
     before = pd.read_csv(tmp_path / "runs.csv")
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0

@@ -15,6 +15,7 @@ objective against environment steps spent, per study).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from hypermeta.experiments.measurement import Measurement, Normalizer
-from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence
+from hypermeta.experiments.pipeline import (RunStore, common_seeds, paired_difference, run_jobs_scoring_divergence,
+                                            score_matrix)
 from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
@@ -125,18 +127,72 @@ def run_task(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: b
     return configs, rows
 
 
+def _tune(plan: FewShotPlan, sampler: str) -> str:
+    return f"tune-{sampler}@{plan.tune_trials}"
+
+
+def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict:
+    seeds = common_seeds(runs, (a, b), tasks)  # paired run by run: the same seed of the same task
+    return paired_difference(score_matrix(runs, a, tasks, seeds=seeds), score_matrix(runs, b, tasks, seeds=seeds))
+
+
+def sampler_choice(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str]]:
+    """The default sampler, chosen on the selection tasks only: the plan's first sampler unless another beats it
+    there (paired CI above 0; the largest difference wins); with the lines that show the rule and numbers."""
+    first = plan.samplers[0]
+    lines = ["## Choice of the default sampler (selection tasks only)", "",
+             f"Rule: `{first}` (the plan's first sampler) unless another beats it on the selection tasks with a "
+             "paired 95% CI above 0; the largest such difference wins.", ""]
+    if not plan.selection_tasks:
+        return first, lines + [f"No selection tasks in the plan: the default stays `{first}`."]
+    best, best_diff = first, 0.0
+    for sampler in plan.samplers[1:]:
+        d = _diff(runs, _tune(plan, sampler), _tune(plan, first), plan.selection_tasks)
+        lines.append(f"- {sampler} - {first}: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+        if d["ci_low"] > 0 and d["diff"] > best_diff:
+            best, best_diff = sampler, d["diff"]
+    return best, lines + ["", f"Default: `{best}` (on {len(plan.selection_tasks)} selection tasks; the targets "
+                              "and tables below use the other tasks only)."]
+
+
+def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed: bool) -> dict:
+    """Write ``choice.json`` (the default sampler, its numbers, when and on which commit) once the selection
+    tasks are done, before any evaluation task runs; an existing record is kept."""
+    from datetime import datetime, timezone
+
+    from hypermeta.experiments.meta2 import _git_commit
+
+    path = plan.root / "choice.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    default, lines = sampler_choice(plan, runs)
+    choice = {"default": default, "lines": lines, "created": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+              "commit": _git_commit(), "evaluation_runs_existed": evaluation_runs_existed}
+    path.write_text(json.dumps(choice, indent=2) + "\n")
+    return choice
+
+
 def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> Path:
-    """Run (or resume) the whole benchmark; writes ``runs_by_method.csv`` and ``progress.csv`` beside the plan."""
+    """Run (or resume) the whole benchmark; writes ``runs_by_method.csv`` and ``progress.csv`` beside the plan.
+    The selection tasks run first; the default sampler is then chosen on them and recorded (``choice.json``)
+    before any evaluation task's study starts."""
     for entry in plan.tasks:
         Normalizer.for_task(entry["task"])  # unknown tasks and missing references fail before any training
+    selection = [e for e in plan.tasks if e["task"] in plan.selection_tasks]
+    evaluation = [e for e in plan.tasks if e["task"] not in plan.selection_tasks]
+    store = plan.root / "runs.csv"
+    existed = store.is_file() and bool(set(pd.read_csv(store)["task"]) & {e["task"] for e in evaluation})
     all_runs, all_rows = [], []
-    for entry in plan.tasks:
+    for i, entry in enumerate(selection + evaluation):
+        if i == len(selection):
+            record_choice(plan, pd.concat(all_runs, ignore_index=True) if all_runs else pd.DataFrame(), existed)
         configs, rows = run_task(plan, entry, workers, progress)
         m = Measurement(int(entry["timesteps"]))
         jobs = [Job(entry["task"], name, c, m, s) for name, c in configs.items() for s in test_seeds(plan.test_seeds)]
         all_runs.append(run_jobs_scoring_divergence(jobs, RunStore(plan.root / "runs.csv"), workers=workers,
                                                     progress=progress, runner=entry["runner"]))
         all_rows += rows
+    record_choice(plan, pd.concat(all_runs, ignore_index=True), existed)  # no-op once recorded above
     pd.concat(all_runs, ignore_index=True).to_csv(plan.root / "runs_by_method.csv", index=False)
     pd.DataFrame(all_rows).to_csv(plan.root / "progress.csv", index=False)
     return plan.root

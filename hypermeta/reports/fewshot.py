@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.fewshot import FewShotPlan
-from hypermeta.experiments.pipeline import common_seeds, iqm_with_ci, paired_difference, score_matrix
+from hypermeta.experiments.fewshot import FewShotPlan, _diff, _tune, sampler_choice
+from hypermeta.experiments.pipeline import iqm_with_ci, score_matrix
 from hypermeta.reports.common import generated_line, iqm_text, pyplot, save_figure, test_seed_text, write_markdown
 
 
@@ -33,30 +35,21 @@ def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/repo
     return write_markdown(out_dir / "report.md", lines)
 
 
-def _tune(plan: FewShotPlan, sampler: str) -> str:
-    return f"tune-{sampler}@{plan.tune_trials}"
-
-
-def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict:
-    seeds = common_seeds(runs, (a, b), tasks)  # paired run by run: the same seed of the same task
-    return paired_difference(score_matrix(runs, a, tasks, seeds=seeds), score_matrix(runs, b, tasks, seeds=seeds))
-
-
 def choose_sampler(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str]]:
-    """The default sampler, chosen on the selection tasks only: the plan's first sampler unless another beats it
-    there (paired CI above 0; the largest difference wins)."""
-    first = plan.samplers[0]
-    lines = ["## Choice of the default sampler (selection tasks only)", ""]
-    if not plan.selection_tasks:
-        return first, lines + [f"No selection tasks in the plan: the default stays `{first}`."]
-    best, best_diff = first, 0.0
-    for sampler in plan.samplers[1:]:
-        d = _diff(runs, _tune(plan, sampler), _tune(plan, first), plan.selection_tasks)
-        lines.append(f"- {sampler} - {first}: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
-        if d["ci_low"] > 0 and d["diff"] > best_diff:
-            best, best_diff = sampler, d["diff"]
-    return best, lines + ["", f"Default: `{best}` (on {len(plan.selection_tasks)} selection tasks; the targets "
-                              "and tables below use the other tasks only)."]
+    """The default sampler as the run stage recorded it in ``choice.json`` before any evaluation task ran, or,
+    for runs made without that record, chosen now by the same rule (and the report says so)."""
+    path = plan.root / "choice.json"
+    if not path.is_file():
+        best, lines = sampler_choice(plan, runs)
+        return best, lines + ["", "(Chosen when this report was rendered: the run stage left no record of the "
+                              "choice, so nothing shows it preceded the evaluation tasks' runs.)"]
+    choice = json.loads(path.read_text())
+    note = [f"Recorded {choice['created']} on commit `{choice.get('commit') or 'unrecorded'}`, before any "
+            "evaluation task's study ran."]
+    if choice.get("evaluation_runs_existed"):
+        note = ["**Recorded after some evaluation tasks' test runs already existed** (a resumed older run): the "
+                "rule below read the selection tasks only, but the order the plan asks for was not kept."]
+    return choice["default"], choice["lines"] + [""] + note
 
 
 def targets_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampler: str) -> list[str]:
