@@ -108,3 +108,20 @@ def test_the_few_shot_report_pairs_runs_by_seed():
                          for m, seeds in (("a", [0, 1, 2]), ("b", [1, 2, 3])) for s in seeds])
     d = _diff(runs, "a", "b", ["t"])  # seeds 1 and 2 are shared: a - b = 1 exactly on each
     assert d["seeds"] == 2 and d["diff"] == pytest.approx(1.0)
+
+
+def test_metatpe_data_must_not_hold_the_benchmarks_own_tasks(tmp_path):
+    from hypermeta.experiments.fewshot import check_inputs
+
+    plan = {"name": "leak", "tasks": [{"task": "cartpole:gravity=12", "timesteps": 300},
+                                      {"task": "acrobot", "timesteps": 300}],
+            "samplers": ["tpe", "metatpe"], "meta_data": str(tmp_path / "data.csv")}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    with pytest.raises(ValueError, match="needs `meta_data`"):
+        check_inputs(FewShotPlan.load(path))
+    pd.DataFrame({"task": ["cartpole:gravity=12.0", "mountaincar"]}).to_csv(tmp_path / "data.csv", index=False)
+    with pytest.raises(ValueError, match="own task 'cartpole:gravity=12'"):  # the same task, spelt otherwise
+        check_inputs(FewShotPlan.load(path))
+    pd.DataFrame({"task": ["mountaincar"]}).to_csv(tmp_path / "data.csv", index=False)
+    check_inputs(FewShotPlan.load(path))

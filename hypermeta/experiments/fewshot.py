@@ -172,12 +172,32 @@ def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed
     return choice
 
 
+def check_inputs(plan: FewShotPlan) -> None:
+    """Before any training: the weights load, metatpe has its dataset, and that dataset holds none of the plan's
+    tasks (a task would find its own trials there)."""
+    from hypermeta.tasks.families import get_task, is_family_task
+
+    plan.fixed()  # loads the weights
+    if "metatpe" not in plan.samplers:
+        return
+    if not plan.meta_data or not Path(plan.meta_data).is_file():
+        raise ValueError(f"plan {plan.name!r}: sampler metatpe needs `meta_data`, a dataset CSV that exists, got "
+                         f"{plan.meta_data!r} (`hypermeta matrix PLAN --export-only` writes one)")
+    canonical = lambda t: get_task(t).id if is_family_task(t) else t  # noqa: E731
+    seen = {canonical(t) for t in pd.read_csv(plan.meta_data, usecols=["task"])["task"].unique()}
+    overlap = sorted(seen & {canonical(e["task"]) for e in plan.tasks})
+    if overlap:
+        raise ValueError(f"plan {plan.name!r}: meta_data {plan.meta_data!r} holds trials of the plan's own task "
+                         f"{overlap[0]!r}; the benchmark's tasks must be new to it")
+
+
 def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> Path:
     """Run (or resume) the whole benchmark; writes ``runs_by_method.csv`` and ``progress.csv`` beside the plan.
     The selection tasks run first; the default sampler is then chosen on them and recorded (``choice.json``)
     before any evaluation task's study starts."""
     for entry in plan.tasks:
         Normalizer.for_task(entry["task"])  # unknown tasks and missing references fail before any training
+    check_inputs(plan)
     selection = [e for e in plan.tasks if e["task"] in plan.selection_tasks]
     evaluation = [e for e in plan.tasks if e["task"] not in plan.selection_tasks]
     store = plan.root / "runs.csv"

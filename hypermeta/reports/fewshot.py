@@ -103,12 +103,15 @@ def per_task_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], samp
     """Where tune loses: per task, the default sampler's mean against cold@k."""
     default = _tune(plan, sampler)
     cols = [default] + [f"cold@{k}" for k in plan.cold_trials]
-    lines = ["## Per task (mean normalised AUC over the test seeds)", "", "| task | " + " | ".join(cols) + " |",
+    lines = ["## Per task (mean normalised AUC over the test seeds)", "",
+             "Every task, selection tasks included (marked); the targets and the tables above use the others only.",
+             "", "| task | " + " | ".join(cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for task in tasks:
         means = [float(runs[(runs["task"] == task) & (runs["method"] == c)]["auc"].mean()) for c in cols]
         cells = [f"{v:.3f}" + (" (loses)" if i and means[0] < v else "") for i, v in enumerate(means)]
-        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        mark = " (selection)" if task in plan.selection_tasks else ""
+        lines.append(f"| {task}{mark} | " + " | ".join(cells) + " |")
     return lines
 
 
