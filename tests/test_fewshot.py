@@ -40,6 +40,13 @@ def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path):
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "runs.csv"), before)
     assert len(pd.read_csv(tmp_path / "progress.csv")) == len(progress)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [s["workers"] for s in manifest["starts"]] == [1, 1]
+    report = (out / "report.md").read_text()
+    assert report.index("## Deviations and the run record") < report.index("## Targets")
+    assert "Run in 2 start(s)" in report and "distinct test run(s) diverged" in report
+    path.write_text(yaml.safe_dump({**plan, "test_seeds": 3}))  # another benchmark: its runs are not these
+    assert main(["fewshot", str(path), "--out-dir", str(out)]) == 2
 
 
 @pytest.mark.parametrize("change,match", [

@@ -191,6 +191,45 @@ def check_inputs(plan: FewShotPlan) -> None:
                          f"{overlap[0]!r}; the benchmark's tasks must be new to it")
 
 
+#: the plan fields whose change makes stored runs another benchmark's (the manifest's fingerprint)
+RUN_FIELDS = ("tasks", "samplers", "tune_trials", "cold_trials", "cold_batch", "seeds_per_trial", "test_seeds",
+              "weights", "meta_data", "selection_tasks")
+
+
+def _sha256(path: str | None) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path and Path(path).is_file() else None
+
+
+def run_fingerprint(plan: FewShotPlan) -> dict[str, Any]:
+    """What the stored runs depend on: the plan's run fields and the contents of its weights and dataset."""
+    import hashlib
+
+    fields = json.dumps({k: getattr(plan, k) for k in RUN_FIELDS}, sort_keys=True, default=str)
+    return {"plan": hashlib.sha256(fields.encode()).hexdigest()[:16], "weights": _sha256(plan.weights),
+            "meta_data": _sha256(plan.meta_data)}
+
+
+def record_start(plan: FewShotPlan, workers: int) -> dict[str, Any]:
+    """``manifest.json``: the fingerprint of the first start, and every start's time and workers (the cold studies'
+    random start is workers x cold_batch trials). A start whose fingerprint differs is refused."""
+    from datetime import datetime, timezone
+
+    from hypermeta.experiments.meta2 import _git_commit
+
+    path, now = plan.root / "manifest.json", run_fingerprint(plan)
+    manifest = json.loads(path.read_text()) if path.is_file() else {"fingerprint": now, "starts": []}
+    if manifest["fingerprint"] != now:
+        changed = [k for k in now if now[k] != manifest["fingerprint"].get(k)]
+        raise ValueError(f"the runs in {str(plan.root)!r} were made with another {' and '.join(changed)} (see "
+                         "manifest.json); restore it, or move that folder's runs away to start again")
+    manifest["starts"].append({"time": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "workers": workers,
+                               "commit": _git_commit()})
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
 def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> Path:
     """Run (or resume) the whole benchmark; writes ``runs_by_method.csv`` and ``progress.csv`` beside the plan.
     The selection tasks run first; the default sampler is then chosen on them and recorded (``choice.json``)
@@ -198,6 +237,7 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> 
     for entry in plan.tasks:
         Normalizer.for_task(entry["task"])  # unknown tasks and missing references fail before any training
     check_inputs(plan)
+    record_start(plan, workers)
     selection = [e for e in plan.tasks if e["task"] in plan.selection_tasks]
     evaluation = [e for e in plan.tasks if e["task"] not in plan.selection_tasks]
     store = plan.root / "runs.csv"

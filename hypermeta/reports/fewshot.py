@@ -25,6 +25,7 @@ def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/repo
     default, choice = choose_sampler(plan, runs)
     lines = ["# Few-shot tuning: `hypermeta tune` against cold Optuna TPE", "",
              generated_line(f"hypermeta fewshot {plan.path}"), ""]
+    lines += deviation_lines(plan, runs) + [""]
     lines += targets_lines(plan, runs, evaluation, default) + [""] + choice + [""] + setup_lines(plan) + [""]
     lines += paired_lines(plan, runs, evaluation) + [""] + iqm_lines(runs, evaluation) + [""]
     lines += per_task_lines(plan, runs, tasks, default)
@@ -50,6 +51,40 @@ def choose_sampler(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str
         note = ["**Recorded after some evaluation tasks' test runs already existed** (a resumed older run): the "
                 "rule below read the selection tasks only, but the order the plan asks for was not kept."]
     return choice["default"], choice["lines"] + [""] + note
+
+
+def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
+    """First in the report: what the run record says about how the runs were made, and what departs from the
+    plan (its own dated notes are in the plan file's comments)."""
+    from hypermeta.experiments.fewshot import run_fingerprint
+
+    lines = ["## Deviations and the run record", "", f"The plan's own dated notes are in `{plan.path}`."]
+    path = plan.root / "manifest.json"
+    if not path.is_file():
+        lines.append("- **No run record** (`manifest.json`): these runs predate it; nothing shows which plan, "
+                     "weights or workers made them.")
+    else:
+        manifest = json.loads(path.read_text())
+        starts = manifest["starts"]
+        lines.append(f"- Run in {len(starts)} start(s): " + "; ".join(
+            f"{s['time']}, {s['workers']} worker(s), commit `{s.get('commit') or 'unrecorded'}`" for s in starts)
+            + f". Cold studies' random start: workers x {plan.cold_batch} trials per batched task.")
+        if len({s["workers"] for s in starts}) > 1:
+            lines.append("- **The workers changed between starts**, and with them the cold studies' random start.")
+        if manifest["fingerprint"] != run_fingerprint(plan):
+            lines.append("- **The plan, weights or dataset changed since the runs were made**: this report reads "
+                         "them under the current plan.")
+    counts = runs.groupby(["method", "task"])["seed"].nunique()
+    short = counts[counts < plan.test_seeds]
+    if len(short):
+        lines.append(f"- **Fewer test seeds than the plan's {plan.test_seeds}** for {len(short)} (method, task) "
+                     "pair(s).")
+    distinct = runs.drop_duplicates(["task", "config_key", "seed"]) if "config_key" in runs else runs
+    if "curve" in distinct:
+        diverged = int(distinct["curve"].astype(str).str.startswith('"diverged').sum())
+        lines.append(f"- {diverged} of {len(distinct)} distinct test run(s) diverged; each scores as the random "
+                     "policy (0).")
+    return lines
 
 
 def targets_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampler: str) -> list[str]:
