@@ -132,3 +132,42 @@ def test_metatpe_data_must_not_hold_the_benchmarks_own_tasks(tmp_path):
         check_inputs(FewShotPlan.load(path))
     pd.DataFrame({"task": ["mountaincar"]}).to_csv(tmp_path / "data.csv", index=False)
     check_inputs(FewShotPlan.load(path))
+
+
+def test_the_default_is_recorded_before_any_evaluation_task_runs(tmp_path, monkeypatch):
+    """The plan lists an evaluation task first; the run stage still runs the selection task first and writes
+    choice.json before the evaluation task starts (no training: the stages are replaced)."""
+    import hypermeta.experiments.fewshot as fewshot
+    from hypermeta import DQNConfig
+
+    plan = {"name": "order", "tasks": [{"task": "cartpole", "timesteps": 300}, {"task": "acrobot", "timesteps": 300}],
+            "samplers": ["tpe"], "tune_trials": 2, "cold_trials": [2], "test_seeds": 2, "selection_tasks": ["acrobot"]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    seen = []
+
+    def fake_task(plan, entry, workers, progress):
+        seen.append((entry["task"], (tmp_path / "choice.json").is_file()))
+        return {"tune-tpe@2": DQNConfig(), "cold@2": DQNConfig(lr_initial=1e-3)}, []
+
+    def fake_runs(jobs, store, **kwargs):
+        return pd.DataFrame([{"task": j.task, "method": j.method, "seed": j.seed, "auc": 0.5, "config_key": "k",
+                              "curve": "[0.5]"} for j in jobs])
+
+    monkeypatch.setattr(fewshot, "run_task", fake_task)
+    monkeypatch.setattr(fewshot, "run_jobs_scoring_divergence", fake_runs)
+    fewshot.run_fewshot(FewShotPlan.load(path))
+    assert seen == [("acrobot", False), ("cartpole", True)]
+    choice = json.loads((tmp_path / "choice.json").read_text())
+    assert choice["default"] == "tpe" and not choice["evaluation_runs_existed"]
+    assert not json.loads((tmp_path / "manifest.json").read_text())["preexisting"]
+    # a folder with runs from before the run record: the choice cannot claim it preceded them
+    for name in ("manifest.json", "choice.json"):
+        (tmp_path / name).unlink()
+    from hypermeta.experiments.pipeline import RUN_COLUMNS
+
+    old = {c: 0 for c in RUN_COLUMNS} | {"task": "cartpole", "method": "cold@2", "config_key": "k", "curve": "[0]"}
+    pd.DataFrame([old], columns=RUN_COLUMNS).to_csv(tmp_path / "runs.csv", index=False)
+    fewshot.run_fewshot(FewShotPlan.load(path))
+    assert json.loads((tmp_path / "choice.json").read_text())["evaluation_runs_existed"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["preexisting"]

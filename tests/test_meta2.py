@@ -562,3 +562,18 @@ def test_runner_agreement_pairs_the_same_runs_of_both_runners():
                               "curve": f"[{offset * (k == 'b')}]"} for k in ("a", "b") for s in range(3)])
     text = runner_agreement(runs(0.1), runs(0.0))[0]
     assert "6 runs" in text and "+0.050 [" in text and "identical evaluation curves: 3 of 6" in text
+
+
+def test_score_matrix_refuses_what_it_cannot_pair_instead_of_dropping_it():
+    from hypermeta.experiments.pipeline import score_matrix
+
+    runs = pd.DataFrame({"method": "a", "task": ["x", "x", "y", "y"], "seed": [0, 1, 0, 1], "auc": [0.1, 0.2, 0.3, 0.4]})
+    assert score_matrix(runs, "a", ["y", "x"]).tolist() == [[0.3, 0.1], [0.4, 0.2]]  # tasks in the order asked
+    with pytest.raises(ValueError, match="NaN"):
+        score_matrix(runs.assign(auc=[0.1, np.nan, 0.3, 0.4]), "a", ["x", "y"])
+    with pytest.raises(ValueError, match="two different"):
+        score_matrix(pd.concat([runs, runs.iloc[:1].assign(auc=9.0)]), "a", ["x", "y"])
+    with pytest.raises(ValueError, match="no seed in common"):
+        score_matrix(runs.assign(seed=[0, 1, 2, 3]), "a", ["x", "y"])
+    with pytest.raises(ValueError, match="lacks seed 5"):
+        score_matrix(runs, "a", ["x", "y"], seeds=[0, 5])

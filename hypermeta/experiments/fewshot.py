@@ -64,6 +64,10 @@ class FewShotPlan:
             if entry.setdefault("runner", "batched") not in RUNNERS:
                 raise ValueError(f"plan {self.name!r}: runner must be one of {list(RUNNERS)}, got {entry['runner']!r}")
             Measurement(int(entry["timesteps"]))
+        names = [e["task"] for e in self.tasks]
+        if len(set(names)) < len(names):
+            twice = sorted(t for t in set(names) if names.count(t) > 1)[0]
+            raise ValueError(f"plan {self.name!r}: task {twice!r} is listed twice")
         if self.cold_batch < 1:
             raise ValueError(f"plan {self.name!r}: cold_batch must be >= 1, got {self.cold_batch}")
         unknown = sorted(set(self.samplers) - set(PROPOSERS))
@@ -164,10 +168,15 @@ def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed
 
     path = plan.root / "choice.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        choice = json.loads(path.read_text())
+        if choice.get("fingerprint") != run_fingerprint(plan):
+            raise ValueError(f"{str(path)!r} was recorded for another plan, weights or dataset; move it away "
+                             "(with the runs it belongs to) to start again")
+        return choice
     default, lines = sampler_choice(plan, runs)
     choice = {"default": default, "lines": lines, "created": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-              "commit": _git_commit(), "evaluation_runs_existed": evaluation_runs_existed}
+              "commit": _git_commit(), "evaluation_runs_existed": evaluation_runs_existed,
+              "fingerprint": run_fingerprint(plan)}
     path.write_text(json.dumps(choice, indent=2) + "\n")
     return choice
 
@@ -207,11 +216,13 @@ def run_fingerprint(plan: FewShotPlan) -> dict[str, Any]:
     import hashlib
 
     fields = json.dumps({k: getattr(plan, k) for k in RUN_FIELDS}, sort_keys=True, default=str)
-    return {"plan": hashlib.sha256(fields.encode()).hexdigest()[:16], "weights": _sha256(plan.weights),
-            "meta_data": _sha256(plan.meta_data)}
+    from hypermeta.meta.model import default_weights_path
+
+    return {"plan": hashlib.sha256(fields.encode()).hexdigest()[:16],
+            "weights": _sha256(plan.weights or str(default_weights_path())), "meta_data": _sha256(plan.meta_data)}
 
 
-def record_start(plan: FewShotPlan, workers: int) -> dict[str, Any]:
+def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> dict[str, Any]:
     """``manifest.json``: the fingerprint of the first start, and every start's time and workers (the cold studies'
     random start is workers x cold_batch trials). A start whose fingerprint differs is refused."""
     from datetime import datetime, timezone
@@ -219,11 +230,13 @@ def record_start(plan: FewShotPlan, workers: int) -> dict[str, Any]:
     from hypermeta.experiments.meta2 import _git_commit
 
     path, now = plan.root / "manifest.json", run_fingerprint(plan)
-    manifest = json.loads(path.read_text()) if path.is_file() else {"fingerprint": now, "starts": []}
+    manifest = (json.loads(path.read_text()) if path.is_file()
+                else {"fingerprint": now, "starts": [], "preexisting": preexisting})
     if manifest["fingerprint"] != now:
         changed = [k for k in now if now[k] != manifest["fingerprint"].get(k)]
         raise ValueError(f"the runs in {str(plan.root)!r} were made with another {' and '.join(changed)} (see "
-                         "manifest.json); restore it, or move that folder's runs away to start again")
+                         "manifest.json); restore it, or move runs.csv, studies.db, choice.json and manifest.json "
+                         "away to start again")
     manifest["starts"].append({"time": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "workers": workers,
                                "commit": _git_commit()})
     path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -237,11 +250,15 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> 
     for entry in plan.tasks:
         Normalizer.for_task(entry["task"])  # unknown tasks and missing references fail before any training
     check_inputs(plan)
-    record_start(plan, workers)
+    store = plan.root / "runs.csv"
+    # files from before the run record: nothing shows what made them, or whether evaluation studies ran
+    preexisting = not (plan.root / "manifest.json").is_file() and any(
+        (plan.root / f).is_file() for f in ("runs.csv", "choice.json", "studies.db"))
+    record_start(plan, workers, preexisting)
     selection = [e for e in plan.tasks if e["task"] in plan.selection_tasks]
     evaluation = [e for e in plan.tasks if e["task"] not in plan.selection_tasks]
-    store = plan.root / "runs.csv"
-    existed = store.is_file() and bool(set(pd.read_csv(store)["task"]) & {e["task"] for e in evaluation})
+    existed = preexisting or (store.is_file() and bool(
+        set(pd.read_csv(store, usecols=["task"])["task"]) & {e["task"] for e in evaluation}))
     all_runs, all_rows = [], []
     for i, entry in enumerate(selection + evaluation):
         if i == len(selection):

@@ -175,13 +175,22 @@ def score_matrix(runs: pd.DataFrame, method: str, tasks: Sequence[str], metric: 
                  seeds: Sequence[int] | None = None) -> np.ndarray:
     """``(n_seeds, n_tasks)`` scores of one method, as rliable expects, seeds ascending: ``seeds`` exactly (a
     missing one is an error, so two methods' matrices pair run by run), or else the seeds every task has."""
-    sel = runs[(runs["method"] == method) & runs["task"].isin(tasks)].drop_duplicates(["task", "seed"])
-    absent = [t for t in tasks if t not in set(sel["task"])]
+    sel = runs[(runs["method"] == method) & runs["task"].isin(tasks)]
+    if sel[metric].isna().any():  # a missing score must show, not drop its seed from every task
+        raise ValueError(f"runs of method {method!r} have no {metric} (NaN) on some seeds")
+    if (sel.groupby(["task", "seed"])[metric].nunique() > 1).any():
+        raise ValueError(f"method {method!r} has two different {metric} values for one (task, seed)")
+    sel = sel.drop_duplicates(["task", "seed"])
+    present = set(sel["task"])
+    absent = [t for t in tasks if t not in present]
     if absent:
         raise ValueError(f"no runs of method {method!r} on task {absent[0]!r}")
     table = sel.pivot(index="seed", columns="task", values=metric).reindex(columns=list(tasks)).astype(np.float64)
     if seeds is None:
-        return table.dropna().sort_index().to_numpy()
+        table = table.dropna().sort_index()
+        if table.empty:
+            raise ValueError(f"method {method!r} has no seed in common across the tasks")
+        return table.to_numpy()
     missing = sorted(set(seeds) - set(table.dropna().index))
     if missing:
         raise ValueError(f"method {method!r} lacks seed {missing[0]} on some of the tasks")

@@ -69,6 +69,9 @@ def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
         lines.append(f"- Run in {len(starts)} start(s): " + "; ".join(
             f"{s['time']}, {s['workers']} worker(s), commit `{s.get('commit') or 'unrecorded'}`" for s in starts)
             + f". Cold studies' random start: workers x {plan.cold_batch} trials per batched task.")
+        if manifest.get("preexisting"):
+            lines.append("- **Runs from before the run record existed** were found at the first recorded start: "
+                         "nothing shows which plan, weights or workers made them.")
         if len({s["workers"] for s in starts}) > 1:
             lines.append("- **The workers changed between starts**, and with them the cold studies' random start.")
         if manifest["fingerprint"] != run_fingerprint(plan):

@@ -284,8 +284,8 @@ def primary_section(data: _Data) -> list[str]:
              f"Winner = `{data.winner}` (zero-shot, OOD fallback on). {test_seed_text(data.plan.test_seeds)} per "
              "task, the same for every method; CI: bootstrap over tasks and seeds (rliable, task_bootstrap).", ""]
     lines += _paired_rows(runs, rivals, data.contexts)
-    gap = gap_closed(runs, "winner", data.contexts) if _has_runs(runs, ("winner", "base", "oracle"), data.contexts) \
-        else float("nan")
+    complete = len(_has_runs(runs, ("winner", "base", "oracle"), data.contexts)) == len(data.contexts)
+    gap = gap_closed(runs, "winner", data.contexts) if complete and data.contexts else float("nan")
     lines += ["", "Share of the base-to-oracle gap closed by the winner: "
               + ("undefined (missing runs, or the oracle does not beat base on average)" if np.isnan(gap) else f"{gap:.0%}")
               + ".", ""]
