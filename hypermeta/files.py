@@ -50,6 +50,18 @@ def dataclass_from_yaml(cls: type[T], path: str | Path, what: str) -> T:
     return obj
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder: a kill leaves the old file or the
+    new one, never half of one (the records a resumed run reads back)."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def write_report(out: Path, lines: Sequence[str]) -> str:
     """Join ``lines`` into a markdown report written to ``out`` (folders created); returns the text."""
     report = "\n".join(lines)

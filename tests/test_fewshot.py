@@ -171,3 +171,19 @@ def test_the_default_is_recorded_before_any_evaluation_task_runs(tmp_path, monke
     fewshot.run_fewshot(FewShotPlan.load(path))
     assert json.loads((tmp_path / "choice.json").read_text())["evaluation_runs_existed"]
     assert json.loads((tmp_path / "manifest.json").read_text())["preexisting"]
+
+
+def test_records_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    import os
+
+    from hypermeta.files import write_text_atomic
+
+    path = write_text_atomic(tmp_path / "choice.json", '{"default": "tpe"}\n')
+
+    def killed(src, dst):  # the process dies between writing the temporary file and renaming it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_text_atomic(path, '{"default": "adapt"')
+    assert json.loads(path.read_text()) == {"default": "tpe"}  # the old record is intact

@@ -31,7 +31,7 @@ from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
 from hypermeta.experiments.tune import tune
-from hypermeta.files import dataclass_from_yaml
+from hypermeta.files import dataclass_from_yaml, write_text_atomic
 from hypermeta.seeds import test_seeds
 from hypermeta.space import DQNConfig, get_space
 
@@ -177,7 +177,7 @@ def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed
     choice = {"default": default, "lines": lines, "created": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
               "commit": _git_commit(), "evaluation_runs_existed": evaluation_runs_existed,
               "fingerprint": run_fingerprint(plan)}
-    path.write_text(json.dumps(choice, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(choice, indent=2) + "\n")
     return choice
 
 
@@ -239,7 +239,7 @@ def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> 
                          "away to start again")
     manifest["starts"].append({"time": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "workers": workers,
                                "commit": _git_commit()})
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -30,6 +30,7 @@ from hypermeta.experiments.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_m
 from hypermeta.experiments.measurement import Measurement
 from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence, score_matrix
 from hypermeta.experiments.runner import Job
+from hypermeta.files import write_text_atomic
 from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
 from hypermeta.meta.model import MetaModel, meta_train
 from hypermeta.meta.selection import cv_table, cv_winner, fingerprint, loto_cv, ood_threshold
@@ -117,7 +118,7 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
                  "heldout_runs_existed": (paths.heldout / "runs.csv").is_file(),
                  "tasks": [t.task for t in tasks], "fingerprint": fingerprint(tasks, cfg),
                  "table": cv_table(cv, methods).to_dict("records")}
-    paths.selection.write_text(json.dumps(selection, indent=2) + "\n")
+    write_text_atomic(paths.selection, json.dumps(selection, indent=2) + "\n")
     return selection
 
 
@@ -240,7 +241,7 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
         if before != runner:
             raise ValueError(f"the held-out runs in {str(out)!r} were made with --runner {before}; resume with the "
                              "same runner (or move that folder away to start again with another)")
-    settings.write_text(json.dumps({"runner": runner, "tpe": tpe, "selection": {
+    write_text_atomic(settings, json.dumps({"runner": runner, "tpe": tpe, "selection": {
         k: selection.get(k) for k in ("winner", "fingerprint", "created", "commit")}}, indent=2) + "\n")
     runs = collect_matrix(plan, runner=runner, workers=workers, progress=progress, split="heldout")
     # a held-out task where no portfolio configuration beats the random policy cannot be normalised: it is

@@ -25,6 +25,30 @@ def fmt_ci(row: Any, key: str = "") -> str:
     return f"{row['iqm' + sfx]:.3f} [{row['ci_low' + sfx]:.3f}, {row['ci_high' + sfx]:.3f}]"
 
 
+def versions_text() -> str:
+    """The packages and machine this report was rendered with (runs may come from other machines)."""
+    import os
+    import platform
+
+    import gymnasium
+    import optuna
+    import stable_baselines3
+    import torch
+
+    return (f"Python {platform.python_version()}, torch {torch.__version__}, stable-baselines3 "
+            f"{stable_baselines3.__version__}, gymnasium {gymnasium.__version__}, optuna {optuna.__version__}; "
+            f"{platform.machine()}, {os.cpu_count() or 1} CPUs")
+
+
+def wall_hours(frame: pd.DataFrame | None) -> float:
+    """Summed per-run wall time of the distinct runs in ``frame``, in hours (an upper bound on CPU time when
+    several processes shared the cores)."""
+    if frame is None or "wall_time" not in frame:
+        return float("nan")
+    key = [c for c in ("task", "config_key", "seed", "timesteps") if c in frame]
+    return float(frame.drop_duplicates(key)["wall_time"].sum()) / 3600
+
+
 def generated_line(command: str) -> str:
     return f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `{command}`."
 

@@ -12,7 +12,8 @@ import pandas as pd
 
 from hypermeta.experiments.fewshot import FewShotPlan, _diff, _tune, sampler_choice
 from hypermeta.experiments.pipeline import iqm_with_ci, score_matrix
-from hypermeta.reports.common import generated_line, iqm_text, pyplot, save_figure, test_seed_text, write_markdown
+from hypermeta.reports.common import (generated_line, iqm_text, pyplot, save_figure, test_seed_text, versions_text,
+                                      wall_hours, write_markdown)
 
 
 def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/reports/tune") -> Path:
@@ -26,7 +27,7 @@ def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/repo
     lines = ["# Few-shot tuning: `hypermeta tune` against cold Optuna TPE", "",
              generated_line(f"hypermeta fewshot {plan.path}"), ""]
     lines += deviation_lines(plan, runs) + [""]
-    lines += targets_lines(plan, runs, evaluation, default) + [""] + choice + [""] + setup_lines(plan) + [""]
+    lines += targets_lines(plan, runs, evaluation, default) + [""] + choice + [""] + setup_lines(plan, runs) + [""]
     lines += paired_lines(plan, runs, evaluation) + [""] + iqm_lines(runs, evaluation) + [""]
     lines += per_task_lines(plan, runs, tasks, default)
     plot_progress(progress, tasks, out_dir / "progress.png")
@@ -107,7 +108,7 @@ def targets_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampl
     return lines
 
 
-def setup_lines(plan: FewShotPlan) -> list[str]:
+def setup_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
     tasks = ", ".join(f"`{e['task']}` ({int(e['timesteps']):,} steps, {e['runner']})" for e in plan.tasks)
     return ["## Setup", "",
             f"Tasks: {tasks}. Every trial averages {plan.seeds_per_trial} tuning seeds; the chosen configuration of "
@@ -116,7 +117,9 @@ def setup_lines(plan: FewShotPlan) -> list[str]:
             f"until 10 trials have finished; batched tasks ask {plan.cold_batch} trials per worker at once, so the "
             "first workers x that many are chosen before any result); `tune`: "
             f"{plan.tune_trials} trials, round 0 from the meta-learner (`{plan.weights or 'shipped weights'}`), then "
-            f"each sampler of {plan.samplers} (TPE starting from round 0's results; no pruning in either). Scores: normalised AUC (0 = random policy, 1 = reference return)."]
+            f"each sampler of {plan.samplers} (TPE starting from round 0's results; no pruning in either). "
+            f"Summed per-run wall time of the test runs: {wall_hours(runs):.1f} h (the studies' own trials are "
+            f"in the progress plot's steps). Rendered with {versions_text()}. Scores: normalised AUC (0 = random policy, 1 = reference return)."]
 
 
 def paired_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str]) -> list[str]:

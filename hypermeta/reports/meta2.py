@@ -21,7 +21,8 @@ from hypermeta.experiments.meta2 import (SB3_CONFIRM_SEEDS, TPE_BEST_OF, TPE_SEE
 from hypermeta.experiments.pipeline import RunStore, common_seeds, iqm_with_ci, paired_difference
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
-from hypermeta.reports.common import generated_line, iqm_text, test_seed_text, write_markdown
+from hypermeta.reports.common import (generated_line, iqm_text, test_seed_text, versions_text, wall_hours,
+                                      write_markdown)
 from hypermeta.space import DQNConfig
 from hypermeta.tasks.families import get_task
 
@@ -113,20 +114,12 @@ def deviations_section(data: _Data) -> list[str]:
 
 def setup_section(data: _Data) -> list[str]:
     """What EVALUATION.md asks every report to state: settings, budgets, seeds, normalisation, CPU, versions."""
-    import platform
-
-    import gymnasium
-    import optuna
-    import stable_baselines3
-    import torch
-
     from hypermeta.seeds import MATRIX_SEED_START, TEST_SEED_START
 
     plan = data.plan
-    matrix = data.matrix_runs
-    cpu_h = {name: float(frame.drop_duplicates(["task", "config_key", "seed", "timesteps"])["wall_time"].sum()) / 3600
-             for name, frame in (("matrix (training and held-out)", matrix), ("held-out test runs", data.runs),
-                                 ("SB3 confirmation", data.sb3)) if frame is not None and "wall_time" in frame}
+    cpu_h = {name: wall_hours(frame) for name, frame in (("matrix (training and held-out)", data.matrix_runs),
+                                                          ("held-out test runs", data.runs),
+                                                          ("SB3 confirmation", data.sb3)) if frame is not None}
     return ["## Setup", "",
             "- Fixed DQN settings under the schedules (the data's and the evaluation's): "
             + ", ".join(f"{k}={v}" for k, v in plan.fixed.items()) + "; schedules searched: the schedule space "
@@ -142,16 +135,8 @@ def setup_section(data: _Data) -> list[str]:
             "- Summed per-run wall time as the runs recorded it (several processes shared the cores, so this is "
             "an upper bound on CPU time; the matrix includes the budget calibration's runs): "
             + "; ".join(f"{k} {v:.1f} h" for k, v in cpu_h.items()) + ".",
-            f"- Versions: Python {platform.python_version()}, torch {torch.__version__}, stable-baselines3 "
-            f"{stable_baselines3.__version__}, gymnasium {gymnasium.__version__}, optuna {optuna.__version__}; "
-            f"{platform.machine()}; this report rendered on a machine with {_cpus()} CPUs (runs may come from "
-            "others: the matrix rows collected elsewhere are named in the log above)."]
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 1
+            f"- Rendered with {versions_text()} (runs may come from other machines: the matrix rows collected "
+            "elsewhere are named in the log above)."]
 
 
 def per_task_section(data: _Data) -> list[str]:
