@@ -68,3 +68,20 @@ def write_report(out: Path, lines: Sequence[str]) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     return report
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout holding this package (``-dirty`` when its code has changes), or None."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]  # the checkout holding this package
+    if not (root / "pyproject.toml").is_file():
+        return None  # an installed copy: a repository around site-packages is not this code's
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10,
+                              check=True, cwd=root).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hypermeta", "plugins", "pyproject.toml"],
+                               capture_output=True, text=True, timeout=10, check=True, cwd=root).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("-dirty" if dirty else "")) or None  # dirty: the code differs (data files do not count)

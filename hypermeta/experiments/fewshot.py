@@ -31,7 +31,7 @@ from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
 from hypermeta.experiments.tune import tune
-from hypermeta.files import dataclass_from_yaml, write_text_atomic
+from hypermeta.files import dataclass_from_yaml, git_commit, write_text_atomic
 from hypermeta.seeds import test_seeds
 from hypermeta.space import DQNConfig, get_space
 
@@ -164,7 +164,6 @@ def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed
     tasks are done, before any evaluation task runs; an existing record is kept."""
     from datetime import datetime, timezone
 
-    from hypermeta.experiments.meta2 import _git_commit
 
     path = plan.root / "choice.json"
     if path.is_file():
@@ -175,7 +174,7 @@ def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed
         return choice
     default, lines = sampler_choice(plan, runs)
     choice = {"default": default, "lines": lines, "created": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-              "commit": _git_commit(), "evaluation_runs_existed": evaluation_runs_existed,
+              "commit": git_commit(), "evaluation_runs_existed": evaluation_runs_existed,
               "fingerprint": run_fingerprint(plan)}
     write_text_atomic(path, json.dumps(choice, indent=2) + "\n")
     return choice
@@ -227,7 +226,6 @@ def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> 
     random start is workers x cold_batch trials). A start whose fingerprint differs is refused."""
     from datetime import datetime, timezone
 
-    from hypermeta.experiments.meta2 import _git_commit
 
     path, now = plan.root / "manifest.json", run_fingerprint(plan)
     manifest = (json.loads(path.read_text()) if path.is_file()
@@ -238,7 +236,7 @@ def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> 
                          "manifest.json); restore it, or move runs.csv, studies.db, choice.json and manifest.json "
                          "away to start again")
     manifest["starts"].append({"time": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "workers": workers,
-                               "commit": _git_commit()})
+                               "commit": git_commit()})
     write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -30,7 +30,7 @@ from hypermeta.experiments.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_m
 from hypermeta.experiments.measurement import Measurement
 from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence, score_matrix
 from hypermeta.experiments.runner import Job
-from hypermeta.files import write_text_atomic
+from hypermeta.files import git_commit, write_text_atomic
 from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
 from hypermeta.meta.model import MetaModel, meta_train
 from hypermeta.meta.selection import cv_table, cv_winner, fingerprint, loto_cv, ood_threshold
@@ -114,27 +114,12 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
         thresholds[m] = ood_threshold(rows["ood_score"].to_numpy(), (rows["score"] < rows["best_fixed"]).to_numpy())
     selection = {"winner": winner, "ood_thresholds": thresholds, "methods": methods, "cv_ensemble": ensemble,
                  "incomplete_tasks": missing, "no_signal_tasks": matrix_gaps(plan, matrix, plan.train_tasks()),
-                 "created": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": _git_commit(),
+                 "created": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": git_commit(),
                  "heldout_runs_existed": (paths.heldout / "runs.csv").is_file(),
                  "tasks": [t.task for t in tasks], "fingerprint": fingerprint(tasks, cfg),
                  "table": cv_table(cv, methods).to_dict("records")}
     write_text_atomic(paths.selection, json.dumps(selection, indent=2) + "\n")
     return selection
-
-
-def _git_commit() -> str | None:
-    """The commit of the checkout holding this package (``-dirty`` when its code has changes), or None."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]  # the checkout holding this package (none when installed)
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10,
-                              check=True, cwd=root).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hypermeta", "plugins", "pyproject.toml"],
-                               capture_output=True, text=True, timeout=10, check=True, cwd=root).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (head + ("-dirty" if dirty else "")) or None  # dirty: the code differs (data files do not count)
 
 
 def load_selection(plan: MatrixPlan) -> dict:

@@ -76,6 +76,26 @@ def aggregate(runs: pd.DataFrame, methods: Sequence[str], tasks: Sequence[str], 
     return summarize(runs, present, tasks, metric)
 
 
+def seed_shortfall_line(runs: pd.DataFrame, test_seeds: int) -> list[str]:
+    """A deviation line when some (method, task) pair has fewer than the plan's ``test_seeds`` seeds."""
+    counts = runs.groupby(["method", "task"])["seed"].nunique()
+    short = counts[counts < test_seeds]
+    if not len(short):
+        return []
+    (method, task), n = short.index[0], int(short.iloc[0])
+    return [f"- **Fewer test seeds than the plan's {test_seeds}** for {len(short)} (method, task) pair(s), e.g. "
+            f"{method} on `{task}` ({n})."]
+
+
+def diverged_line(runs: pd.DataFrame, name: str = "test") -> list[str]:
+    """How many distinct runs diverged (a run shared by several method labels counts once)."""
+    if "curve" not in runs:
+        return []
+    distinct = runs.drop_duplicates([c for c in ("task", "config_key", "seed") if c in runs])
+    diverged = int(distinct["curve"].astype(str).str.startswith('"diverged').sum())
+    return [f"- {diverged} of {len(distinct)} distinct {name} run(s) diverged; each is scored as the random policy (0)."]
+
+
 def pyplot() -> Any:
     import matplotlib
 

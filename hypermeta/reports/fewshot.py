@@ -12,8 +12,8 @@ import pandas as pd
 
 from hypermeta.experiments.fewshot import FewShotPlan, _diff, _tune, sampler_choice
 from hypermeta.experiments.pipeline import iqm_with_ci, score_matrix
-from hypermeta.reports.common import (generated_line, iqm_text, pyplot, save_figure, test_seed_text, versions_text,
-                                      wall_hours, write_markdown)
+from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, pyplot, save_figure, seed_shortfall_line,
+                                      test_seed_text, versions_text, wall_hours, write_markdown)
 
 
 def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/reports/tune") -> Path:
@@ -78,16 +78,8 @@ def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
         if manifest["fingerprint"] != run_fingerprint(plan):
             lines.append("- **The plan, weights or dataset changed since the runs were made**: this report reads "
                          "them under the current plan.")
-    counts = runs.groupby(["method", "task"])["seed"].nunique()
-    short = counts[counts < plan.test_seeds]
-    if len(short):
-        lines.append(f"- **Fewer test seeds than the plan's {plan.test_seeds}** for {len(short)} (method, task) "
-                     "pair(s).")
-    distinct = runs.drop_duplicates(["task", "config_key", "seed"]) if "config_key" in runs else runs
-    if "curve" in distinct:
-        diverged = int(distinct["curve"].astype(str).str.startswith('"diverged').sum())
-        lines.append(f"- {diverged} of {len(distinct)} distinct test run(s) diverged; each scores as the random "
-                     "policy (0).")
+    lines += seed_shortfall_line(runs, plan.test_seeds)
+    lines += diverged_line(runs)
     return lines
 
 

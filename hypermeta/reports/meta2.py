@@ -21,8 +21,8 @@ from hypermeta.experiments.meta2 import (SB3_CONFIRM_SEEDS, TPE_BEST_OF, TPE_SEE
 from hypermeta.experiments.pipeline import RunStore, common_seeds, iqm_with_ci, paired_difference
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
-from hypermeta.reports.common import (generated_line, iqm_text, test_seed_text, versions_text, wall_hours,
-                                      write_markdown)
+from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, seed_shortfall_line, test_seed_text,
+                                      versions_text, wall_hours, write_markdown)
 from hypermeta.space import DQNConfig
 from hypermeta.tasks.families import get_task
 
@@ -98,17 +98,10 @@ def deviations_section(data: _Data) -> list[str]:
         lines.append("- **The Optuna TPE baselines were not run** (`--no-tpe`): the TPE target is not measured.")
     if data.sb3 is None:
         lines.append("- **The confirmation with the SB3 runner has not run.**")
-    counts = data.runs.groupby(["method", "task"])["seed"].nunique()
-    short = counts[counts < data.plan.test_seeds]
-    if len(short):
-        lines.append(f"- **Fewer test seeds than the plan's {data.plan.test_seeds}** for {len(short)} (method, task) "
-                     f"pair(s), e.g. {short.index[0][0]} on `{short.index[0][1]}` ({int(short.iloc[0])}).")
+    lines += seed_shortfall_line(data.runs, data.plan.test_seeds)
     for name, runs in (("test", data.runs), ("SB3 confirmation", data.sb3)):
-        if runs is not None:  # a run shared by several method labels counts once
-            distinct = runs.drop_duplicates(["task", "config_key", "seed"])
-            diverged = int(distinct["curve"].astype(str).str.startswith('"diverged').sum())
-            lines.append(f"- {diverged} of {len(distinct)} distinct {name} run(s) diverged; each is scored as the "
-                         "random policy (0).")
+        if runs is not None:
+            lines += diverged_line(runs, name)
     return lines
 
 
