@@ -331,6 +331,9 @@ def cmd_meta2(args: argparse.Namespace) -> int:
     elif args.stage == "train":
         models = meta2.train_methods(plan, retrain=args.retrain)
         print(f"weights of {', '.join(models)} in {meta2.Paths.of(plan).weights}")
+    elif args.stage == "ship":
+        path = meta2.ship_winner(plan)
+        print(f"the CV winner {meta2.load_selection(plan)['winner']!r} is now the default weights: {path}")
     elif args.stage == "report":
         from hypermeta.reports.meta2 import render_meta2_report
 
@@ -604,8 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_fewshot)
 
-    p = sub.add_parser("meta2", help="meta-learner v2 after the matrix: cv (select), train, heldout, report")
-    p.add_argument("stage", choices=["cv", "train", "heldout", "report"])
+    p = sub.add_parser("meta2", help="meta-learner v2 after the matrix: cv (select), train, ship, heldout, report")
+    p.add_argument("stage", choices=["cv", "train", "ship", "heldout", "report"])
     p.add_argument("plan", help="plan YAML, e.g. studies/meta2/plan.yaml")
     p.add_argument("--methods", help="comma-separated subset of the plan's methods (default: all)")
     p.add_argument("--cv-ensemble", type=positive_int, default=1, help="cv: ensemble members per fold")

@@ -328,6 +328,10 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     assert len(sb3) >= 5 and set(sb3["seed"]) <= set(test_seeds(meta2.SB3_CONFIRM_SEEDS))
     preds = pd.read_csv(tmp_path / "heldout" / "predictions.csv")
     assert set(preds["method"]) == {"nearest-task", "best-fixed"}
+    shipped = meta2.ship_winner(MatrixPlan.load(path), dest=tmp_path / "package" / "default.safetensors")
+    assert MetaModel.load(shipped).method == selection["winner"]  # the package default is now the CV winner
+    provenance = json.loads((tmp_path / "package" / "default.provenance.json").read_text())
+    assert provenance["winner"] == selection["winner"] and provenance["cv"]["method"] == selection["winner"]
     assert main(["meta2", "cv", str(path), "--methods", "anil"]) == 2  # one-line error, exit 2
     (tmp_path / "calibration.md").write_text("# log\n\n## 2026-11-26: a logged deviation\n")
     assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0
@@ -353,6 +357,8 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 0  # best-fixed always joins
     again = json.loads((tmp_path / "selection.json").read_text())
     assert again["methods"] == ["nearest-task", "best-fixed"] and again["heldout_runs_existed"]
+    with pytest.raises(ValueError, match="trained for another selection.json"):  # weights of the old selection
+        meta2.ship_winner(MatrixPlan.load(path), dest=tmp_path / "package" / "default.safetensors")
     assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0
     assert "after held-out test runs existed" in (tmp_path / "report.md").read_text()
 

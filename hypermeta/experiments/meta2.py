@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,6 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
     report then says so at the top of its deviations. ``best-fixed`` always takes part (every comparison needs
     it). The selection records when and on which commit it was made, the training tasks left out for having no
     signal, and whether held-out test runs already existed (the report flags that: selection must not see them)."""
-    from datetime import datetime, timezone
 
     methods = list(dict.fromkeys([*(methods or plan.methods), "best-fixed"]))
     matrix = RunStore(plan.runs_path).frame()
@@ -155,6 +155,41 @@ def train_methods(plan: MatrixPlan, ensemble: int = SHIPPED_ENSEMBLE, retrain: b
         models[method] = model
     stamp.write_text(current)
     return models
+
+
+def ship_winner(plan: MatrixPlan, dest: str | Path | None = None) -> Path:
+    """Make the CV winner's weights (from ``train``) hypermeta's default: copy ``weights/winner`` over the
+    package's ``default.safetensors``/``.json`` and write ``default.provenance.json`` beside them (plan, winner,
+    CV table, selection commit). Refuses weights that were not trained for the current ``selection.json``."""
+    import shutil
+
+    from hypermeta.meta.model import default_weights_path
+
+    selection = load_selection(plan)
+    weights = Paths.of(plan).weights
+    stamp, winner = weights / "selection.json", weights / "winner.safetensors"
+    if not winner.is_file() or not stamp.is_file():
+        raise ValueError(f"{str(winner)!r} does not exist: run `hypermeta meta2 train {plan.path}` first")
+    if stamp.read_text() != json.dumps(selection, sort_keys=True):
+        raise ValueError(f"the weights in {str(weights)!r} were trained for another selection.json: run "
+                         f"`hypermeta meta2 train {plan.path}` again first")
+    model = MetaModel.load(winner)  # the shipped file must load (format, space and feature versions)
+    if model.method != selection["winner"]:
+        raise ValueError(f"{str(winner)!r} holds {model.method!r}, the CV winner is {selection['winner']!r}: run "
+                         f"`hypermeta meta2 train {plan.path} --retrain`")
+    dest = Path(dest) if dest is not None else default_weights_path()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):  # copy, then rename: a kill never leaves half a weights file
+        tmp = dest.with_name(dest.stem + suffix + ".tmp")
+        shutil.copyfile(winner.with_suffix(suffix), tmp)
+        tmp.replace(dest.with_suffix(suffix))
+    table = {row["method"]: row for row in selection["table"]}
+    provenance = {"plan": str(plan.path), "winner": selection["winner"], "cv": table.get(selection["winner"]),
+                  "selection_created": selection.get("created"), "selection_commit": selection.get("commit"),
+                  "training_tasks": len(selection["tasks"]), "fixed_settings": plan.fixed,
+                  "shipped": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
+    write_text_atomic(dest.with_name(dest.stem + ".provenance.json"), json.dumps(provenance, indent=2) + "\n")
+    return dest.with_suffix(".safetensors")
 
 
 def named_schedules(plan: MatrixPlan, task: str) -> dict[str, DQNConfig]:
