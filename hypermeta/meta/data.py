@@ -192,10 +192,28 @@ class SchedulePredictor(nn.Module):
         self.blocks = _blocks()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        raw = self.body(features)
+        return self.head(self.body(features))
+
+    def head(self, raw: torch.Tensor) -> torch.Tensor:
+        """The body's raw outputs -> the bounded code (softmax over each choice, sigmoid for numbers)."""
         parts = [torch.softmax(raw[..., s:s + n], -1) if choice else torch.sigmoid(raw[..., s:s + n])
                  for s, n, choice in self.blocks]
         return torch.cat(parts, dim=-1)
+
+    def stacked(self, tasks: int) -> list[torch.Tensor]:
+        """The body's parameters, one copy per task, stacked: ``[W0, b0, W1, b1, W2, b2]`` with a leading task axis
+        (copies, not views: :meth:`forward_stacked` trains them)."""
+        return [p.detach().expand(tasks, *p.shape).clone() for p in self.body.parameters()]
+
+    def forward_stacked(self, params: Sequence[torch.Tensor], features: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of ``B`` parameter copies (:meth:`stacked`) on ``B`` tasks' features ``(B, F)`` at once:
+        batched matrix products, so a meta-batch's tasks adapt side by side, each with its own parameters."""
+        h = features.unsqueeze(1)
+        for i in range(0, len(params), 2):
+            h = torch.baddbmm(params[i + 1].unsqueeze(1), h, params[i].transpose(1, 2))
+            if i + 2 < len(params):
+                h = torch.tanh(h)
+        return self.head(h.squeeze(1))
 
 
 class Surrogate(nn.Module):
@@ -263,10 +281,26 @@ class TaskBatch:
 
 
 def task_loss(pred: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Weighted squared distance of the predicted code to the task's trials."""
-    return (weights * ((codes - pred) ** 2).sum(-1)).sum()
+    """Weighted squared distance of the predicted code to the task's trials (with a leading task axis,
+    :func:`stack_tasks`: the sum of every task's loss, each a function of its own parameters only)."""
+    return (weights * ((codes - pred.unsqueeze(-2)) ** 2).sum(-1)).sum()
 
 
+
+
+def stack_tasks(batch: Sequence[TaskBatch], weights: Sequence[torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tasks of one meta-batch as tensors with a leading task axis, for ``torch.func.vmap``: features ``(B, F)``,
+    codes ``(B, N, dim)`` and weights ``(B, N)``, padded to the largest task with zero-weight rows (which add
+    nothing to :func:`task_loss`). ``weights`` replaces each task's own (one tensor per task, the length of its
+    trials; zero marks a trial out of a subset)."""
+    n = max(len(t.codes) for t in batch)
+    codes = torch.zeros(len(batch), n, batch[0].codes.shape[1])
+    w = torch.zeros(len(batch), n)
+    for i, t in enumerate(batch):
+        codes[i, : len(t.codes)] = t.codes
+        w[i, : len(t.codes)] = t.w if weights is None else weights[i]
+    return torch.stack([t.x for t in batch]), codes, w
 
 
 def init_member(seed: int, n_features: int, hidden: int) -> tuple[SchedulePredictor, np.random.Generator, torch.Generator]:

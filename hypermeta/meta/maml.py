@@ -1,15 +1,16 @@
-"""``maml`` (Finn et al. 2017), second order with ``torch.func`` (the outer gradient flows through the inner
+"""``maml`` (Finn et al. 2017), second order (``create_graph``: the outer gradient flows through the inner
 SGD steps), and ``fomaml``, its first-order variant (inner gradients treated as constants). Each task's
-trials are split into support (inner) and query (outer) halves."""
+trials are split into support (inner) and query (outer) halves. The tasks of a meta-batch take their inner
+steps side by side (:meth:`SchedulePredictor.forward_stacked`, one copy of the parameters per task): the same
+algorithm as one task after another, several times faster on CPU."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 import torch
-from torch.func import functional_call, grad
 
-from hypermeta.meta.data import SchedulePredictor, TaskBatch, init_member, sample_tasks, task_loss
+from hypermeta.meta.data import SchedulePredictor, TaskBatch, init_member, sample_tasks, stack_tasks, task_loss
 from hypermeta.meta.method import Method
 
 
@@ -24,30 +25,28 @@ class MAML(Method):
         cfg = self.cfg
         net, rng, gen = init_member(seed, n_features, cfg.hidden)
         outer = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
-        params = dict(net.named_parameters())
-
-        def loss_of(p: dict[str, torch.Tensor], x: torch.Tensor, codes: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            return task_loss(functional_call(net, p, (x,)), codes, w)
-
-        inner_grad = grad(loss_of)
+        params = list(net.body.parameters())
         for _ in range(cfg.meta_iterations):
             batch = sample_tasks(rng, tasks, cfg.tasks_per_batch)
             outer.zero_grad()
-            total = torch.zeros(())
-            for t in batch:
+            support_w, query_w = [], []
+            for t in batch:  # the split of each task's trials: weights over one half, zero on the other
                 n = len(t.codes)
                 perm = torch.randperm(n, generator=gen)
                 support = perm[: max(n // 2, 1)]
                 query = perm[max(n // 2, 1):] if n > 1 else perm
-                s_codes, s_w = t.subset(support, cfg.temperature)
-                q_codes, q_w = t.subset(query, cfg.temperature)
-                fast = params
-                for _ in range(cfg.inner_steps):
-                    g = inner_grad(fast, t.x, s_codes, s_w)
-                    if not self.second_order:
-                        g = {k: v.detach() for k, v in g.items()}
-                    fast = {k: fast[k] - cfg.inner_lr * g[k] for k in fast}
-                total = total + loss_of(fast, t.x, q_codes, q_w) / len(batch)
+                for half, out in ((support, support_w), (query, query_w)):
+                    w = torch.zeros(n)
+                    w[half] = t.subset(half, cfg.temperature)[1]
+                    out.append(w)
+            x, codes, s_w = stack_tasks(batch, support_w)
+            q_w = stack_tasks(batch, query_w)[2]
+            fast = [p.expand(len(batch), *p.shape) for p in params]  # views: the outer gradient reaches params
+            for _ in range(cfg.inner_steps):
+                support_loss = task_loss(net.forward_stacked(fast, x), codes, s_w)
+                g = torch.autograd.grad(support_loss, fast, create_graph=self.second_order)
+                fast = [f - cfg.inner_lr * gi for f, gi in zip(fast, g)]
+            total = task_loss(net.forward_stacked(fast, x), codes, q_w) / len(batch)
             total.backward()
             outer.step()
         return net
