@@ -9,19 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hypermeta.meta.data import SchedulePredictor, Surrogate, TaskBatch, init_member
+from hypermeta.meta.data import SchedulePredictor, Surrogate, TaskBatch, init_member, stack_tasks
 from hypermeta.meta.method import Method
-
-
-def padded(tasks: list[TaskBatch]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tasks' codes ``(tasks, n, dim)`` and per-task weights ``(tasks, n)``, zero-padded to the longest."""
-    n = max(len(t.codes) for t in tasks)
-    codes = torch.zeros(len(tasks), n, tasks[0].codes.shape[1])
-    weights = torch.zeros(len(tasks), n)
-    for i, t in enumerate(tasks):
-        codes[i, :len(t.codes)] = t.codes
-        weights[i, :len(t.codes)] = t.w
-    return codes, weights
 
 
 class MultiTask(Method):
@@ -49,7 +38,7 @@ class MultiTask(Method):
         net, _, _ = init_member(seed, n_features, cfg.hidden)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.multitask_lr)
         xs = torch.stack([t.x for t in tasks])
-        codes, weights = padded(tasks)
+        codes, weights = stack_tasks(tasks)[1:]
         for _ in range(cfg.meta_iterations):
             pred = net(xs)
             gain = surrogate(xs, pred).mean()
