@@ -204,7 +204,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(args.task, args.trials or 10_000, args.timesteps, seeds_per_trial=args.seeds_per_trial,
                   runner=args.runner, storage=args.storage, study_name=args.study_name, predictor=args.weights,
                   time_budget_minutes=args.time_budget, progress=args.progress, sampler=args.sampler,
-                  meta_data=args.meta_data)
+                  meta_data=args.meta_data, adapt_predictor=args.adapt_weights)
     print(f"round 0 ({len(result.candidates)} warm candidates): " + ", ".join(label for label, _ in result.candidates))
     print(f"{result.trials} finished trials, {result.env_steps:,} environment steps, {result.train_seconds:.0f} s of "
           f"training (study {result.study.study_name!r} in {args.storage})")
@@ -534,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="meta-learner .safetensors for round 0 (default: the shipped weights)")
     p.add_argument("--sampler", choices=["tpe", "adapt", "metatpe"], default="tpe",
                    help="after round 0: Optuna TPE, the meta-learner's few-shot adapt step, or meta-learned TPE")
+    p.add_argument("--adapt-weights", help="adapt: a network meta-learner whose few-shot step proposes the trials "
+                   "after round 0 (default: --weights; methods without networks cannot adapt)")
     p.add_argument("--meta-data", help="metatpe: dataset CSV of the training tasks' trials "
                    "(`hypermeta matrix PLAN --export-only`)")
     p.add_argument("--out", default="best.yaml", help="where to write the best configuration (YAML)")

@@ -124,3 +124,28 @@ def learn_recording_actions():
         return actions
 
     return learn
+
+
+def _tiny_meta_model(method: str, folder: Path) -> str:
+    from hypermeta.meta.data import SPACE, MetaTrainConfig, TaskData
+    from hypermeta.meta.model import meta_train
+    from hypermeta.tasks.features import FEATURE_NAMES
+
+    rng = np.random.default_rng(0)
+    tasks = [TaskData(f"t{k}", rng.normal(size=len(FEATURE_NAMES)), rng.uniform(size=(12, SPACE.dim)),
+                      rng.uniform(size=12)) for k in range(8)]
+    model = meta_train(tasks, MetaTrainConfig(method=method, ensemble=2, meta_iterations=30))
+    return str(model.save(folder / method))
+
+
+@pytest.fixture(scope="session")
+def network_weights(tmp_path_factory) -> str:
+    """A tiny meta-learner with networks (reptile, 2 members, synthetic tasks): for the few-shot step of
+    `tune --sampler adapt`, whatever method the shipped default weights hold."""
+    return _tiny_meta_model("reptile", tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="session")
+def no_network_weights(tmp_path_factory) -> str:
+    """A tiny meta-learner without networks (nearest-task): it has no few-shot step."""
+    return _tiny_meta_model("nearest-task", tmp_path_factory.mktemp("weights"))

@@ -14,11 +14,16 @@ from hypermeta.experiments.fewshot import FewShotPlan
 from hypermeta.seeds import test_seeds
 
 
-def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path):
+def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path, network_weights, no_network_weights, capsys):
     plan = {"name": "tiny", "tasks": [{"task": "cartpole:gravity=12", "timesteps": 300}],
             "samplers": ["tpe", "adapt"], "tune_trials": 3, "cold_trials": [2, 4], "seeds_per_trial": 1,
-            "test_seeds": 2, "selection_tasks": []}
+            "test_seeds": 2, "selection_tasks": [], "weights": no_network_weights}
     path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    assert main(["fewshot", str(path)]) == 2  # adapt has no few-shot step there: refused before any run
+    assert "set `adapt_weights` to a network method's weights" in capsys.readouterr().err
+    assert not (tmp_path / "studies.db").exists()
+    plan["weights"] = network_weights
     path.write_text(yaml.safe_dump(plan))
     out = tmp_path / "report"
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0

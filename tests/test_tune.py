@@ -105,13 +105,13 @@ def test_metatpe_proposes_near_the_region_good_on_similar_tasks_and_weighs_them_
     assert np.mean([w.get(f"meta-{k}", 0.0) for k in (0, 2, 4)]) > np.mean([w.get(f"meta-{k}", 0.0) for k in (1, 3, 5)])
 
 
-def test_adapt_proposer_moves_away_from_the_observed_configs():
+def test_adapt_proposer_moves_away_from_the_observed_configs(network_weights):
     from hypermeta.experiments.proposers import AdaptProposer
     from hypermeta.meta.predict import predict_config
 
     import numpy as np
 
-    pred = predict_config("cartpole:gravity=11", None, warn=False)
+    pred = predict_config("cartpole:gravity=11", network_weights, warn=False)
     base = pred.prediction.config
     higher = base.replace(lr_initial=min(base.lr_initial * 4, 0.01))
     observed = [(base, 0.3), (higher, 0.6)]  # the higher learning rate did better
@@ -122,11 +122,14 @@ def test_adapt_proposer_moves_away_from_the_observed_configs():
     assert np.log(props[0].lr_initial) > np.log(base.lr_initial) + 0.3 * (np.log(higher.lr_initial) - np.log(base.lr_initial))
 
 
-def test_tune_with_a_proposer_runs_rounds_and_names_its_study(tmp_path):
+def test_tune_with_a_proposer_runs_rounds_and_names_its_study(tmp_path, network_weights, no_network_weights):
     from hypermeta.experiments.tune import tune
 
     storage = f"sqlite:///{tmp_path / 't.db'}"
-    res = tune("cartpole", 5, 300, storage=storage, runner="batched", sampler="adapt")
+    with pytest.raises(ValueError, match="needs a meta-learner with networks.*--adapt-weights"):  # before any run
+        tune("cartpole", 5, 300, storage=storage, runner="batched", sampler="adapt", predictor=no_network_weights)
+    assert not (tmp_path / "t.db").exists()
+    res = tune("cartpole", 5, 300, storage=storage, runner="batched", sampler="adapt", adapt_predictor=network_weights)
     assert res.trials == 5 and res.study.study_name.endswith("|adapt")
     trials = sorted(res.study.trials, key=lambda t: t.number)
     assert len(res.candidates) == 2 and all("fixed_params" in t.system_attrs for t in trials)  # all enqueued:

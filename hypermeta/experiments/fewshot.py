@@ -49,6 +49,8 @@ class FewShotPlan:
     seeds_per_trial: int = 3
     test_seeds: int = 10
     weights: str | None = None  # the meta-learner tune uses (default: the shipped weights)
+    #: the network meta-learner whose few-shot step the ``adapt`` sampler takes (default: ``weights``)
+    adapt_weights: str | None = None
     meta_data: str | None = None  # metatpe's dataset of training-task trials
     #: tasks on which the default sampler is chosen (the first sampler, unless another beats it there with a
     #: paired CI above 0); the targets are then judged on the other tasks only
@@ -125,7 +127,8 @@ def run_task(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: b
     for sampler in plan.samplers:
         result = tune(task, plan.tune_trials, steps, seeds_per_trial=plan.seeds_per_trial, runner=runner,
                       storage=plan.storage, study_name=f"{plan.name}|{task}|tune-{sampler}", predictor=plan.weights,
-                      progress=progress, sampler=sampler, meta_data=plan.meta_data, pruner="none")  # as cold
+                      progress=progress, sampler=sampler, meta_data=plan.meta_data, pruner="none",  # as cold
+                      adapt_predictor=plan.adapt_weights)
         configs[f"tune-{sampler}@{plan.tune_trials}"] = result.best
         rows += progress_rows(result.study, task, f"tune-{sampler}")
     return configs, rows
@@ -185,7 +188,18 @@ def check_inputs(plan: FewShotPlan) -> None:
     tasks (a task would find its own trials there)."""
     from hypermeta.tasks.families import get_task, is_family_task
 
+    from hypermeta.meta.predict import load_predictor
+
     plan.fixed()  # loads the weights
+    if "adapt" in plan.samplers:
+        adapt = load_predictor(plan.adapt_weights or plan.weights)
+        if not adapt.members:
+            raise ValueError(f"plan {plan.name!r}: sampler adapt needs a meta-learner with networks; "
+                             f"{plan.adapt_weights or plan.weights or 'the shipped weights'!r} holds "
+                             f"{adapt.method!r}, which has none: set `adapt_weights` to a network method's weights")
+        if adapt.base != load_predictor(plan.weights).base:
+            raise ValueError(f"plan {plan.name!r}: `adapt_weights` were trained with other DQN settings than "
+                             "`weights`; the studies tune the schedules over one set of settings")
     if "metatpe" not in plan.samplers:
         return
     if not plan.meta_data or not Path(plan.meta_data).is_file():
@@ -201,7 +215,7 @@ def check_inputs(plan: FewShotPlan) -> None:
 
 #: the plan fields whose change makes stored runs another benchmark's (the manifest's fingerprint)
 RUN_FIELDS = ("tasks", "samplers", "tune_trials", "cold_trials", "cold_batch", "seeds_per_trial", "test_seeds",
-              "weights", "meta_data", "selection_tasks")
+              "weights", "adapt_weights", "meta_data", "selection_tasks")
 
 
 def _sha256(path: str | None) -> str | None:
@@ -218,7 +232,8 @@ def run_fingerprint(plan: FewShotPlan) -> dict[str, Any]:
     from hypermeta.meta.model import default_weights_path
 
     return {"plan": hashlib.sha256(fields.encode()).hexdigest()[:16],
-            "weights": _sha256(plan.weights or str(default_weights_path())), "meta_data": _sha256(plan.meta_data)}
+            "weights": _sha256(plan.weights or str(default_weights_path())), "meta_data": _sha256(plan.meta_data),
+            "adapt_weights": _sha256(plan.adapt_weights)}
 
 
 def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> dict[str, Any]:

@@ -61,15 +61,23 @@ def round0_size(trials: int) -> int:
     return max(1, min(ROUND0, trials // 2))
 
 
-def make_proposer(sampler: str, prediction: Any, meta_data: str | Path | None, seed: int) -> Any:
+def make_proposer(sampler: str, prediction: Any, meta_data: str | Path | None, seed: int,
+                  adapt_predictor: Any = None) -> Any:
     """The proposer of ``sampler`` (None for ``tpe``); ``metatpe`` reads the training tasks' trials from the
-    dataset CSV ``meta_data`` (``hypermeta matrix --export-only`` writes one)."""
+    dataset CSV ``meta_data`` (``hypermeta matrix --export-only`` writes one); ``adapt`` takes the few-shot step of
+    ``adapt_predictor`` (default: the round-0 predictor's), which must be a method with networks."""
     from hypermeta.experiments.proposers import PROPOSERS, AdaptProposer, MetaTPEProposer
+    from hypermeta.meta.predict import load_predictor
 
     if sampler not in PROPOSERS:
         raise ValueError(f"sampler must be one of {list(PROPOSERS)}, got {sampler!r}")
     if sampler == "adapt":
-        return AdaptProposer(prediction.model, prediction.features)
+        model = prediction.model if adapt_predictor is None else load_predictor(adapt_predictor)
+        if not model.members:
+            raise ValueError(f"--sampler adapt needs a meta-learner with networks to take a few-shot step; the "
+                             f"weights hold {model.method!r}, which has none: pass --adapt-weights of a network "
+                             "method (multitask, surrogate, reptile, maml, fomaml)")
+        return AdaptProposer(model, prediction.features)
     if sampler == "metatpe":
         import pandas as pd
 
@@ -91,15 +99,17 @@ def observed_trials(study: optuna.Study) -> list[tuple[DQNConfig, float]]:
 def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, runner: str = "sb3",
          storage: str = DEFAULT_STORAGE, study_name: str | None = None, predictor: Any = None,
          time_budget_minutes: float | None = None, progress: bool = False, seed: int = 0,
-         sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str | None = None) -> TuneResult:
+         sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str | None = None,
+         adapt_predictor: Any = None) -> TuneResult:
     """Run (or resume) the warm-started study of ``task`` until ``trials`` trials finished or the time budget
     is spent, and return its best configuration. Round 0 runs first, as one batch; TPE then starts from its
     results (its random start is the trials already finished). ``pruner``: None = the median pruner on the
-    SB3 runner with TPE, none otherwise."""
+    SB3 runner with TPE, none otherwise. ``adapt_predictor``: the network meta-learner of ``sampler="adapt"``
+    (default: ``predictor``)."""
     if time_budget_minutes is not None and not time_budget_minutes > 0:
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
     prediction = predict_config(task, predictor, warn=False)
-    proposer = make_proposer(sampler, prediction, meta_data, seed)  # bad options fail before any training
+    proposer = make_proposer(sampler, prediction, meta_data, seed, adapt_predictor)  # fails before any training
     candidates = round0(task, limit=round0_size(trials), result=prediction)
     # the study tunes the schedules over the settings the predictor's data came from (its candidates use them)
     fixed = {k: v for k, v in candidates[0][1].to_dict().items() if k not in {p.name for p in SPACE.params}}
