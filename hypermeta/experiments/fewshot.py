@@ -167,7 +167,6 @@ def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed
     tasks are done, before any evaluation task runs; an existing record is kept."""
     from datetime import datetime, timezone
 
-
     path = plan.root / "choice.json"
     if path.is_file():
         choice = json.loads(path.read_text())
@@ -186,9 +185,8 @@ def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed
 def check_inputs(plan: FewShotPlan) -> None:
     """Before any training: the weights load, metatpe has its dataset, and that dataset holds none of the plan's
     tasks (a task would find its own trials there)."""
-    from hypermeta.tasks.families import get_task, is_family_task
-
     from hypermeta.meta.predict import load_predictor
+    from hypermeta.tasks.families import get_task, is_family_task
 
     plan.fixed()  # loads the weights
     if "adapt" in plan.samplers:
@@ -240,7 +238,6 @@ def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> 
     """``manifest.json``: the fingerprint of the first start, and every start's time and workers (the cold studies'
     random start is workers x cold_batch trials). A start whose fingerprint differs is refused."""
     from datetime import datetime, timezone
-
 
     path, now = plan.root / "manifest.json", run_fingerprint(plan)
     manifest = (json.loads(path.read_text()) if path.is_file()

@@ -95,7 +95,6 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
     report then says so at the top of its deviations. ``best-fixed`` always takes part (every comparison needs
     it). The selection records when and on which commit it was made, the training tasks left out for having no
     signal, and whether held-out test runs already existed (the report flags that: selection must not see them)."""
-
     methods = list(dict.fromkeys([*(methods or plan.methods), "best-fixed"]))
     matrix = RunStore(plan.runs_path).frame()
     missing = incomplete_tasks(plan, matrix, plan.train_tasks())

@@ -207,7 +207,8 @@ class SchedulePredictor(nn.Module):
 
     def forward_stacked(self, params: Sequence[torch.Tensor], features: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` of ``B`` parameter copies (:meth:`stacked`) on ``B`` tasks' features ``(B, F)`` at once:
-        batched matrix products, so a meta-batch's tasks adapt side by side, each with its own parameters."""
+        batched matrix products, so a meta-batch's tasks adapt side by side, each with its own parameters. The body
+        is Linear layers with tanh between them, as built in ``__init__``."""
         h = features.unsqueeze(1)
         for i in range(0, len(params), 2):
             h = torch.baddbmm(params[i + 1].unsqueeze(1), h, params[i].transpose(1, 2))
@@ -286,13 +287,11 @@ def task_loss(pred: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor) ->
     return (weights * ((codes - pred.unsqueeze(-2)) ** 2).sum(-1)).sum()
 
 
-
-
 def stack_tasks(batch: Sequence[TaskBatch], weights: Sequence[torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Tasks of one meta-batch as tensors with a leading task axis, for ``torch.func.vmap``: features ``(B, F)``,
-    codes ``(B, N, dim)`` and weights ``(B, N)``, padded to the largest task with zero-weight rows (which add
-    nothing to :func:`task_loss`). ``weights`` replaces each task's own (one tensor per task, the length of its
+    """Tasks of one meta-batch as tensors with a leading task axis (:meth:`SchedulePredictor.forward_stacked`,
+    :func:`task_loss`): features ``(B, F)``, codes ``(B, N, dim)`` and weights ``(B, N)``, padded to the largest
+    task with zero-weight rows (which add nothing to :func:`task_loss`). ``weights`` replaces each task's own (one tensor per task, the length of its
     trials; zero marks a trial out of a subset)."""
     n = max(len(t.codes) for t in batch)
     codes = torch.zeros(len(batch), n, batch[0].codes.shape[1])
