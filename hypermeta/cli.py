@@ -335,8 +335,13 @@ def cmd_meta2(args: argparse.Namespace) -> int:
         path = meta2.ship_winner(plan)
         print(f"the CV winner {meta2.load_selection(plan)['winner']!r} is now the default weights: {path}")
     elif args.stage == "report":
-        from hypermeta.reports.meta2 import render_meta2_report
+        from hypermeta.reports.meta2 import render_meta2_report, render_selection_report
 
+        beside = Path(args.out).with_name("selection.md") if args.out else None  # beside the report
+        print(f"model selection written to {render_selection_report(plan, beside)}")
+        if not (meta2.Paths.of(plan).heldout / "runs_by_method.csv").is_file():
+            print(f"no held-out runs yet: run `hypermeta meta2 heldout {plan.path}` for the report")
+            return 0
         print(f"report written to {render_meta2_report(plan, args.out)}")
     elif args.stage == "heldout":
         out = meta2.run_heldout(plan, workers=args.workers, runner=args.runner, progress=args.progress,

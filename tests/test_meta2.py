@@ -318,6 +318,10 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     assert main(["meta2", "cv", str(path)]) == 0
     selection = json.loads((tmp_path / "selection.json").read_text())
     assert selection["winner"] in ("nearest-task", "best-fixed") and len(selection["tasks"]) == 4
+    assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0  # before held-out runs:
+    assert not (tmp_path / "report.md").exists()  # the model selection alone
+    assert f"| {selection['winner']} (winner) |" in (tmp_path / "selection.md").read_text()
+    assert "flagged out of distribution" in (tmp_path / "selection.md").read_text()
     assert main(["meta2", "heldout", str(path), "--no-tpe"]) == 0  # trains the weights first
     model = MetaModel.load(tmp_path / "weights" / "winner.safetensors")
     assert model.thresholds["score"] == selection["ood_thresholds"][selection["winner"]]

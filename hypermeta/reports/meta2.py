@@ -50,6 +50,36 @@ class _Data:
         self.calibration = paths.root / "calibration.md"
 
 
+def render_selection_report(plan: MatrixPlan, out: str | Path | None = None) -> Path:
+    """The model selection alone (``selection.md`` beside the report): what exists before any held-out run."""
+    from types import SimpleNamespace
+
+    paths = Paths.of(plan)
+    if not paths.selection.is_file():
+        raise ValueError(f"{str(paths.selection)!r} does not exist: run `hypermeta meta2 cv {plan.path}` first")
+    selection = json.loads(paths.selection.read_text())
+    data = SimpleNamespace(selection=selection, winner=selection["winner"], cv=pd.read_csv(paths.cv))
+    cv = data.cv[data.cv["fingerprint"] == selection["fingerprint"]]
+    flagged = {m: float((g["ood_score"] > selection["ood_thresholds"][m]).mean()) for m, g in cv.groupby("method")}
+    out = Path(out or "studies/reports/meta2/selection.md")
+    lines = ["# Meta-learner v2: model selection", "", generated_line(f"hypermeta meta2 report {plan.path}"), "",
+             "Leave-one-task-out cross-validation on the training tasks only, as the plan pre-registers; it picks the "
+             "shipped method (the winner: the highest mean CV score) and each method's OOD threshold. It is not "
+             "evidence about held-out tasks: that is the report of `meta2 heldout` (`report.md` beside this file), "
+             "once its runs exist.", "",
+             f"- Made {selection.get('created', 'at an unrecorded time')} on commit "
+             f"`{selection.get('commit') or 'unrecorded'}`; folds train ensembles of {selection['cv_ensemble']} "
+             "member(s) (the shipped weights have 5).",
+             f"- Incomplete training tasks: {len(selection.get('incomplete_tasks', []))}; tasks without signal left "
+             f"out: {len(selection.get('no_signal_tasks', {}))}.", ""]
+    lines += selection_section(data) + [""]
+    lines += ["Share of the CV folds whose OOD score is above the method's threshold (there, the shipped behaviour is "
+              "best-fixed's configuration; the threshold was fitted on these same folds):", "",
+              "| method | flagged out of distribution |", "|---|---:|"]
+    lines += [f"| {m} | {flagged[m]:.0%} |" for m in selection["methods"] if m in flagged]
+    return write_markdown(out, lines)
+
+
 def render_meta2_report(plan: MatrixPlan, out: str | Path | None = None) -> Path:
     data = _Data(plan)
     out = Path(out or "studies/reports/meta2/report.md")
