@@ -24,7 +24,8 @@ def test_round0_starts_with_the_zero_shot_prediction_and_is_diverse():
     assert 3 <= len(candidates) <= ROUND0
     assert len({yaml.safe_dump(c.to_dict()) for _, c in candidates}) == len(candidates)  # no duplicates
     model = load_default()
-    assert len(candidates) <= 1 + len(model.members) + 3
+    # zero-shot, best-fixed (unless that is the method), the members' own (when more than one), 3 nearest tasks
+    assert len(candidates) <= 1 + (model.fallback is not None) + len(model.members) + 3
 
 
 def test_tune_tries_round0_first_then_tpe_and_resumes(tmp_path):
