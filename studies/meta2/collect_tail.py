@@ -14,8 +14,9 @@ Runs are stored as their lock-step batch ends, so a killed collection keeps ever
 already planned those runs.
 
 On a lent GPU machine (16 cores, no network; Python 3.12 and torch there): build the wheels here
-(`pip wheel --no-deps . -w .whl` and `pip download` of gymnasium, farama-notifications, pandas<3, pytz and
-tzdata for cp312), carry `.whl`, and run
+(`pip wheel --no-deps . -w .whl`, again after every code change, and `pip download --no-deps` of gymnasium,
+farama-notifications, pandas<3, pytz, tzdata, stable-baselines3, cloudpickle and, for lunarlander, Box2D, for
+cp312), carry `.whl`, and run
 `python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site
 timeout 500 python3 studies/meta2/collect_tail.py studies/meta2/plan.yaml $OUT/tail_runs.csv --last 9
 --workers 16 --max-agents 24`.
