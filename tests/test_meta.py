@@ -268,7 +268,6 @@ def test_side_by_side_adaptation_is_the_same_algorithm_as_one_task_after_another
     cfg = MetaTrainConfig(method=method, seed=0, ensemble=1, meta_iterations=15, hidden=16)
     feats = np.stack([t.features for t in tasks])
     batches = [TaskBatch(t, feats.mean(0), feats.std(0), cfg.temperature) for t in tasks]
-    torch.set_num_threads(1)
     fast = get_method(method)(cfg).train_member(batches, D, 0)
     reference = _one_task_after_another(method, batches, cfg, D)
     other = get_method(method)(cfg).train_member(batches[:3], D, 0)  # other tasks: another network

@@ -333,7 +333,8 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     preds = pd.read_csv(tmp_path / "heldout" / "predictions.csv")
     assert set(preds["method"]) == {"nearest-task", "best-fixed"}
     shipped = meta2.ship_winner(MatrixPlan.load(path), dest=tmp_path / "package" / "default.safetensors")
-    assert MetaModel.load(shipped).method == selection["winner"]  # the package default is now the CV winner
+    assert shipped.read_bytes() == (tmp_path / "weights" / "winner.safetensors").read_bytes()  # the CV winner
+    assert MetaModel.load(shipped).method == selection["winner"] and not list(shipped.parent.glob("*staged*"))
     provenance = json.loads((tmp_path / "package" / "default.provenance.json").read_text())
     assert provenance["winner"] == selection["winner"] and provenance["cv"]["method"] == selection["winner"]
     assert main(["meta2", "cv", str(path), "--methods", "anil"]) == 2  # one-line error, exit 2

@@ -123,14 +123,30 @@ def test_adapt_proposer_moves_away_from_the_observed_configs(network_weights):
     assert np.log(props[0].lr_initial) > np.log(base.lr_initial) + 0.3 * (np.log(higher.lr_initial) - np.log(base.lr_initial))
 
 
+def _other_settings(weights: str, folder) -> str:
+    """A copy of ``weights`` that records other DQN settings (batch size 32)."""
+    from hypermeta.meta.model import MetaModel
+
+    model = MetaModel.load(weights)
+    model.trained_settings = model.base.replace(batch_size=32)
+    return str(model.save(folder / "other-settings"))
+
+
 def test_tune_with_a_proposer_runs_rounds_and_names_its_study(tmp_path, network_weights, no_network_weights):
     from hypermeta.experiments.tune import tune
 
     storage = f"sqlite:///{tmp_path / 't.db'}"
     with pytest.raises(ValueError, match="needs a meta-learner with networks.*--adapt-weights"):  # before any run
         tune("cartpole", 5, 300, storage=storage, runner="batched", sampler="adapt", predictor=no_network_weights)
+    with pytest.raises(ValueError, match="other DQN settings"):  # round-0 weights of other settings
+        tune("cartpole", 5, 300, storage=storage, runner="batched", sampler="adapt", adapt_predictor=network_weights,
+             predictor=_other_settings(network_weights, tmp_path))
+    with pytest.raises(ValueError, match="--adapt-weights is for --sampler adapt"):
+        tune("cartpole", 5, 300, storage=storage, runner="batched", adapt_predictor=network_weights)
     assert not (tmp_path / "t.db").exists()
-    res = tune("cartpole", 5, 300, storage=storage, runner="batched", sampler="adapt", adapt_predictor=network_weights)
+    # round 0 from one model without networks, the few-shot step from another with them (the same settings)
+    res = tune("cartpole", 5, 300, storage=storage, runner="batched", sampler="adapt", predictor=no_network_weights,
+               adapt_predictor=network_weights)
     assert res.trials == 5 and res.study.study_name.endswith("|adapt")
     trials = sorted(res.study.trials, key=lambda t: t.number)
     assert len(res.candidates) == 2 and all("fixed_params" in t.system_attrs for t in trials)  # all enqueued:

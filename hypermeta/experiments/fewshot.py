@@ -30,7 +30,7 @@ from hypermeta.experiments.pipeline import (RunStore, common_seeds, paired_diffe
 from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
-from hypermeta.experiments.tune import tune
+from hypermeta.experiments.tune import tune, untuned_settings
 from hypermeta.files import dataclass_from_yaml, git_commit, write_text_atomic
 from hypermeta.seeds import test_seeds
 from hypermeta.space import DQNConfig, get_space
@@ -195,7 +195,7 @@ def check_inputs(plan: FewShotPlan) -> None:
             raise ValueError(f"plan {plan.name!r}: sampler adapt needs a meta-learner with networks; "
                              f"{plan.adapt_weights or plan.weights or 'the shipped weights'!r} holds "
                              f"{adapt.method!r}, which has none: set `adapt_weights` to a network method's weights")
-        if adapt.base != load_predictor(plan.weights).base:
+        if untuned_settings(adapt.base) != untuned_settings(load_predictor(plan.weights).base):
             raise ValueError(f"plan {plan.name!r}: `adapt_weights` were trained with other DQN settings than "
                              "`weights`; the studies tune the schedules over one set of settings")
     if "metatpe" not in plan.samplers:

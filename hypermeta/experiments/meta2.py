@@ -135,6 +135,9 @@ def train_methods(plan: MatrixPlan, ensemble: int = SHIPPED_ENSEMBLE, retrain: b
     selection = load_selection(plan)
     frame = pd.read_csv(Paths.of(plan).dataset)
     tasks = [t for t in tasks_from_frame(frame) if t.task in set(selection["tasks"])]
+    if fingerprint(tasks, MetaTrainConfig(seed=0, ensemble=selection["cv_ensemble"])) != selection["fingerprint"]:
+        raise ValueError(f"{str(Paths.of(plan).dataset)!r} is not the data the selection was made on (its tasks or "
+                         f"runs changed): run `hypermeta meta2 cv {plan.path}` again first")
     weights = Paths.of(plan).weights
     stamp = weights / "selection.json"  # the selection the weights in this folder were trained for
     current = json.dumps(selection, sort_keys=True)
@@ -159,12 +162,22 @@ def train_methods(plan: MatrixPlan, ensemble: int = SHIPPED_ENSEMBLE, retrain: b
 def ship_winner(plan: MatrixPlan, dest: str | Path | None = None) -> Path:
     """Make the CV winner's weights (from ``train``) hypermeta's default: copy ``weights/winner`` over the
     package's ``default.safetensors``/``.json`` and write ``default.provenance.json`` beside them (plan, winner,
-    CV table, selection commit). Refuses weights that were not trained for the current ``selection.json``."""
+    CV row, the selection's provenance, the weights' sha256). Refuses a selection the plan does not count (an
+    incomplete matrix, a subset of its methods) and weights not trained for the current ``selection.json``."""
+    import hashlib
     import shutil
 
     from hypermeta.meta.model import default_weights_path
 
     selection = load_selection(plan)
+    if selection.get("incomplete_tasks"):
+        raise ValueError(f"the selection ran on an incomplete training matrix (`--allow-incomplete`, "
+                         f"{len(selection['incomplete_tasks'])} task(s) missing): complete it and run `hypermeta meta2 "
+                         f"cv {plan.path}` again before shipping")
+    left_out = [m for m in plan.methods if m not in selection["methods"]]
+    if left_out:
+        raise ValueError(f"the selection left out the plan's method(s) {left_out} (`--methods`): run `hypermeta meta2 "
+                         f"cv {plan.path}` with all of them before shipping")
     weights = Paths.of(plan).weights
     stamp, winner = weights / "selection.json", weights / "winner.safetensors"
     if not winner.is_file() or not stamp.is_file():
@@ -178,16 +191,25 @@ def ship_winner(plan: MatrixPlan, dest: str | Path | None = None) -> Path:
                          f"`hypermeta meta2 train {plan.path} --retrain`")
     dest = Path(dest) if dest is not None else default_weights_path()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in (".safetensors", ".json"):  # copy, then rename: a kill never leaves half a weights file
-        tmp = dest.with_name(dest.stem + suffix + ".tmp")
-        shutil.copyfile(winner.with_suffix(suffix), tmp)
-        tmp.replace(dest.with_suffix(suffix))
     table = {row["method"]: row for row in selection["table"]}
     provenance = {"plan": str(plan.path), "winner": selection["winner"], "cv": table.get(selection["winner"]),
+                  "methods": selection["methods"], "cv_ensemble": selection["cv_ensemble"],
                   "selection_created": selection.get("created"), "selection_commit": selection.get("commit"),
+                  "selection_fingerprint": selection["fingerprint"],
+                  "heldout_runs_existed_at_selection": selection.get("heldout_runs_existed"),
                   "training_tasks": len(selection["tasks"]), "fixed_settings": plan.fixed,
+                  "sha256": hashlib.sha256(winner.read_bytes()).hexdigest(),
                   "shipped": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
-    write_text_atomic(dest.with_name(dest.stem + ".provenance.json"), json.dumps(provenance, indent=2) + "\n")
+    # all three files staged first, the staged pair checked, then renamed back to back
+    staged = {dest.with_suffix(sfx): dest.with_name(f"{dest.stem}.staged{sfx}") for sfx in (".safetensors", ".json")}
+    for final, tmp in staged.items():
+        shutil.copyfile(winner.with_suffix(final.suffix), tmp)
+    MetaModel.load(staged[dest.with_suffix(".safetensors")])
+    record = dest.with_name(dest.stem + ".provenance.json")
+    staged[record] = write_text_atomic(dest.with_name(f"{dest.stem}.staged.provenance.json"),
+                                       json.dumps(provenance, indent=2) + "\n")
+    for final, tmp in staged.items():
+        tmp.replace(final)
     return dest.with_suffix(".safetensors")
 
 

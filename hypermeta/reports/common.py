@@ -91,7 +91,7 @@ def diverged_line(runs: pd.DataFrame, name: str = "test") -> list[str]:
     """How many distinct runs diverged (a run shared by several method labels counts once)."""
     if "curve" not in runs:
         return []
-    distinct = runs.drop_duplicates([c for c in ("task", "config_key", "seed") if c in runs])
+    distinct = runs.drop_duplicates(["task", "config_key", "seed"]) if "config_key" in runs else runs
     diverged = int(distinct["curve"].astype(str).str.startswith('"diverged').sum())
     return [f"- {diverged} of {len(distinct)} distinct {name} run(s) diverged; each is scored as the random policy (0)."]
 
