@@ -375,6 +375,16 @@ class SearchSpace:
         """Parameters for ``study.enqueue_trial`` that reproduce ``config`` inside this space."""
         return {p.optuna_name: p.to_optuna(getattr(config, p.name)) for p in self.params}
 
+    def untuned(self, config: DQNConfig) -> dict[str, Any]:
+        """The fields of ``config`` this space does not search (a study over it keeps them fixed).
+
+        >>> fixed = get_space("schedule").untuned(DQNConfig())
+        >>> "batch_size" in fixed, "lr_initial" in fixed
+        (True, False)
+        """
+        tuned = {p.name for p in self.params}
+        return {k: v for k, v in config.to_dict().items() if k not in tuned}
+
     def from_optuna_params(self, params: dict[str, Any], base: DQNConfig | None = None) -> DQNConfig:
         """The configuration of a finished trial (``trial.params``)."""
         values = {p.name: p.from_optuna(params[p.optuna_name]) for p in self.params if p.optuna_name in params}

@@ -211,7 +211,7 @@ def _one_task_after_another(method: str, tasks: list, cfg: MetaTrainConfig, n_fe
     """Reference: Reptile and (FO)MAML as published, each task of a meta-batch adapting on its own network."""
     from torch.func import functional_call, grad
 
-    from hypermeta.meta.data import init_member, sample_tasks, task_loss
+    from hypermeta.meta.data import init_member, sample_tasks, task_loss, task_weights
 
     net, rng, gen = init_member(0, n_features, cfg.hidden)
     outer = (torch.optim.SGD(net.parameters(), lr=cfg.reptile_eps) if method == "reptile"
@@ -239,7 +239,8 @@ def _one_task_after_another(method: str, tasks: list, cfg: MetaTrainConfig, n_fe
             n = len(t.codes)
             perm = torch.randperm(n, generator=gen)
             support, query = perm[: max(n // 2, 1)], perm[max(n // 2, 1):]
-            (s_codes, s_w), (q_codes, q_w) = t.subset(support, cfg.temperature), t.subset(query, cfg.temperature)
+            s_codes, s_w = t.codes[support], task_weights(t.y[support], cfg.temperature)
+            q_codes, q_w = t.codes[query], task_weights(t.y[query], cfg.temperature)
             fast = params
             for _ in range(cfg.inner_steps):
                 g = grad(loss_of)(fast, t.x, s_codes, s_w)

@@ -30,7 +30,7 @@ from hypermeta.experiments.pipeline import (RunStore, common_seeds, paired_diffe
 from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
-from hypermeta.experiments.tune import tune, untuned_settings
+from hypermeta.experiments.tune import tune
 from hypermeta.files import dataclass_from_yaml, git_commit, write_text_atomic
 from hypermeta.seeds import test_seeds
 from hypermeta.space import DQNConfig, get_space
@@ -99,9 +99,7 @@ class FewShotPlan:
         """The untuned settings: those the meta-learner's data came from (cold and tune studies alike)."""
         from hypermeta.meta.predict import load_predictor
 
-        base = load_predictor(self.weights).base
-        schedule = {p.name for p in get_space("schedule").params}
-        return {k: v for k, v in base.to_dict().items() if k not in schedule}
+        return get_space("schedule").untuned(load_predictor(self.weights).base)
 
 
 def progress_rows(study: Any, task: str, label: str) -> list[dict]:
@@ -188,14 +186,14 @@ def check_inputs(plan: FewShotPlan) -> None:
     from hypermeta.meta.predict import load_predictor
     from hypermeta.tasks.families import get_task, is_family_task
 
-    plan.fixed()  # loads the weights
+    fixed = plan.fixed()  # loads the weights
     if "adapt" in plan.samplers:
         adapt = load_predictor(plan.adapt_weights or plan.weights)
         if not adapt.members:
             raise ValueError(f"plan {plan.name!r}: sampler adapt needs a meta-learner with networks; "
                              f"{plan.adapt_weights or plan.weights or 'the shipped weights'!r} holds "
                              f"{adapt.method!r}, which has none: set `adapt_weights` to a network method's weights")
-        if untuned_settings(adapt.base) != untuned_settings(load_predictor(plan.weights).base):
+        if get_space("schedule").untuned(adapt.base) != fixed:
             raise ValueError(f"plan {plan.name!r}: `adapt_weights` were trained with other DQN settings than "
                              "`weights`; the studies tune the schedules over one set of settings")
     if "metatpe" not in plan.samplers:

@@ -206,8 +206,8 @@ def ship_winner(plan: MatrixPlan, dest: str | Path | None = None) -> Path:
         shutil.copyfile(winner.with_suffix(final.suffix), tmp)
     MetaModel.load(staged[dest.with_suffix(".safetensors")])
     record = dest.with_name(dest.stem + ".provenance.json")
-    staged[record] = write_text_atomic(dest.with_name(f"{dest.stem}.staged.provenance.json"),
-                                       json.dumps(provenance, indent=2) + "\n")
+    staged[record] = dest.with_name(f"{dest.stem}.staged.provenance.json")
+    staged[record].write_text(json.dumps(provenance, indent=2) + "\n")
     for final, tmp in staged.items():
         tmp.replace(final)
     return dest.with_suffix(".safetensors")

@@ -56,11 +56,6 @@ def round0(task: str, predictor: Any = None, limit: int = ROUND0, result: Any = 
     return out[:limit]
 
 
-def untuned_settings(config: DQNConfig) -> dict[str, Any]:
-    """The fields of ``config`` outside the ``schedule`` space (those a study over the schedules keeps fixed)."""
-    return {k: v for k, v in config.to_dict().items() if k not in {p.name for p in SPACE.params}}
-
-
 def round0_size(trials: int) -> int:
     """Round 0 takes at most :data:`ROUND0` trials and at most half of them (at least one)."""
     return max(1, min(ROUND0, trials // 2))
@@ -84,7 +79,7 @@ def make_proposer(sampler: str, prediction: Any, meta_data: str | Path | None, s
             raise ValueError(f"--sampler adapt needs a meta-learner with networks to take a few-shot step; the "
                              f"weights hold {model.method!r}, which has none: pass --adapt-weights of a network "
                              "method (multitask, surrogate, reptile, maml, fomaml)")
-        if untuned_settings(model.base) != untuned_settings(prediction.model.base):
+        if SPACE.untuned(model.base) != SPACE.untuned(prediction.model.base):
             raise ValueError("--adapt-weights were trained with other DQN settings than the round-0 weights; the "
                              "study tunes the schedules over one set of settings: pass weights of the same data")
         return AdaptProposer(model, prediction.features)
@@ -122,7 +117,7 @@ def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, ru
     proposer = make_proposer(sampler, prediction, meta_data, seed, adapt_predictor)  # fails before any training
     candidates = round0(task, limit=round0_size(trials), result=prediction)
     # the study tunes the schedules over the settings the predictor's data came from (its candidates use them)
-    fixed = untuned_settings(candidates[0][1])
+    fixed = SPACE.untuned(candidates[0][1])
     spec = StudySpec(task, timesteps, "schedule", seeds_per_trial, fixed=fixed)
     deadline = None if time_budget_minutes is None else time.time() + 60 * time_budget_minutes
     batch = max(len(candidates), BATCHED_STUDY_BATCH) if runner == "batched" else 1

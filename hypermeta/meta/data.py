@@ -277,9 +277,6 @@ class TaskBatch:
         self.y = torch.as_tensor(task.objectives, dtype=torch.float32)
         self.w = task_weights(self.y, temperature)
 
-    def subset(self, idx: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.codes[idx], task_weights(self.y[idx], temperature)
-
 
 def task_loss(pred: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted squared distance of the predicted code to the task's trials (with a leading task axis,
@@ -287,18 +284,16 @@ def task_loss(pred: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor) ->
     return (weights * ((codes - pred.unsqueeze(-2)) ** 2).sum(-1)).sum()
 
 
-def stack_tasks(batch: Sequence[TaskBatch], weights: Sequence[torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def stack_tasks(batch: Sequence[TaskBatch]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tasks of one meta-batch as tensors with a leading task axis (:meth:`SchedulePredictor.forward_stacked`,
     :func:`task_loss`): features ``(B, F)``, codes ``(B, N, dim)`` and weights ``(B, N)``, padded to the largest
-    task with zero-weight rows (which add nothing to :func:`task_loss`). ``weights`` replaces each task's own (one tensor per task, the length of its
-    trials; zero marks a trial out of a subset)."""
+    task with zero-weight rows (which add nothing to :func:`task_loss`)."""
     n = max(len(t.codes) for t in batch)
     codes = torch.zeros(len(batch), n, batch[0].codes.shape[1])
     w = torch.zeros(len(batch), n)
     for i, t in enumerate(batch):
         codes[i, : len(t.codes)] = t.codes
-        w[i, : len(t.codes)] = t.w if weights is None else weights[i]
+        w[i, : len(t.codes)] = t.w
     return torch.stack([t.x for t in batch]), codes, w
 
 

@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from hypermeta.meta.data import SchedulePredictor, TaskBatch, init_member, sample_tasks, stack_tasks, task_loss
+from hypermeta.meta.data import (SchedulePredictor, TaskBatch, init_member, sample_tasks, stack_tasks, task_loss,
+                                 task_weights)
 from hypermeta.meta.method import Method
 
 
@@ -29,18 +30,15 @@ class MAML(Method):
         for _ in range(cfg.meta_iterations):
             batch = sample_tasks(rng, tasks, cfg.tasks_per_batch)
             outer.zero_grad()
-            support_w, query_w = [], []
-            for t in batch:  # the split of each task's trials: weights over one half, zero on the other
+            x, codes, _ = stack_tasks(batch)
+            s_w, q_w = torch.zeros(codes.shape[:2]), torch.zeros(codes.shape[:2])
+            for i, t in enumerate(batch):  # the split of each task's trials: weights over one half, zero elsewhere
                 n = len(t.codes)
                 perm = torch.randperm(n, generator=gen)
                 support = perm[: max(n // 2, 1)]
                 query = perm[max(n // 2, 1):] if n > 1 else perm
-                for half, out in ((support, support_w), (query, query_w)):
-                    w = torch.zeros(n)
-                    w[half] = t.subset(half, cfg.temperature)[1]
-                    out.append(w)
-            x, codes, s_w = stack_tasks(batch, support_w)
-            q_w = stack_tasks(batch, query_w)[2]
+                s_w[i, support] = task_weights(t.y[support], cfg.temperature)
+                q_w[i, query] = task_weights(t.y[query], cfg.temperature)
             fast = [p.expand(len(batch), *p.shape) for p in params]  # views: the outer gradient reaches params
             for _ in range(cfg.inner_steps):
                 support_loss = task_loss(net.forward_stacked(fast, x), codes, s_w)

@@ -277,10 +277,15 @@ def _fallbacks(data: _Data, tasks: list[str]) -> int:
     return int(sel["fallback"].astype(bool).sum())
 
 
+def _with_base_and_oracle(runs: pd.DataFrame, method: str, tasks: list[str]) -> tuple[np.ndarray, ...]:
+    """``method``'s, base's and the oracle's ``(seeds, tasks)`` scores on the seeds all three have."""
+    seeds = common_seeds(runs, (method, "base", "oracle"), tasks)
+    return tuple(score_array(runs, x, tasks, seeds) for x in (method, "base", "oracle"))
+
+
 def gap_closed(runs: pd.DataFrame, method: str, tasks: list[str]) -> float:
     """Share of the base-to-oracle gap closed: mean(method - base) / mean(oracle - base) over tasks x seeds."""
-    seeds = common_seeds(runs, (method, "base", "oracle"), tasks)
-    m, base, oracle = (score_array(runs, x, tasks, seeds) for x in (method, "base", "oracle"))
+    m, base, oracle = _with_base_and_oracle(runs, method, tasks)
     gap = float((oracle - base).mean())
     return float((m - base).mean() / gap) if gap > 0 else float("nan")
 
@@ -288,8 +293,7 @@ def gap_closed(runs: pd.DataFrame, method: str, tasks: list[str]) -> float:
 def half_gap_difference(runs: pd.DataFrame, method: str, tasks: list[str]) -> dict[str, float]:
     """``method - (base + oracle) / 2``, paired over tasks x seeds with the primary bootstrap CI: closing half of
     the base-to-oracle gap is the same as beating the midpoint, so its CI says whether >= 50% is resolved."""
-    seeds = common_seeds(runs, (method, "base", "oracle"), tasks)
-    m, base, oracle = (score_array(runs, x, tasks, seeds) for x in (method, "base", "oracle"))
+    m, base, oracle = _with_base_and_oracle(runs, method, tasks)
     return paired_difference(m, (base + oracle) / 2)
 
 
