@@ -12,12 +12,10 @@ stage() { echo "=== $(date -u +%FT%TZ) $*"; "$HM" "$@"; }
 stage matrix "$PLAN" --runner batched --workers "$W" --max-agents 64   # training matrix
 stage matrix "$PLAN" --export-only                                    # dataset.csv
 stage meta2 cv "$PLAN" --workers "$W"                                 # LOTO-CV -> selection.json
-# `meta2 train` is one process: the held-out oracles' matrix runs beside it, so no core idles meanwhile
-stage meta2 train "$PLAN" &                                           # every method's weights, the winner
-train=$!
-stage matrix "$PLAN" --split heldout --runner batched --workers "$W" --max-agents 64   # held-out oracles
-wait "$train"
-stage meta2 heldout "$PLAN" --workers "$W"                            # test seeds, TPE best-of-k, SB3 check
+stage meta2 train "$PLAN"                                             # every method's weights, the winner
+# held-out contexts first (matrix, key comparisons, the rest, TPE, SB3 check), then the held-out family;
+# `meta2 report` reports an unfinished evaluation as interim
+stage meta2 heldout "$PLAN" --workers "$W"
 stage meta2 report "$PLAN"
-stage fewshot studies/tune/plan.yaml --workers "$W"
+stage fewshot studies/tune/plan.yaml --workers "$W"                   # continues meta2's TPE studies to 64 trials
 echo "=== $(date -u +%FT%TZ) all stages done"

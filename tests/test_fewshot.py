@@ -83,6 +83,34 @@ def test_the_committed_plan_uses_meta2s_held_out_tasks_and_budgets():
         if e["task"] in heldout:
             assert e["timesteps"] == meta2.budget(e["task"]) and e["runner"] == "batched", e
     assert {e["task"] for e in plan.tasks if e["runner"] == "sb3"} == {"minatar-breakout", "minatar-freeway"}
+    # their cold studies are meta2's TPE studies, which must then be the same study: same untuned settings
+    from hypermeta.experiments import meta2 as stages
+    from hypermeta.space import get_space
+
+    assert plan.shared_cold_studies() == {t: stages.tpe_study(MatrixPlan.load(plan.cold_from), t) for t in heldout}
+    assert plan.fixed() == get_space("schedule").untuned(meta2.base)
+
+
+def test_cold_studies_shared_with_a_meta2_plan_must_be_the_same_study(tmp_path):
+    from hypermeta.experiments import meta2 as stages
+    from hypermeta.experiments.matrix import MatrixPlan
+
+    other = {"name": "m2", "fixed": {"net_arch": "small"}, "seed": 1, "train": {"cartpole": 1},
+             "heldout_contexts": ["cartpole:gravity=12"], "heldout_family": [], "budgets": {"cartpole": 5000},
+             "portfolio": {"sobol": 2}, "matrix_seeds": 1}
+    (tmp_path / "m2.yaml").write_text(yaml.safe_dump(other))
+    plan = {"name": "fs", "cold_from": str(tmp_path / "m2.yaml"), "selection_tasks": ["acrobot"],
+            "tasks": [{"task": "cartpole:gravity=12", "timesteps": 5000}, {"task": "acrobot", "timesteps": 300}]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    shared = FewShotPlan.load(path).shared_cold_studies()  # acrobot is not meta2's: it keeps its own study
+    assert shared == {"cartpole:gravity=12": stages.tpe_study(MatrixPlan.load(tmp_path / "m2.yaml"), "cartpole:gravity=12")}
+    for change, match in (({"tasks": [{"task": "cartpole:gravity=12", "timesteps": 6000}, plan["tasks"][1]]},
+                           "needs that plan's budget"),
+                          ({"cold_batch": 16}, "need cold_batch 8"), ({"cold_from": "nowhere.yaml"}, "does not exist")):
+        path.write_text(yaml.safe_dump({**plan, **change}))
+        with pytest.raises(ValueError, match=match):
+            FewShotPlan.load(path)
 
 
 def test_the_default_sampler_is_chosen_on_the_selection_tasks_only(tmp_path):

@@ -359,7 +359,21 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
         assert f"| {row['method']}{' (winner)' if row['method'] == selection['winner'] else ''} | " \
                f"{row['cv_score']:.3f} |" in report
     assert main(["meta2", "heldout", str(path), "--no-tpe", "--runner", "sb3"]) == 2  # refused: runs of another runner
+    settings = json.loads((tmp_path / "heldout" / "settings.json").read_text())
+    assert settings["done"] == ["contexts:matrix", "contexts:key", "contexts:others", "contexts:sb3", "complete"]
+    assert "An interim report" not in report
+    # an evaluation stopped after its key comparisons: the report says what is still to run
+    (tmp_path / "heldout" / "settings.json").write_text(json.dumps({**settings, "done": settings["done"][:2]}))
+    assert main(["meta2", "report", str(path), "--out", str(tmp_path / "interim.md")]) == 0
+    interim = (tmp_path / "interim.md").read_text()
+    assert "An interim report" in interim and "contexts: every other method and baseline; contexts: the SB3" in interim
+    (tmp_path / "heldout" / "settings.json").write_text(json.dumps(settings))
+    before = (tmp_path / "selection.json").read_bytes()
     assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 0  # best-fixed always joins
+    assert (tmp_path / "selection.json").read_bytes() == before  # the same result: neither restamped nor flagged
+    stale = {**selection, "ood_thresholds": {**selection["ood_thresholds"], "best-fixed": -1.0}}
+    (tmp_path / "selection.json").write_text(json.dumps(stale))  # a selection this CV does not reproduce
+    assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 0
     again = json.loads((tmp_path / "selection.json").read_text())
     assert again["methods"] == ["nearest-task", "best-fixed"] and again["heldout_runs_existed"]
     with pytest.raises(ValueError, match="trained for another selection.json"):  # weights of the old selection
@@ -419,6 +433,20 @@ def test_tasks_without_signal_are_listed_not_silently_dropped(tmp_path):
     runs.loc[flat, "auc"] = -0.05  # nothing beats the random policy on the second task
     assert set(matrix_scores(plan, runs, tasks)["task"]) == {tasks[0]}
     assert matrix_gaps(plan, runs, tasks) == {tasks[1]: pytest.approx(-0.05)}
+
+
+def test_a_selection_recomputed_with_float_rounding_is_the_same_selection():
+    from hypermeta.experiments.meta2 import same_selection
+
+    a = {"winner": "k-nearest", "ood_thresholds": {"k-nearest": 0.06323099570229854}, "table": [{"cv_score": 0.7}],
+         "created": "2026-11-26 14:53 UTC", "heldout_runs_existed": False}
+    rounded = {**a, "ood_thresholds": {"k-nearest": 0.0632309957022985}, "created": "later",
+               "heldout_runs_existed": True}
+    assert same_selection(a, rounded)
+    assert not same_selection(a, {**a, "ood_thresholds": {"k-nearest": 0.0633}})
+    assert not same_selection(a, {**a, "winner": "best-fixed"})
+    assert same_selection({**a, "table": [{"gap_closed": float("nan")}]}, {**a, "table": [{"gap_closed": float("nan")}]})
+    assert not same_selection(a, {**a, "table": [{"cv_score": 0.7}, {"cv_score": 0.6}]})
 
 
 def test_the_callback_says_out_of_distribution_and_applies_best_fixed(recwarn):

@@ -52,6 +52,10 @@ class FewShotPlan:
     #: the network meta-learner whose few-shot step the ``adapt`` sampler takes (default: ``weights``)
     adapt_weights: str | None = None
     meta_data: str | None = None  # metatpe's dataset of training-task trials
+    #: a meta-learner v2 plan whose held-out evaluation runs Optuna TPE on some of these tasks with the same
+    #: settings: those tasks' cold studies are that plan's TPE studies (`meta2 heldout` runs their first trials,
+    #: this benchmark continues them to max(cold_trials)), not a second study of the same thing
+    cold_from: str | None = None
     #: tasks on which the default sampler is chosen (the first sampler, unless another beats it there with a
     #: paired CI above 0); the targets are then judged on the other tasks only
     selection_tasks: list[str] = field(default_factory=list)
@@ -82,6 +86,31 @@ class FewShotPlan:
             raise ValueError(f"plan {self.name!r}: the selection tasks leave no task to judge the targets on")
         if self.tune_trials < 1 or self.seeds_per_trial < 1 or self.test_seeds < 1 or min(self.cold_trials) < 1:
             raise ValueError(f"plan {self.name!r}: trial, seed and test-seed counts must be >= 1")
+        if self.cold_from:
+            self.shared_cold_studies()  # the shared studies' settings are checked now, before any training
+
+    def shared_cold_studies(self) -> dict[str, tuple[str, str]]:
+        """``{task: (storage, study name)}`` of the tasks whose cold study is ``cold_from``'s TPE study."""
+        if not self.cold_from:
+            return {}
+        from hypermeta.experiments import meta2
+        from hypermeta.experiments.matrix import MatrixPlan
+
+        if not Path(self.cold_from).is_file():
+            raise ValueError(f"plan {self.name!r}: cold_from {self.cold_from!r} does not exist")
+        other = MatrixPlan.load(self.cold_from)
+        if (self.cold_batch, self.seeds_per_trial) != (meta2.TPE_BATCH, meta2.TPE_SEEDS_PER_TRIAL):
+            raise ValueError(f"plan {self.name!r}: cold studies shared with {self.cold_from!r} need cold_batch "
+                             f"{meta2.TPE_BATCH} and seeds_per_trial {meta2.TPE_SEEDS_PER_TRIAL}, as its TPE studies")
+        shared = {}
+        for entry in self.tasks:
+            if entry["task"] in (*other.heldout_contexts, *other.heldout_family):
+                if int(entry["timesteps"]) != other.budget(entry["task"]) or entry["runner"] != "batched":
+                    raise ValueError(f"plan {self.name!r}: task {entry['task']!r} shares its cold study with "
+                                     f"{self.cold_from!r}, so it needs that plan's budget "
+                                     f"({other.budget(entry['task'])}) and the batched runner")
+                shared[entry["task"]] = meta2.tpe_study(other, entry["task"])
+        return shared
 
     @classmethod
     def load(cls, path: str | Path) -> FewShotPlan:
@@ -117,7 +146,8 @@ def run_task(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: b
              ) -> tuple[dict[str, DQNConfig], list[dict]]:
     task, steps, runner = entry["task"], int(entry["timesteps"]), entry["runner"]
     spec = StudySpec(task, steps, "schedule", plan.seeds_per_trial, fixed=plan.fixed())
-    cold = run_study(spec, max(plan.cold_trials), study_name=f"{plan.name}|{task}|cold", storage=plan.storage,
+    storage, name = plan.shared_cold_studies().get(task, (plan.storage, f"{plan.name}|{task}|cold"))
+    cold = run_study(spec, max(plan.cold_trials), study_name=name, storage=storage,
                      sampler="tpe", pruner="none", workers=workers, progress=progress, runner=runner,
                      batch_size=plan.cold_batch if runner == "batched" else 1)
     configs = {f"cold@{k}": best_config_of(cold, k) for k in plan.cold_trials}
@@ -211,7 +241,7 @@ def check_inputs(plan: FewShotPlan) -> None:
 
 #: the plan fields whose change makes stored runs another benchmark's (the manifest's fingerprint)
 RUN_FIELDS = ("tasks", "samplers", "tune_trials", "cold_trials", "cold_batch", "seeds_per_trial", "test_seeds",
-              "weights", "adapt_weights", "meta_data", "selection_tasks")
+              "weights", "adapt_weights", "meta_data", "selection_tasks", "cold_from")
 
 
 def _sha256(path: str | None) -> str | None:

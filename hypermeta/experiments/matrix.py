@@ -139,15 +139,20 @@ class MatrixPlan:
 
 
 def collect_matrix(plan: MatrixPlan, runner: str = "batched", workers: int = 1, n_tasks: int | None = None,
-                   progress: bool = False, split: str = "train", max_agents: int | None = MATRIX_MAX_AGENTS
-                   ) -> pd.DataFrame:
+                   progress: bool = False, split: str = "train", max_agents: int | None = MATRIX_MAX_AGENTS,
+                   tasks: list[str] | None = None) -> pd.DataFrame:
     """Run (or resume) the matrix on the first ``n_tasks`` tasks of ``split`` (``train``: the training tasks;
-    ``heldout``: the held-out contexts and family, whose matrix gives their oracle); returns all its runs.
+    ``heldout``: the held-out contexts and family, whose matrix gives their oracle), or on ``tasks`` of the plan
+    where given; returns all its runs.
     With the batched runner, lock-step batches hold at most ``max_agents`` runs: runs are stored when their
     batch ends, so smaller batches lose less to a kill (the engine is batch-invariant: results do not change)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    tasks = plan.collection_order() if split == "train" else [*plan.heldout_contexts, *plan.heldout_family]
+    if tasks is None:
+        tasks = plan.collection_order() if split == "train" else [*plan.heldout_contexts, *plan.heldout_family]
+    unknown = [t for t in tasks if t not in plan.all_tasks()]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a task of plan {plan.name!r}")
     store = RunStore(plan.runs_path)  # a diverged configuration scores as the random policy, and is not retried
     if runner == "batched" and max_agents is not None:
         from hypermeta.experiments.engine import BatchedRunner

@@ -41,6 +41,10 @@ from hypermeta.space import DQNConfig
 #: Optuna TPE on each held-out task: best of the first k trials, each trial averaged over 3 tuning seeds.
 TPE_BEST_OF = (5, 10, 20, 50)
 TPE_SEEDS_PER_TRIAL = 3
+#: Trials each worker asks at once with the batched runner. Optuna's TPE samples at random until 10 trials have
+#: finished, and a batch is chosen before any of its results, so the first workers x TPE_BATCH trials are random
+#: (with 2 workers: 16, then TPE); the few-shot benchmark's cold studies ask the same (studies/tune/plan.yaml).
+TPE_BATCH = 8
 #: The key comparisons (CV winner, base, best-fixed) are confirmed with the SB3 runner on this many test seeds.
 SB3_CONFIRM_SEEDS = 5
 KEY_METHODS = ("winner", "base", "best-fixed")
@@ -117,8 +121,33 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
                  "heldout_runs_existed": (paths.heldout / "runs.csv").is_file(),
                  "tasks": [t.task for t in tasks], "fingerprint": fingerprint(tasks, cfg),
                  "table": cv_table(cv, methods).to_dict("records")}
+    if paths.selection.is_file():
+        before = json.loads(paths.selection.read_text())
+        if same_selection(before, selection):
+            return before  # a resumed CV: the selection (and the weights trained for it) stand as they are
     write_text_atomic(paths.selection, json.dumps(selection, indent=2) + "\n")
     return selection
+
+
+#: selection fields recorded about the run, not its result
+_RUN_RECORD = ("created", "commit", "heldout_runs_existed")
+
+
+def same_selection(a: dict, b: dict, rel: float = 1e-9) -> bool:
+    """Whether two selections are the same result up to float rounding: recomputing the thresholds and scores from
+    ``cv_runs.csv`` may differ in the last digits, which must neither retrain every method nor restamp the
+    selection's time (or its "held-out runs existed" flag)."""
+    def close(x, y) -> bool:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return x.keys() == y.keys() and all(close(x[k], y[k]) for k in x)
+        if isinstance(x, list) and isinstance(y, list):
+            return len(x) == len(y) and all(close(u, v) for u, v in zip(x, y))
+        if isinstance(x, float) or isinstance(y, float):
+            return isinstance(x, (int, float)) and isinstance(y, (int, float)) and bool(np.isclose(x, y, rtol=rel, atol=0, equal_nan=True))
+        return x == y
+
+    strip = lambda s: {k: v for k, v in s.items() if k not in _RUN_RECORD}  # noqa: E731
+    return close(strip(a), strip(b))
 
 
 def load_selection(plan: MatrixPlan) -> dict:
@@ -250,16 +279,24 @@ def zero_shot(plan: MatrixPlan, models: dict[str, MetaModel], tasks: list[str]) 
     return pd.DataFrame(rows)
 
 
-def tpe_configs(plan: MatrixPlan, task: str, workers: int, runner: str, progress: bool) -> dict[str, DQNConfig]:
-    """Optuna TPE on the held-out task itself (resumable storage beside the plan); best of the first k trials."""
-    from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH
-    from hypermeta.experiments.study import StudySpec, best_config_of, run_study
+def tpe_study(plan: MatrixPlan, task: str) -> tuple[str, str]:
+    """The storage URL and study name of Optuna TPE on held-out ``task`` (the few-shot benchmark's cold study of
+    that task, when its plan names this plan as ``cold_from``)."""
+    return f"sqlite:///{Paths.of(plan).heldout / 'tpe.db'}", f"{plan.name}|{task}|tpe"
 
-    spec = StudySpec(task, plan.budget(task), "schedule", TPE_SEEDS_PER_TRIAL, fixed=dict(plan.fixed))
-    storage = f"sqlite:///{Paths.of(plan).heldout / 'tpe.db'}"
-    study = run_study(spec, max(TPE_BEST_OF), study_name=f"{plan.name}|{task}|tpe", storage=storage,
-                      sampler="tpe", pruner="none", workers=workers, progress=progress, runner=runner,
-                      batch_size=BATCHED_STUDY_BATCH if runner == "batched" else 1)
+
+def tpe_configs(plan: MatrixPlan, task: str, workers: int, runner: str, progress: bool,
+                trials: int = max(TPE_BEST_OF)) -> dict[str, DQNConfig]:
+    """Optuna TPE on the held-out task itself (resumable storage beside the plan); best of the first k trials.
+    With the batched runner each worker asks :data:`TPE_BATCH` trials at once."""
+    from hypermeta.experiments.study import StudySpec, best_config_of, run_study
+    from hypermeta.space import get_space
+
+    spec = StudySpec(task, plan.budget(task), "schedule", TPE_SEEDS_PER_TRIAL,
+                     fixed=get_space("schedule").untuned(plan.base))
+    storage, name = tpe_study(plan, task)
+    study = run_study(spec, trials, study_name=name, storage=storage, sampler="tpe", pruner="none", workers=workers,
+                      progress=progress, runner=runner, batch_size=TPE_BATCH if runner == "batched" else 1)
     return {f"optuna-tpe@{k}": best_config_of(study, k) for k in TPE_BEST_OF}
 
 
@@ -268,50 +305,109 @@ def heldout_jobs(plan: MatrixPlan, task: str, configs: dict[str, DQNConfig], n_s
     return [Job(task, name, config, measurement, seed) for name, config in configs.items() for seed in test_seeds(n_seeds)]
 
 
+def heldout_configs(plan: MatrixPlan, selection: dict, preds: pd.DataFrame, scores: pd.DataFrame, task: str
+                    ) -> dict[str, DQNConfig]:
+    """Every configuration the evaluation trains on ``task`` except TPE's: each method's zero-shot prediction
+    (``hypermeta-<method>``), ``winner`` and ``best-fixed`` (the same runs again under the names the targets use),
+    base, sb3-default, rl-zoo and the oracle."""
+    sel = preds[preds["task"] == task]
+    configs = {f"hypermeta-{m}": DQNConfig.from_dict(json.loads(c)) for m, c in zip(sel["method"], sel["config"])}
+    configs["winner"] = configs[f"hypermeta-{selection['winner']}"]
+    configs["best-fixed"] = configs["hypermeta-best-fixed"]
+    configs.update(named_schedules(plan, task))
+    configs["oracle"] = oracle_config(plan, scores, task)
+    return configs
+
+
+#: The held-out evaluation's steps, in the order they run (``settings.json`` records those done): first every
+#: step of the held-out contexts, whose targets are the primary ones, then the held-out family's; within a group
+#: the key comparisons come first, so an unfinished evaluation has answered the most important question it can.
+HELDOUT_STEPS = ("matrix", "key", "others", "tpe", "sb3")
+HELDOUT_STEP_TEXT = {"matrix": "the held-out matrix (oracles)", "key": "the key comparisons (winner, base, best-fixed)",
+                     "others": "every other method and baseline", "tpe": "the Optuna TPE baselines",
+                     "sb3": "the SB3-runner confirmation"}
+
+
+def heldout_groups(plan: MatrixPlan) -> list[tuple[str, list[str]]]:
+    return [(g, ts) for g, ts in (("contexts", list(plan.heldout_contexts)), ("family", list(plan.heldout_family)))
+            if ts]
+
+
 def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", progress: bool = False,
                 tpe: bool = True) -> Path:
-    """Run (or resume) the held-out evaluation of the plan; writes ``heldout/`` (runs, predictions)."""
+    """Run (or resume) the held-out evaluation of the plan, group by group (:data:`HELDOUT_STEPS`); writes
+    ``heldout/`` (predictions, runs, the runs by method after every step, and the steps done in
+    ``settings.json``, so that ``meta2 report`` can report an unfinished evaluation as such)."""
     selection = load_selection(plan)
     models = train_methods(plan)
-    tasks = [*plan.heldout_contexts, *plan.heldout_family]
     out = Paths.of(plan).heldout
     out.mkdir(parents=True, exist_ok=True)
-    settings = out / "settings.json"  # for the report: the runner, and the selection these runs are for
-    if settings.is_file() and (out / "runs.csv").is_file():
-        before = json.loads(settings.read_text()).get("runner")
-        if before != runner:
-            raise ValueError(f"the held-out runs in {str(out)!r} were made with --runner {before}; resume with the "
-                             "same runner (or move that folder away to start again with another)")
-    write_text_atomic(settings, json.dumps({"runner": runner, "tpe": tpe, "selection": {
-        k: selection.get(k) for k in ("winner", "fingerprint", "created", "commit")}}, indent=2) + "\n")
-    runs = collect_matrix(plan, runner=runner, workers=workers, progress=progress, split="heldout")
-    # a held-out task where no portfolio configuration beats the random policy cannot be normalised: it is
-    # left out of the evaluation and the report lists it among the deviations
-    gaps = matrix_gaps(plan, runs, tasks)
-    (out / "excluded.json").write_text(json.dumps(gaps, indent=2) + "\n")
-    tasks = [t for t in tasks if t not in gaps]
-    scores = matrix_scores(plan, runs, tasks)
-    preds = zero_shot(plan, models, tasks)
+    path = out / "settings.json"  # for the report: the runner, the selection these runs are for, the steps done
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    if before and (out / "runs.csv").is_file() and before.get("runner") != runner:
+        raise ValueError(f"the held-out runs in {str(out)!r} were made with --runner {before.get('runner')}; resume "
+                         "with the same runner (or move that folder away to start again with another)")
+    settings = {"runner": runner, "tpe": tpe, "selection": {
+        k: selection.get(k) for k in ("winner", "fingerprint", "created", "commit")}, "done": before.get("done", [])}
+
+    def record(step: str | None = None) -> None:
+        settings["done"] = list(dict.fromkeys([*settings["done"], *([step] if step else [])]))
+        write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
+
+    record()
+    # predictions need only the tasks' features: all of them first, before any held-out run
+    preds = zero_shot(plan, models, [t for _, ts in heldout_groups(plan) for t in ts])
     preds.to_csv(out / "predictions.csv", index=False)
-    jobs, confirm = [], []
-    for task in tasks:
-        sel = preds[preds["task"] == task]
-        configs = {f"hypermeta-{m}": DQNConfig.from_dict(json.loads(c)) for m, c in zip(sel["method"], sel["config"])}
-        configs["winner"] = configs[f"hypermeta-{selection['winner']}"]
-        configs["best-fixed"] = configs["hypermeta-best-fixed"]
-        configs.update(named_schedules(plan, task))
-        configs["oracle"] = oracle_config(plan, scores, task)
+    primary, confirm = RunStore(out / "runs.csv"), RunStore(out / "runs_sb3.csv")
+    jobs: list[Job] = []
+    checks: list[Job] = []
+
+    def train(new: list[Job], store: RunStore, done: list[Job], by_method: str, step_runner: str) -> None:
+        # runs.csv caches one row per distinct run; *_by_method.csv has a row per (method label, run), rewritten
+        # after every step; a diverged test run is stored, scored as the random policy (the report counts them)
+        done += new
+        run_jobs_scoring_divergence(new, store, workers=workers, progress=progress, runner=step_runner)
+        run_jobs_scoring_divergence(done, store, runner=step_runner).to_csv(out / by_method, index=False)
+
+    excluded: dict[str, float] = {}
+    for group, tasks in heldout_groups(plan):
+        runs = collect_matrix(plan, runner=runner, workers=workers, progress=progress, split="heldout", tasks=tasks)
+        # a held-out task where no portfolio configuration beats the random policy cannot be normalised: it is
+        # left out of the evaluation and the report lists it among the deviations
+        gaps = matrix_gaps(plan, runs, tasks)
+        excluded.update(gaps)
+        (out / "excluded.json").write_text(json.dumps(excluded, indent=2) + "\n")
+        tasks = [t for t in tasks if t not in gaps]
+        record(f"{group}:matrix")
+        scores = matrix_scores(plan, runs, tasks)
+        configs = {t: heldout_configs(plan, selection, preds, scores, t) for t in tasks}
+        train([j for t in tasks for j in heldout_jobs(plan, t, {k: configs[t][k] for k in KEY_METHODS},
+                                                            plan.test_seeds)], primary, jobs, "runs_by_method.csv", runner)
+        record(f"{group}:key")
+        train([j for t in tasks for j in heldout_jobs(plan, t, {k: c for k, c in configs[t].items()
+                                                                 if k not in KEY_METHODS}, plan.test_seeds)],
+              primary, jobs, "runs_by_method.csv", runner)
+        record(f"{group}:others")
         if tpe:
-            configs.update(tpe_configs(plan, task, workers, runner, progress))
-        jobs += heldout_jobs(plan, task, configs, plan.test_seeds)
-        confirm += heldout_jobs(plan, task, {k: configs[k] for k in KEY_METHODS}, SB3_CONFIRM_SEEDS)
-    # runs.csv caches one row per distinct run; *_by_method.csv has a row per (method label, run)
-    # a diverged test run is stored, scored as the random policy (the report counts them)
-    run_jobs_scoring_divergence(jobs, RunStore(out / "runs.csv"), workers=workers, progress=progress,
-                                runner=runner).to_csv(out / "runs_by_method.csv", index=False)
-    run_jobs_scoring_divergence(confirm, RunStore(out / "runs_sb3.csv"), workers=workers, progress=progress,
-                                runner="sb3").to_csv(out / "runs_sb3_by_method.csv", index=False)
+            for t in tasks:  # the study, then its best-of-k on the test seeds, task by task
+                train(heldout_jobs(plan, t, tpe_configs(plan, t, workers, runner, progress), plan.test_seeds),
+                      primary, jobs, "runs_by_method.csv", runner)
+            record(f"{group}:tpe")
+        train([j for t in tasks for j in heldout_jobs(plan, t, {k: configs[t][k] for k in KEY_METHODS},
+                                                            SB3_CONFIRM_SEEDS)], confirm, checks,
+              "runs_sb3_by_method.csv", "sb3")
+        record(f"{group}:sb3")
+    record("complete")
     return out
+
+
+def heldout_todo(plan: MatrixPlan, settings: dict) -> list[str]:
+    """The steps of the held-out evaluation not done yet, as text (empty when it is complete)."""
+    done = set(settings.get("done", []))
+    if "complete" in done:
+        return []
+    return [f"{group}: {HELDOUT_STEP_TEXT[step]}" for group, _ in heldout_groups(plan) for step in HELDOUT_STEPS
+            if f"{group}:{step}" not in done and not (step == "tpe" and not settings.get("tpe", True))]
 
 
 def heldout_scores(plan: MatrixPlan, runs: pd.DataFrame, tasks: list[str], matrix: pd.DataFrame | None = None

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
-from hypermeta.experiments.meta2 import (SB3_CONFIRM_SEEDS, TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths, heldout_scores,
-                                         score_array)
+from hypermeta.experiments.meta2 import (SB3_CONFIRM_SEEDS, TPE_BATCH, TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths,
+                                         heldout_scores, heldout_todo, score_array)
 from hypermeta.experiments.pipeline import RunStore, common_seeds, iqm_with_ci, paired_difference
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
@@ -85,6 +85,11 @@ def render_meta2_report(plan: MatrixPlan, out: str | Path | None = None) -> Path
     out = Path(out or "studies/reports/meta2/report.md")
     lines = ["# Meta-learner v2: zero-shot schedules on held-out tasks", "",
              generated_line(f"hypermeta meta2 report {plan.path}"), ""]
+    todo = heldout_todo(plan, data.settings)
+    if todo:
+        lines += ["**An interim report: the held-out evaluation has not finished.** Still to run (`meta2 heldout` "
+                  "resumes): " + "; ".join(todo) + ". A target whose runs are missing reads \"not measured yet\"; "
+                  "nothing here was used to change the plan or the selection.", ""]
     for section in (deviations_section, targets_section, setup_section, selection_section, primary_section,
                     per_task_section, every_method_section, iqm_section, prediction_section, ood_section,
                     confirmation_section, push_right_section):
@@ -124,10 +129,8 @@ def deviations_section(data: _Data) -> list[str]:
               for t, v in data.selection.get("no_signal_tasks", {}).items()]
     lines += [f"- Held-out task left out: `{t}`: no portfolio configuration beat the random policy there (best mean "
               f"normalised AUC {v:.3f}), so it cannot be normalised." for t, v in data.excluded.items()]
-    if not any(m.startswith("optuna-tpe@") for m in data.runs["method"].unique()):
+    if data.settings.get("tpe") is False:
         lines.append("- **The Optuna TPE baselines were not run** (`--no-tpe`): the TPE target is not measured.")
-    if data.sb3 is None:
-        lines.append("- **The confirmation with the SB3 runner has not run.**")
     lines += seed_shortfall_line(data.runs, data.plan.test_seeds)
     for name, runs in (("test", data.runs), ("SB3 confirmation", data.sb3)):
         if runs is not None:
@@ -149,7 +152,8 @@ def setup_section(data: _Data) -> list[str]:
             "(lr initial, final ratio and shape; epsilon initial, final, fraction and shape).",
             "- Budgets (training steps per run): " + ", ".join(f"{k} {v:,}" for k, v in plan.budgets.items()) + ".",
             f"- Seeds: matrix {plan.matrix_seeds} per task from {MATRIX_SEED_START:,} + 1,000 x task index; "
-            f"TPE trials {TPE_SEEDS_PER_TRIAL} tuning seeds each (trial t: {TPE_SEEDS_PER_TRIAL}t and on); "
+            f"TPE trials {TPE_SEEDS_PER_TRIAL} tuning seeds each (trial t: {TPE_SEEDS_PER_TRIAL}t and on; each "
+            f"worker asks {TPE_BATCH} trials at once, so the first workers x {TPE_BATCH} are TPE's random start); "
             f"{test_seed_text(plan.test_seeds)} for every method; the SB3 confirmation on the first "
             f"{SB3_CONFIRM_SEEDS} test seeds. "
             f"Ranges are disjoint (tuning < matrix < test = {TEST_SEED_START:,}+).",
