@@ -362,11 +362,19 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     settings = json.loads((tmp_path / "heldout" / "settings.json").read_text())
     assert settings["done"] == ["contexts:matrix", "contexts:key", "contexts:others", "contexts:sb3", "complete"]
     assert "An interim report" not in report
-    # an evaluation stopped after its key comparisons: the report says what is still to run
+    # an evaluation stopped after its key comparisons, with a held-out family not reached yet (no matrix, no
+    # runs, only its prediction): the report says what is still to run and renders what it has
     (tmp_path / "heldout" / "settings.json").write_text(json.dumps({**settings, "done": settings["done"][:2]}))
+    path.write_text(yaml.safe_dump({**plan, "heldout_family": ["acrobot"], "budgets": {"cartpole": 5000, "acrobot": 5000}}))
+    preds = pd.read_csv(tmp_path / "heldout" / "predictions.csv")
+    pd.concat([preds, preds.assign(task="acrobot")]).to_csv(tmp_path / "heldout" / "predictions.csv", index=False)
     assert main(["meta2", "report", str(path), "--out", str(tmp_path / "interim.md")]) == 0
     interim = (tmp_path / "interim.md").read_text()
     assert "An interim report" in interim and "contexts: every other method and baseline; contexts: the SB3" in interim
+    assert "family: the held-out matrix (oracles)" in interim and "| not measured | - |" in interim
+    assert "held-out family, not significantly worse than best-fixed: not measured yet" in interim
+    path.write_text(yaml.safe_dump(plan))
+    preds.to_csv(tmp_path / "heldout" / "predictions.csv", index=False)
     (tmp_path / "heldout" / "settings.json").write_text(json.dumps(settings))
     before = (tmp_path / "selection.json").read_bytes()
     assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 0  # best-fixed always joins
