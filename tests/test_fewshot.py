@@ -91,11 +91,11 @@ def test_the_committed_plan_uses_meta2s_held_out_tasks_and_budgets():
     assert plan.fixed() == get_space("schedule").untuned(meta2.base)
 
 
-def test_cold_studies_shared_with_a_meta2_plan_must_be_the_same_study(tmp_path):
+def test_cold_studies_shared_with_a_meta2_plan_must_be_the_same_study(tmp_path, monkeypatch):
     from hypermeta.experiments import meta2 as stages
     from hypermeta.experiments.matrix import MatrixPlan
 
-    other = {"name": "m2", "fixed": {"net_arch": "small"}, "seed": 1, "train": {"cartpole": 1},
+    other = {"name": "m2", "fixed": {"net_arch": "small", "gamma": 0.98}, "seed": 1, "train": {"cartpole": 1},
              "heldout_contexts": ["cartpole:gravity=12"], "heldout_family": [], "budgets": {"cartpole": 5000},
              "portfolio": {"sobol": 2}, "matrix_seeds": 1}
     (tmp_path / "m2.yaml").write_text(yaml.safe_dump(other))
@@ -105,12 +105,34 @@ def test_cold_studies_shared_with_a_meta2_plan_must_be_the_same_study(tmp_path):
     path.write_text(yaml.safe_dump(plan))
     shared = FewShotPlan.load(path).shared_cold_studies()  # acrobot is not meta2's: it keeps its own study
     assert shared == {"cartpole:gravity=12": stages.tpe_study(MatrixPlan.load(tmp_path / "m2.yaml"), "cartpole:gravity=12")}
+    from hypermeta.experiments import fewshot
+
+    seen = []
+
+    def cold_study(spec, n, **kw):
+        seen.append(kw)
+        raise KeyboardInterrupt  # stop after the cold study's call
+
+    monkeypatch.setattr(fewshot, "run_study", cold_study)
+    for entry in plan["tasks"]:
+        with pytest.raises(KeyboardInterrupt):
+            fewshot.run_task(FewShotPlan.load(path), {**entry, "runner": "batched"}, 2, False)
+    assert [(k["storage"], k["study_name"]) for k in seen] == [
+        shared["cartpole:gravity=12"], (f"sqlite:///{tmp_path / 'studies.db'}", "fs|acrobot|cold")]
+    assert all((k["batch_size"], k["n_startup_trials"]) == (8, 8) for k in seen)  # TPE once a batch has finished
     for change, match in (({"tasks": [{"task": "cartpole:gravity=12", "timesteps": 6000}, plan["tasks"][1]]},
                            "needs that plan's budget"),
                           ({"cold_batch": 16}, "need cold_batch 8"), ({"cold_from": "nowhere.yaml"}, "does not exist")):
         path.write_text(yaml.safe_dump({**plan, **change}))
         with pytest.raises(ValueError, match=match):
             FewShotPlan.load(path)
+    path.write_text(yaml.safe_dump(plan))
+    with pytest.raises(ValueError, match="tune over that plan's fixed DQN settings"):  # gamma 0.98, the weights 0.99
+        fewshot.check_inputs(FewShotPlan.load(path))
+    (tmp_path / "heldout").mkdir()
+    (tmp_path / "heldout" / "settings.json").write_text('{"runner": "sb3"}')
+    with pytest.raises(ValueError, match="were run with the sb3 runner"):
+        FewShotPlan.load(path)
 
 
 def test_the_default_sampler_is_chosen_on_the_selection_tasks_only(tmp_path):

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import optuna
 import pytest
+import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -85,7 +86,43 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     open_study(small_spec(), "x", storage)
     with pytest.raises(ValueError, match="exists with other settings.*timesteps: stored 600, given 700"):
         open_study(small_spec(timesteps=700), "x", storage)
+    open_study(small_spec(), "made-by", storage, runner="batched")
+    open_study(small_spec(), "made-by", storage, runner="batched")  # the same runner resumes
+    with pytest.raises(ValueError, match="runner: stored 'batched', given 'sb3'"):
+        open_study(small_spec(), "made-by", storage, runner="sb3")
+    open_study(small_spec(), "x", storage, runner="sb3")  # a study from before runners were stored resumes
 
+
+def test_batched_tpe_starts_once_a_batch_has_finished(monkeypatch, tmp_path):
+    """meta2's TPE and the few-shot cold studies: 8 trials per worker and TPE after 8 finished (Optuna's default of
+    10 would leave a worker's second batch random too)."""
+    import optuna
+
+    from hypermeta.experiments import meta2, study as study_module
+    from hypermeta.experiments.matrix import MatrixPlan
+    from hypermeta.experiments.study import make_sampler
+
+    def after_eight(n_startup):
+        study = optuna.create_study(sampler=make_sampler("tpe", 0, True, n_startup), direction="maximize")
+        dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+        for i in range(8):
+            study.add_trial(optuna.trial.create_trial(params={"x": i / 8}, distributions=dist, value=float(i)))
+        randomly = []
+        real = optuna.samplers.RandomSampler.sample_independent
+        monkeypatch.setattr(optuna.samplers.RandomSampler, "sample_independent",
+                            lambda self, *a, **k: randomly.append(1) or real(self, *a, **k))
+        study.ask().suggest_float("x", 0, 1)
+        return bool(randomly)
+
+    assert after_eight(None) and not after_eight(meta2.TPE_BATCH)  # Optuna's default would still be random
+    seen = {}
+    monkeypatch.setattr(study_module, "run_study", lambda spec, n, **kw: seen.update(kw, n=n))
+    monkeypatch.setattr(study_module, "best_config_of", lambda study, k: None)
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump({
+        "name": "p", "fixed": {}, "seed": 0, "train": {}, "heldout_contexts": ["cartpole:gravity=12"],
+        "heldout_family": [], "budgets": {"cartpole": 1000}, "portfolio": {"sobol": 2}, "matrix_seeds": 1}))
+    meta2.tpe_configs(MatrixPlan.load(tmp_path / "plan.yaml"), "cartpole:gravity=12", 2, "batched", False)
+    assert (seen["batch_size"], seen["n_startup_trials"], seen["n"]) == (8, 8, 50)
 
 def test_divergence_is_detected_during_training():
     config = DQNConfig(**SMALL_BASE)

@@ -99,6 +99,11 @@ class FewShotPlan:
         if not Path(self.cold_from).is_file():
             raise ValueError(f"plan {self.name!r}: cold_from {self.cold_from!r} does not exist")
         other = MatrixPlan.load(self.cold_from)
+        settings = meta2.Paths.of(other).heldout / "settings.json"
+        ran_with = json.loads(settings.read_text()).get("runner") if settings.is_file() else "batched"
+        if ran_with != "batched":
+            raise ValueError(f"plan {self.name!r}: the TPE studies of {self.cold_from!r} were run with the {ran_with} "
+                             "runner; shared cold studies need the batched one")
         if (self.cold_batch, self.seeds_per_trial) != (meta2.TPE_BATCH, meta2.TPE_SEEDS_PER_TRIAL):
             raise ValueError(f"plan {self.name!r}: cold studies shared with {self.cold_from!r} need cold_batch "
                              f"{meta2.TPE_BATCH} and seeds_per_trial {meta2.TPE_SEEDS_PER_TRIAL}, as its TPE studies")
@@ -147,9 +152,10 @@ def run_task(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: b
     task, steps, runner = entry["task"], int(entry["timesteps"]), entry["runner"]
     spec = StudySpec(task, steps, "schedule", plan.seeds_per_trial, fixed=plan.fixed())
     storage, name = plan.shared_cold_studies().get(task, (plan.storage, f"{plan.name}|{task}|cold"))
+    batched = runner == "batched"  # TPE starts once a batch has finished (Optuna's default waits for 10 trials)
     cold = run_study(spec, max(plan.cold_trials), study_name=name, storage=storage,
                      sampler="tpe", pruner="none", workers=workers, progress=progress, runner=runner,
-                     batch_size=plan.cold_batch if runner == "batched" else 1)
+                     batch_size=plan.cold_batch if batched else 1, n_startup_trials=plan.cold_batch if batched else None)
     configs = {f"cold@{k}": best_config_of(cold, k) for k in plan.cold_trials}
     rows = progress_rows(cold, task, "cold")
     for sampler in plan.samplers:
@@ -217,6 +223,12 @@ def check_inputs(plan: FewShotPlan) -> None:
     from hypermeta.tasks.families import get_task, is_family_task
 
     fixed = plan.fixed()  # loads the weights
+    if plan.cold_from and plan.shared_cold_studies():
+        from hypermeta.experiments.matrix import MatrixPlan
+
+        if get_space("schedule").untuned(MatrixPlan.load(plan.cold_from).base) != fixed:
+            raise ValueError(f"plan {plan.name!r}: the cold studies shared with {plan.cold_from!r} tune over that plan's "
+                             "fixed DQN settings, and `weights` were trained with others")
     if "adapt" in plan.samplers:
         adapt = load_predictor(plan.adapt_weights or plan.weights)
         if not adapt.members:
@@ -259,7 +271,7 @@ def run_fingerprint(plan: FewShotPlan) -> dict[str, Any]:
 
     return {"plan": hashlib.sha256(fields.encode()).hexdigest()[:16],
             "weights": _sha256(plan.weights or str(default_weights_path())), "meta_data": _sha256(plan.meta_data),
-            "adapt_weights": _sha256(plan.adapt_weights)}
+            "adapt_weights": _sha256(plan.adapt_weights), "cold_from": _sha256(plan.cold_from)}
 
 
 def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> dict[str, Any]:

@@ -41,9 +41,10 @@ from hypermeta.space import DQNConfig
 #: Optuna TPE on each held-out task: best of the first k trials, each trial averaged over 3 tuning seeds.
 TPE_BEST_OF = (5, 10, 20, 50)
 TPE_SEEDS_PER_TRIAL = 3
-#: Trials each worker asks at once with the batched runner. Optuna's TPE samples at random until 10 trials have
-#: finished, and a batch is chosen before any of its results, so the first workers x TPE_BATCH trials are random
-#: (with 2 workers: 16, then TPE); the few-shot benchmark's cold studies ask the same (studies/tune/plan.yaml).
+#: Trials each worker asks at once with the batched runner, and TPE's random start (``n_startup_trials``: it
+#: samples at random until that many trials have finished; Optuna's default, 10, would leave a worker's second
+#: batch random too). A batch is chosen before any of its results, so the first workers x TPE_BATCH trials are
+#: random (with 2 workers: 16), then TPE; the few-shot benchmark's cold studies do the same (studies/tune/plan.yaml).
 TPE_BATCH = 8
 #: The key comparisons (CV winner, base, best-fixed) are confirmed with the SB3 runner on this many test seeds.
 SB3_CONFIRM_SEEDS = 5
@@ -143,7 +144,8 @@ def same_selection(a: dict, b: dict, rel: float = 1e-9) -> bool:
         if isinstance(x, list) and isinstance(y, list):
             return len(x) == len(y) and all(close(u, v) for u, v in zip(x, y))
         if isinstance(x, float) or isinstance(y, float):
-            return isinstance(x, (int, float)) and isinstance(y, (int, float)) and bool(np.isclose(x, y, rtol=rel, atol=0, equal_nan=True))
+            return (isinstance(x, (int, float)) and isinstance(y, (int, float))
+                    and bool(np.isclose(x, y, rtol=rel, atol=1e-12, equal_nan=True)))
         return x == y
 
     strip = lambda s: {k: v for k, v in s.items() if k not in _RUN_RECORD}  # noqa: E731
@@ -288,15 +290,18 @@ def tpe_study(plan: MatrixPlan, task: str) -> tuple[str, str]:
 def tpe_configs(plan: MatrixPlan, task: str, workers: int, runner: str, progress: bool,
                 trials: int = max(TPE_BEST_OF)) -> dict[str, DQNConfig]:
     """Optuna TPE on the held-out task itself (resumable storage beside the plan); best of the first k trials.
-    With the batched runner each worker asks :data:`TPE_BATCH` trials at once."""
+    With the batched runner each worker asks :data:`TPE_BATCH` trials at once and TPE starts once that many have
+    finished."""
     from hypermeta.experiments.study import StudySpec, best_config_of, run_study
     from hypermeta.space import get_space
 
     spec = StudySpec(task, plan.budget(task), "schedule", TPE_SEEDS_PER_TRIAL,
                      fixed=get_space("schedule").untuned(plan.base))
     storage, name = tpe_study(plan, task)
+    batched = runner == "batched"
     study = run_study(spec, trials, study_name=name, storage=storage, sampler="tpe", pruner="none", workers=workers,
-                      progress=progress, runner=runner, batch_size=TPE_BATCH if runner == "batched" else 1)
+                      progress=progress, runner=runner, batch_size=TPE_BATCH if batched else 1,
+                      n_startup_trials=TPE_BATCH if batched else None)
     return {f"optuna-tpe@{k}": best_config_of(study, k) for k in TPE_BEST_OF}
 
 
@@ -346,9 +351,14 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
     before = json.loads(path.read_text()) if path.is_file() else {}
     if before and (out / "runs.csv").is_file() and before.get("runner") != runner:
         raise ValueError(f"the held-out runs in {str(out)!r} were made with --runner {before.get('runner')}; resume "
-                         "with the same runner (or move that folder away to start again with another)")
+                         "with the same runner (or move that folder away to start again with another; its tpe.db "
+                         "also holds the few-shot benchmark's cold studies of these tasks)")
+    # `done` lists the steps of *this* invocation only: the files are rebuilt from its steps (finished runs are
+    # read back from the stores in minutes), so a step never reads as done while its rows are not in the files
+    starts = [*before.get("starts", []), {"time": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+                                          "workers": workers, "commit": git_commit()}]
     settings = {"runner": runner, "tpe": tpe, "selection": {
-        k: selection.get(k) for k in ("winner", "fingerprint", "created", "commit")}, "done": before.get("done", [])}
+        k: selection.get(k) for k in ("winner", "fingerprint", "created", "commit")}, "done": [], "starts": starts}
 
     def record(step: str | None = None) -> None:
         settings["done"] = list(dict.fromkeys([*settings["done"], *([step] if step else [])]))
@@ -367,16 +377,18 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
         # after every step; a diverged test run is stored, scored as the random policy (the report counts them)
         done += new
         run_jobs_scoring_divergence(new, store, workers=workers, progress=progress, runner=step_runner)
-        run_jobs_scoring_divergence(done, store, runner=step_runner).to_csv(out / by_method, index=False)
+        write_text_atomic(out / by_method, run_jobs_scoring_divergence(done, store, runner=step_runner).to_csv(
+            index=False))
 
     excluded: dict[str, float] = {}
     for group, tasks in heldout_groups(plan):
-        runs = collect_matrix(plan, runner=runner, workers=workers, progress=progress, split="heldout", tasks=tasks)
+        # the oracles are measured with the engine, as the training matrix (whatever runs the test seeds)
+        runs = collect_matrix(plan, runner="batched", workers=workers, progress=progress, split="heldout", tasks=tasks)
         # a held-out task where no portfolio configuration beats the random policy cannot be normalised: it is
         # left out of the evaluation and the report lists it among the deviations
         gaps = matrix_gaps(plan, runs, tasks)
         excluded.update(gaps)
-        (out / "excluded.json").write_text(json.dumps(excluded, indent=2) + "\n")
+        write_text_atomic(out / "excluded.json", json.dumps(excluded, indent=2) + "\n")
         tasks = [t for t in tasks if t not in gaps]
         record(f"{group}:matrix")
         scores = matrix_scores(plan, runs, tasks)

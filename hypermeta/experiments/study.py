@@ -242,19 +242,23 @@ def study_spec(study: optuna.Study) -> StudySpec:
 
 def open_study(spec: StudySpec, study_name: str, storage: str | RDBStorage, sampler: str = "tpe",
                pruner: str = "median", sampler_seed: int | None = 0, constant_liar: bool = False,
-               n_startup_trials: int | None = None) -> optuna.Study:
-    """Create the study, or load it and check it was made with the same spec (else ``ValueError``)."""
+               n_startup_trials: int | None = None, runner: str | None = None) -> optuna.Study:
+    """Create the study, or load it and check it was made with the same spec (else ``ValueError``). ``runner``
+    (its name) is stored with a new study and checked against one that has it (studies from before it was
+    stored resume with any runner)."""
     storage = make_storage(storage) if isinstance(storage, str) else storage
     study = optuna.create_study(
         study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
         sampler=make_sampler(sampler, sampler_seed, constant_liar, n_startup_trials), pruner=make_pruner(pruner, spec),
     )
+    wanted = {**spec.attrs(), "sampler": sampler, "pruner": pruner}
     if not study.user_attrs:
-        for key, value in {**spec.attrs(), "sampler": sampler, "pruner": pruner}.items():
+        for key, value in {**wanted, **({"runner": runner} if runner else {})}.items():
             study.set_user_attr(key, value)
         return study
     stored = study.user_attrs
-    wanted = {**spec.attrs(), "sampler": sampler, "pruner": pruner}
+    if runner and "runner" in stored:
+        wanted["runner"] = runner
     diff = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
     if diff:
         text = ", ".join(f"{k}: stored {a!r}, given {b!r}" for k, (a, b) in diff.items())
@@ -429,7 +433,8 @@ def _worker_main(kwargs: dict[str, Any]) -> None:
     spec = StudySpec(**kwargs["spec"])
     storage = make_storage(kwargs["storage"], kwargs["heartbeat_interval"], kwargs["grace_period"])
     study = open_study(spec, kwargs["study_name"], storage, kwargs["sampler"], kwargs["pruner"], kwargs["seed"],
-                       constant_liar=kwargs["batch_size"] > 1, n_startup_trials=kwargs.get("n_startup_trials"))
+                       constant_liar=kwargs["batch_size"] > 1, n_startup_trials=kwargs.get("n_startup_trials"),
+                       runner=get_runner(kwargs["runner"]).name)
     work(study, Objective(spec, kwargs["runner"]), kwargs["n_trials"], batch_size=kwargs["batch_size"],
          deadline=kwargs["deadline"])
 
@@ -478,7 +483,7 @@ def run_study(
     study_name = study_name or default_study_name(spec, sampler)
     rdb = make_storage(storage, heartbeat_interval, grace_period)
     study = open_study(spec, study_name, rdb, sampler, pruner, seed, constant_liar=batch_size > 1,
-                       n_startup_trials=n_startup_trials)
+                       n_startup_trials=n_startup_trials, runner=get_runner(runner).name)
     space = get_space(spec.space)
     for config in enqueue:
         study.enqueue_trial(space.to_optuna_params(config), skip_if_exists=True)

@@ -69,7 +69,9 @@ def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
         starts = manifest["starts"]
         lines.append(f"- Run in {len(starts)} start(s): " + "; ".join(
             f"{s['time']}, {s['workers']} worker(s), commit `{s.get('commit') or 'unrecorded'}`" for s in starts)
-            + f". Cold studies' random start: workers x {plan.cold_batch} trials per batched task.")
+            + f". Cold studies' random start: workers x {plan.cold_batch} trials per batched task"
+            + (f"; the cold studies shared with `{plan.cold_from}` were started by its `meta2 heldout`, whose "
+               "workers its `heldout/settings.json` records" if plan.cold_from else "") + ".")
         if manifest.get("preexisting"):
             lines.append("- **Runs from before the run record existed** were found at the first recorded start: "
                          "nothing shows which plan, weights or workers made them.")
@@ -105,9 +107,12 @@ def setup_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
     return ["## Setup", "",
             f"Tasks: {tasks}. Every trial averages {plan.seeds_per_trial} tuning seeds; the chosen configuration of "
             f"every study is re-trained on {test_seed_text(plan.test_seeds)}, the same for every method. Cold TPE: "
-            f"one study of {max(plan.cold_trials)} trials, best of its first k = `cold@k` (Optuna's TPE: random "
-            f"until 10 trials have finished; batched tasks ask {plan.cold_batch} trials per worker at once, so the "
-            "first workers x that many are chosen before any result); `tune`: "
+            f"one study of {max(plan.cold_trials)} trials, best of its first k = `cold@k` (batched tasks ask "
+            f"{plan.cold_batch} trials per worker at once and TPE samples at random until {plan.cold_batch} have "
+            "finished, so the first workers x that many are random; sb3 tasks ask one at a time, random until 10 "
+            "have finished"
+            + (f"; the study of each task of `{plan.cold_from}`'s held-out evaluation is that plan's Optuna TPE "
+               "study, continued" if plan.cold_from else "") + "); `tune`: "
             f"{plan.tune_trials} trials, round 0 from the meta-learner (`{plan.weights or 'shipped weights'}`), then "
             f"each sampler of {plan.samplers} (TPE starting from round 0's results; no pruning in either). "
             f"Summed per-run wall time of the test runs: {wall_hours(runs):.1f} h (the studies' own trials are "
