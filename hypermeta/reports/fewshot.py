@@ -71,7 +71,8 @@ def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
             f"{s['time']}, {s['workers']} worker(s), commit `{s.get('commit') or 'unrecorded'}`" for s in starts)
             + f". Cold studies' random start: workers x {plan.cold_batch} trials per batched task"
             + (f"; the cold studies shared with `{plan.cold_from}` were started by its `meta2 heldout`, whose "
-               "workers its `heldout/settings.json` records" if plan.cold_from else "") + ".")
+               "workers its `heldout/settings.json` records, before this benchmark's sampler choice (which reads "
+               "only the selection tasks' tune runs)" if plan.cold_from else "") + ".")
         if manifest.get("preexisting"):
             lines.append("- **Runs from before the run record existed** were found at the first recorded start: "
                          "nothing shows which plan, weights or workers made them.")
