@@ -104,6 +104,7 @@ def test_cold_studies_shared_with_a_meta2_plan_must_be_the_same_study(tmp_path, 
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
     shared = FewShotPlan.load(path).shared_cold_studies()  # acrobot is not meta2's: it keeps its own study
+    assert FewShotPlan.load(path).shared_runs().path == tmp_path / "heldout" / "runs.csv"  # its runs to copy
     assert shared == {"cartpole:gravity=12": stages.tpe_study(MatrixPlan.load(tmp_path / "m2.yaml"), "cartpole:gravity=12")}
     from hypermeta.experiments import fewshot
 

@@ -75,6 +75,12 @@ def test_run_jobs_stores_per_seed_rows_and_resumes_without_retraining(tmp_path, 
                                    runs.sort_values(["method", "seed"])["auc"].reset_index(drop=True))
     table = summarize(again, ["mine"], ["CartPole-v1"], reps=100)
     assert table.iloc[0]["runs"] == 2
+    # another store adopts the identical runs it lacks, once, and trains only the rest
+    other = RunStore(tmp_path / "other.csv")
+    extra = Job("CartPole-v1", "mine", config, TINY_SETTINGS, TEST_SEED_START + 5)
+    assert other.adopt(RunStore(tmp_path / "runs.csv"), [*jobs, extra]) == 2
+    assert other.adopt(RunStore(tmp_path / "runs.csv"), jobs) == 0 and len(pd.read_csv(tmp_path / "other.csv")) == 2
+    assert other.get(extra) is None and other.get(jobs[2])["auc"] == other.get(jobs[0])["auc"]
 
 
 def test_baselines_resolve_by_name():

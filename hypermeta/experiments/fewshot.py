@@ -89,6 +89,16 @@ class FewShotPlan:
         if self.cold_from:
             self.shared_cold_studies()  # the shared studies' settings are checked now, before any training
 
+    def shared_runs(self) -> RunStore | None:
+        """``cold_from``'s held-out test runs (made with the batched runner, as the shared tasks' runs here), from
+        which the identical test runs of the shared tasks are copied instead of trained again."""
+        if not self.shared_cold_studies():
+            return None
+        from hypermeta.experiments import meta2
+        from hypermeta.experiments.matrix import MatrixPlan
+
+        return RunStore(meta2.Paths.of(MatrixPlan.load(self.cold_from)).heldout / "runs.csv")
+
     def shared_cold_studies(self) -> dict[str, tuple[str, str]]:
         """``{task: (storage, study name)}`` of the tasks whose cold study is ``cold_from``'s TPE study."""
         if not self.cold_from:
@@ -293,6 +303,14 @@ def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> 
     return manifest
 
 
+def record_copied(plan: FewShotPlan, copied: int) -> None:
+    """Add to ``manifest.json`` the test runs this start copied from ``cold_from``'s held-out runs."""
+    path = plan.root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["copied_runs"] = manifest.get("copied_runs", 0) + copied
+    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
+
+
 def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> Path:
     """Run (or resume) the whole benchmark; writes ``runs_by_method.csv`` and ``progress.csv`` beside the plan.
     The selection tasks run first; the default sampler is then chosen on them and recorded (``choice.json``)
@@ -310,15 +328,22 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> 
     existed = preexisting or (store.is_file() and bool(
         set(pd.read_csv(store, usecols=["task"])["task"]) & {e["task"] for e in evaluation}))
     all_runs, all_rows = [], []
+    shared, copied = plan.shared_cold_studies(), 0
+    source = plan.shared_runs()
     for i, entry in enumerate(selection + evaluation):
         if i == len(selection):
             record_choice(plan, pd.concat(all_runs, ignore_index=True) if all_runs else pd.DataFrame(), existed)
         configs, rows = run_task(plan, entry, workers, progress)
         m = Measurement(int(entry["timesteps"]))
         jobs = [Job(entry["task"], name, c, m, s) for name, c in configs.items() for s in test_seeds(plan.test_seeds)]
-        all_runs.append(run_jobs_scoring_divergence(jobs, RunStore(plan.root / "runs.csv"), workers=workers,
-                                                    progress=progress, runner=entry["runner"]))
+        store = RunStore(plan.root / "runs.csv")
+        if source is not None and entry["task"] in shared:  # e.g. cold@8 = meta2's optuna-tpe@10: the same runs
+            copied += store.adopt(source, jobs)
+        all_runs.append(run_jobs_scoring_divergence(jobs, store, workers=workers, progress=progress,
+                                                    runner=entry["runner"]))
         all_rows += rows
+    if copied:
+        record_copied(plan, copied)
     record_choice(plan, pd.concat(all_runs, ignore_index=True), existed)  # no-op once recorded above
     pd.concat(all_runs, ignore_index=True).to_csv(plan.root / "runs_by_method.csv", index=False)
     pd.DataFrame(all_rows).to_csv(plan.root / "progress.csv", index=False)

@@ -101,6 +101,17 @@ class RunStore:
         row = self.rows.get(job_key(job))
         return None if row is None else {**row, "method": job.method}
 
+    def adopt(self, source: RunStore, jobs: Sequence[Job]) -> int:
+        """Copy into this store the runs of ``jobs`` that ``source`` holds and this store lacks: identical jobs
+        (task, configuration, seed, measurement) need not be trained twice, provided ``source``'s runs were made
+        by the same runner (the caller's check). Returns how many rows were copied."""
+        copied = 0
+        for key in dict.fromkeys(map(job_key, jobs)):
+            if key not in self.rows and key in source.rows:
+                self.add(source.rows[key])
+                copied += 1
+        return copied
+
 
 def run_jobs(jobs: Sequence[Job], store: RunStore | None = None, workers: int = 1, progress: bool = False,
              runner: str | Runner = DEFAULT_RUNNER, errors: list | None = None) -> pd.DataFrame:

@@ -76,6 +76,10 @@ def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
         if manifest.get("preexisting"):
             lines.append("- **Runs from before the run record existed** were found at the first recorded start: "
                          "nothing shows which plan, weights or workers made them.")
+        if manifest.get("copied_runs"):
+            lines.append(f"- {manifest['copied_runs']} test run(s) were copied from `{plan.cold_from}`'s held-out "
+                         "runs instead of trained again: the same jobs (task, configuration, test seed, budget) with "
+                         "the same runner, e.g. a `cold@k` that is one of its `optuna-tpe@k` configurations.")
         if len({s["workers"] for s in starts}) > 1:
             lines.append("- **The workers changed between starts**, and with them the cold studies' random start.")
         if manifest["fingerprint"] != run_fingerprint(plan):
