@@ -361,7 +361,7 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     assert main(["meta2", "heldout", str(path), "--no-tpe", "--runner", "sb3"]) == 2  # refused: runs of another runner
     settings = json.loads((tmp_path / "heldout" / "settings.json").read_text())
     assert settings["done"] == ["contexts:matrix", "contexts:key", "contexts:others", "contexts:sb3", "complete"]
-    assert "An interim report" not in report
+    assert "An interim report" not in report and "`meta2 heldout` started 1 time(s): " in report
     # an evaluation stopped after its key comparisons, with a held-out family not reached yet (no matrix, no
     # runs, only its prediction): the report says what is still to run and renders what it has
     (tmp_path / "heldout" / "settings.json").write_text(json.dumps({**settings, "done": settings["done"][:2]}))

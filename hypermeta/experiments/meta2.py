@@ -287,8 +287,7 @@ def tpe_study(plan: MatrixPlan, task: str) -> tuple[str, str]:
     return f"sqlite:///{Paths.of(plan).heldout / 'tpe.db'}", f"{plan.name}|{task}|tpe"
 
 
-def tpe_configs(plan: MatrixPlan, task: str, workers: int, runner: str, progress: bool,
-                trials: int = max(TPE_BEST_OF)) -> dict[str, DQNConfig]:
+def tpe_configs(plan: MatrixPlan, task: str, workers: int, runner: str, progress: bool) -> dict[str, DQNConfig]:
     """Optuna TPE on the held-out task itself (resumable storage beside the plan); best of the first k trials.
     With the batched runner each worker asks :data:`TPE_BATCH` trials at once and TPE starts once that many have
     finished."""
@@ -299,7 +298,7 @@ def tpe_configs(plan: MatrixPlan, task: str, workers: int, runner: str, progress
                      fixed=get_space("schedule").untuned(plan.base))
     storage, name = tpe_study(plan, task)
     batched = runner == "batched"
-    study = run_study(spec, trials, study_name=name, storage=storage, sampler="tpe", pruner="none", workers=workers,
+    study = run_study(spec, max(TPE_BEST_OF), study_name=name, storage=storage, sampler="tpe", pruner="none", workers=workers,
                       progress=progress, runner=runner, batch_size=TPE_BATCH if batched else 1,
                       n_startup_trials=TPE_BATCH if batched else None)
     return {f"optuna-tpe@{k}": best_config_of(study, k) for k in TPE_BEST_OF}
@@ -372,12 +371,12 @@ def run_heldout(plan: MatrixPlan, workers: int = 1, runner: str = "batched", pro
     jobs: list[Job] = []
     checks: list[Job] = []
 
-    def train(new: list[Job], store: RunStore, done: list[Job], by_method: str, step_runner: str) -> None:
+    def train(new: list[Job], store: RunStore, so_far: list[Job], by_method: str, step_runner: str) -> None:
         # runs.csv caches one row per distinct run; *_by_method.csv has a row per (method label, run), rewritten
         # after every step; a diverged test run is stored, scored as the random policy (the report counts them)
-        done += new
+        so_far += new
         run_jobs_scoring_divergence(new, store, workers=workers, progress=progress, runner=step_runner)
-        write_text_atomic(out / by_method, run_jobs_scoring_divergence(done, store, runner=step_runner).to_csv(
+        write_text_atomic(out / by_method, run_jobs_scoring_divergence(so_far, store, runner=step_runner).to_csv(
             index=False))
 
     excluded: dict[str, float] = {}

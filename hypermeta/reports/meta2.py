@@ -129,6 +129,11 @@ def deviations_section(data: _Data) -> list[str]:
               for t, v in data.selection.get("no_signal_tasks", {}).items()]
     lines += [f"- Held-out task left out: `{t}`: no portfolio configuration beat the random policy there (best mean "
               f"normalised AUC {v:.3f}), so it cannot be normalised." for t, v in data.excluded.items()]
+    starts = data.settings.get("starts", [])
+    if starts:
+        lines.append(f"- `meta2 heldout` started {len(starts)} time(s): " + "; ".join(
+            f"{s['time']}, {s['workers']} worker(s), commit `{s.get('commit') or 'unrecorded'}`" for s in starts)
+            + f" (the workers set TPE's random start: workers x {TPE_BATCH} trials).")
     if data.settings.get("tpe") is False:
         lines.append("- **The Optuna TPE baselines were not run** (`--no-tpe`): the TPE target is not measured.")
     lines += seed_shortfall_line(data.runs, data.plan.test_seeds)
