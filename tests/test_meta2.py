@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hypermeta import MetaModel, MetaTrainConfig, meta_train
+from hypermeta import DQNConfig, MetaModel, MetaTrainConfig, meta_train
 from hypermeta.experiments.matrix import MatrixPlan, collect_matrix, matrix_dataset, matrix_scores
 from hypermeta.experiments.pipeline import RunStore, paired_difference, run_row
 from hypermeta.guard import DivergenceError
@@ -362,6 +362,7 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     settings = json.loads((tmp_path / "heldout" / "settings.json").read_text())
     assert settings["done"] == ["contexts:matrix", "contexts:key", "contexts:others", "contexts:sb3", "complete"]
     assert "An interim report" not in report and "`meta2 heldout` started 1 time(s): " in report
+    assert "of 1 contexts (" in report and "(the SB3 confirmation is below)" in report
     # an evaluation stopped after its key comparisons, with a held-out family not reached yet (no matrix, no
     # runs, only its prediction): the report says what is still to run and renders what it has
     (tmp_path / "heldout" / "settings.json").write_text(json.dumps({**settings, "done": settings["done"][:2]}))
@@ -573,10 +574,15 @@ def _report_data(winner: str, shift: dict[str, float]):
                 rows.append({"method": method, "task": task, "seed": seed, "score": score + 0.01 * seed})
             winner_score = 0.6 + shift.get(task, 0.0) + 0.01 * seed
             rows.append({"method": "winner", "task": task, "seed": seed, "score": winner_score})
-    preds = pd.DataFrame({"method": [winner] * 3, "task": ["cartpole:gravity=12", "acrobot:link_length_1=1.3",
-                                                            "lunarlander"], "fallback": [False, False, True]})
-    return SimpleNamespace(runs=pd.DataFrame(rows), contexts=["cartpole:gravity=12", "acrobot:link_length_1=1.3"],
-                           family=["lunarlander"], winner=winner, preds=preds)
+    tasks = ["cartpole:gravity=12", "acrobot:link_length_1=1.3", "lunarlander"]
+    fixed, own = json.dumps(DQNConfig().to_dict()), json.dumps(DQNConfig(lr_initial=3e-4).to_dict())
+    preds = pd.DataFrame({"method": [winner] * 3, "task": tasks, "fallback": [False, False, True],
+                          "config": [fixed if winner == "best-fixed" else own, own, fixed]})
+    if winner != "best-fixed":
+        preds = pd.concat([preds, pd.DataFrame({"method": ["best-fixed"] * 3, "task": tasks, "fallback": False,
+                                                "config": fixed})])
+    return SimpleNamespace(runs=pd.DataFrame(rows), contexts=tasks[:2], family=tasks[2:], winner=winner, preds=preds,
+                           sb3=None)
 
 
 def test_the_targets_say_plainly_when_best_fixed_wins_and_when_a_method_loses():
@@ -587,6 +593,7 @@ def test_the_targets_say_plainly_when_best_fixed_wins_and_when_a_method_loses():
     assert "winner beats best-fixed (paired CI above 0): **missed** (+0.000" in text
     text = "\n".join(targets_section(_report_data("k-nearest", {"cartpole:gravity=12": 0.2, "acrobot:link_length_1=1.3": 0.2})))
     assert "selected best-fixed" not in text and "winner beats best-fixed (paired CI above 0): **met** (+0.200" in text
+    assert "best-fixed's own on 0 of 2 contexts (0 OOD fallbacks)" in text and "(the SB3 confirmation is pending)" in text
     # (0.8 - 0.4) / (0.9 - 0.4); its CI: 0.8 against the midpoint (0.4 + 0.9) / 2, equal on every seed
     assert ("closes >= 50% of the base-to-oracle gap: **met** (80%; winner - (base + oracle)/2 = +0.150 "
             "[+0.150, +0.150]: the CI is above 50%)") in text
