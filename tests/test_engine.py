@@ -116,6 +116,7 @@ def test_runner_groups_shapes_and_runs_through_the_pipeline(tmp_path):
     assert list(runs["method"]) == ["a", "b", "c"] and runs["env_steps"].tolist() == [300, 300, 300]
 
 
+@pytest.mark.filterwarnings("error:Heartbeat of storage")  # the batch's heartbeats are hypermeta's own
 def test_a_study_through_the_engine_asks_in_batches_and_resumes(tmp_path):
     spec = StudySpec("cartpole", 400, n_evals=2, eval_episodes=1)
     storage = f"sqlite:///{tmp_path}/s.db"

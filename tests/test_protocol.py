@@ -81,6 +81,20 @@ def test_run_jobs_stores_per_seed_rows_and_resumes_without_retraining(tmp_path, 
     assert other.adopt(RunStore(tmp_path / "runs.csv"), [*jobs, extra]) == 2
     assert other.adopt(RunStore(tmp_path / "runs.csv"), jobs) == 0 and len(pd.read_csv(tmp_path / "other.csv")) == 2
     assert other.get(extra) is None and other.get(jobs[2])["auc"] == other.get(jobs[0])["auc"]
+    # copied byte for byte: a reloaded store keeps the exact floats it read (pandas' default parser may not)
+    assert (tmp_path / "other.csv").read_text() == (tmp_path / "runs.csv").read_text()
+
+
+def test_a_reloaded_run_store_keeps_every_float_exactly(tmp_path):
+    # pandas' default CSV float parser reads 0.39949973199928535 as 0.3994997319992853: a resumed evaluation would
+    # then rewrite its cached runs with other last digits (and adopt slightly different copies)
+    row = {"task": "t", "method": "m", "config_key": "k", "seed": 1, "timesteps": 10, "n_evals": 1, "eval_episodes": 1,
+           "auc": 0.39949973199928535, "final_return": 0.28604609612292303, "final_score": 0.29444345184920495,
+           "wall_time": 1.0, "env_steps": 10, "curve": "[1.0]", "config": "{}"}
+    RunStore(tmp_path / "runs.csv").add(row)
+    again = RunStore(tmp_path / "runs.csv").frame().iloc[0]
+    assert [again[c] for c in ("auc", "final_return", "final_score")] == [row[c] for c in ("auc", "final_return",
+                                                                                        "final_score")]
 
 
 def test_baselines_resolve_by_name():

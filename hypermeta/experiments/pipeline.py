@@ -79,7 +79,7 @@ class RunStore:
         self.path = Path(path)
         self.rows: dict[tuple, dict] = {}
         if self.path.exists():
-            for row in pd.read_csv(self.path).to_dict("records"):
+            for row in pd.read_csv(self.path, float_precision="round_trip").to_dict("records"):  # exact floats
                 self.rows[self._key(row)] = row
 
     @staticmethod

@@ -420,7 +420,10 @@ def work(study: optuna.Study, objective: Objective, n_trials: int, poll_seconds:
             continue
         if batch_size > 1:
             room = n_trials - finished - _count(trials, (TrialState.RUNNING,))
-            objective.run_batch(study, [study.ask() for _ in range(max(1, min(batch_size, room)))])
+            with warnings.catch_warnings():  # the batch's heartbeats are ours (_Heartbeats), not optimize's
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
+                asked = [study.ask() for _ in range(max(1, min(batch_size, room)))]
+            objective.run_batch(study, asked)
         else:
             study.optimize(objective, n_trials=1, catch=(DivergenceError,), gc_after_trial=False)
 
