@@ -204,7 +204,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(args.task, args.trials or 10_000, args.timesteps, seeds_per_trial=args.seeds_per_trial,
                   runner=args.runner, storage=args.storage, study_name=args.study_name, predictor=args.weights,
                   time_budget_minutes=args.time_budget, progress=args.progress, sampler=args.sampler,
-                  meta_data=args.meta_data, adapt_predictor=args.adapt_weights)
+                  meta_data=args.meta_data, adapt_predictor=args.adapt_weights,
+                  heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
     print(f"round 0 ({len(result.candidates)} warm candidates): " + ", ".join(label for label, _ in result.candidates))
     print(f"{result.trials} finished trials, {result.env_steps:,} environment steps, {result.train_seconds:.0f} s of "
           f"training (study {result.study.study_name!r} in {args.storage})")
@@ -415,6 +416,15 @@ def cmd_meta_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_heartbeat_args(p: argparse.ArgumentParser) -> None:
+    from hypermeta.experiments.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL
+
+    p.add_argument("--heartbeat-interval", type=positive_int, default=HEARTBEAT_INTERVAL,
+                   help="seconds between a running trial's heartbeats in the storage")
+    p.add_argument("--grace-period", type=positive_int, default=GRACE_PERIOD,
+                   help="seconds without heartbeat after which a trial counts as dead (a killed run) and is retried once")
+
+
 def _add_measurement_args(p: argparse.ArgumentParser) -> None:
     from hypermeta.experiments.defaults import DEFAULT_RUNNER, EVAL_EPISODES, N_EVALS, RUNNERS
 
@@ -505,8 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train without the divergence guard (on by default: rolls back and cuts the lr on divergence)")
     p.set_defaults(func=cmd_train)
 
-    from hypermeta.experiments.defaults import (DEFAULT_RUNNER, DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL,
-                                                PRUNERS, RUNNERS, SAMPLERS, TEST_SEEDS)
+    from hypermeta.experiments.defaults import DEFAULT_RUNNER, DEFAULT_STORAGE, PRUNERS, RUNNERS, SAMPLERS, TEST_SEEDS
 
     p = sub.add_parser("study", help="run or resume an Optuna study over the search space")
     _add_measurement_args(p)
@@ -521,10 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="SQLAlchemy URL (sqlite:///..., postgresql+psycopg2://...)")
     p.add_argument("--study-name", help="default: task|space|sampler|T<timesteps>|m<seeds>")
     p.add_argument("--enqueue", help="YAML/JSON config (or list of configs) to try first")
-    p.add_argument("--heartbeat-interval", type=positive_int, default=HEARTBEAT_INTERVAL,
-                   help="seconds between a running trial's heartbeats in the storage")
-    p.add_argument("--grace-period", type=positive_int, default=GRACE_PERIOD,
-                   help="seconds without heartbeat after which a trial counts as dead and is retried once")
+    _add_heartbeat_args(p)
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("tune", help="tune a new task quickly: a study warm-started by the meta-learner")
@@ -546,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="best.yaml", help="where to write the best configuration (YAML)")
     p.add_argument("--env", help="env id of the printed rl-zoo entry (default: the task)")
     p.add_argument("--progress", action="store_true")
+    _add_heartbeat_args(p)
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("evaluate", help="re-train one configuration on fresh test seeds")

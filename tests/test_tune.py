@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
 import yaml
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hypermeta import DQNConfig, HyperMetaCallback, load_default, predict_config
 from hypermeta.cli import main
+from hypermeta.experiments.study import best_config_of
 from hypermeta.experiments.tune import ROUND0, round0, tune
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -63,6 +70,48 @@ def test_cli_tune_writes_a_best_yaml_the_callback_applies(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0 and "round 0" in text and "2 finished trials" in text and "SB3 kwargs" in text
     assert HyperMetaCallback(str(out)).config == DQNConfig.load(out)
+
+
+def test_tune_killed_with_sigkill_in_round0_resumes_with_the_same_command(tmp_path):
+    """kill -9 while round 0 trains; the same command fails its trials once they are stale, retries each once
+    with the same configuration, and finishes the study; nothing is lost or run twice."""
+    storage = f"sqlite:///{tmp_path}/t.db"
+    cmd = [sys.executable, "-m", "hypermeta.cli", "tune", "cartpole", "--timesteps", "6000", "--trials", "4",
+           "--runner", "batched", "--storage", storage, "--out", str(tmp_path / "best.yaml"),
+           "--heartbeat-interval", "1", "--grace-period", "3"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while True:
+            assert time.time() < deadline and proc.poll() is None, "tune ended before it could be killed"
+            try:
+                study = optuna.load_study(study_name=None, storage=storage)
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            except Exception:  # the study is not created yet
+                running = []
+            if running:
+                break
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = study.get_trials(states=(TrialState.RUNNING,))
+    assert killed and not study.get_trials(states=(TrialState.COMPLETE,))  # killed in round 0, nothing finished
+
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name=None, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.number for t in killed] == [t.number for t in trials if t.state == TrialState.FAIL]
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    for dead in killed:  # each retried once, with its configuration
+        retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
+        assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+        assert dead.params.items() <= retries[0].params.items()
+    round0 = [t for t in trials if t.number < 2 or RetryHeartbeatStaleTrialCallback.retried_trial_number(t) in (0, 1)]
+    assert len({tuple(sorted(t.params.items())) for t in round0 if t.state == TrialState.COMPLETE}) == 2
+    assert DQNConfig.load(tmp_path / "best.yaml") == best_config_of(study)
 
 
 # --- the proposers after round 0 ------------------------------------------------------------------------------

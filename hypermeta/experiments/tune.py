@@ -19,7 +19,7 @@ from typing import Any
 
 import optuna
 
-from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH, DEFAULT_STORAGE
+from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH, DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.predict import predict_config
@@ -105,12 +105,14 @@ def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, ru
          storage: str = DEFAULT_STORAGE, study_name: str | None = None, predictor: Any = None,
          time_budget_minutes: float | None = None, progress: bool = False, seed: int = 0,
          sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str | None = None,
-         adapt_predictor: Any = None) -> TuneResult:
+         adapt_predictor: Any = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+         grace_period: int = GRACE_PERIOD) -> TuneResult:
     """Run (or resume) the warm-started study of ``task`` until ``trials`` trials finished or the time budget
     is spent, and return its best configuration. Round 0 runs first, as one batch; TPE then starts from its
     results (its random start is the trials already finished). ``pruner``: None = the median pruner on the
     SB3 runner with TPE, none otherwise. ``adapt_predictor``: the network meta-learner of ``sampler="adapt"``
-    (default: ``predictor``)."""
+    (default: ``predictor``). ``heartbeat_interval``/``grace_period``: as in :func:`run_study` (a killed run's
+    trials are failed and retried once when the same call resumes it)."""
     if time_budget_minutes is not None and not time_budget_minutes > 0:
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
     prediction = predict_config(task, predictor, warn=False)
@@ -125,7 +127,7 @@ def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, ru
     if pruner is None:
         pruner = "none" if runner == "batched" or proposer is not None else "median"
     common = dict(study_name=name, storage=storage, sampler="tpe", runner=runner, progress=progress, seed=seed,
-                  pruner=pruner, deadline=deadline)
+                  pruner=pruner, deadline=deadline, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     study = run_study(spec, min(len(candidates), trials), enqueue=[c for _, c in candidates],
                       batch_size=min(batch, trials), **common)
     done = len(finished_in_order(study))
