@@ -349,7 +349,8 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
                  "| nearest-task (winner) | 1 |" if selection["winner"] == "nearest-task" else "| nearest-task | 1 |",
                  "Primary test runs: the `batched` runner", "| contexts | winner - best-fixed | 1 x 5 |",
                  "| family cartpole | 1 |", "| interpolation | 1 |", "Run by run (the same task, configuration and seed", "## Setup", "- Budgets (training steps per run): "
-                 "cartpole 5,000.", "## Per held-out task: where the winner wins and loses"):
+                 "cartpole 5,000.", "## Per held-out task: where the winner wins and loses",
+                 "## CV against the held-out contexts (exploratory)", "| nearest-task"):
         assert text in report, text
     assert report.index("## Deviations") < report.index("## Targets")  # deviations at the top
     assert ("The cross-validation selected best-fixed" in report) == (selection["winner"] == "best-fixed")
@@ -602,6 +603,35 @@ def test_the_targets_say_plainly_when_best_fixed_wins_and_when_a_method_loses():
     assert "the CI includes 50%" in text
     losing = "\n".join(per_task_section(_report_data("k-nearest", {"cartpole:gravity=12": -0.1})))
     assert "| cartpole:gravity=12 | -0.100 |" in losing and "below best-fixed on 1 of 3" in losing
+
+
+def test_cv_against_heldout_scores_both_sides_the_same_way_per_family():
+    from types import SimpleNamespace
+
+    from hypermeta.reports.meta2 import cv_against_heldout_section
+
+    a, b = DQNConfig(), DQNConfig(lr_initial=3e-4)  # best-fixed's and the other portfolio configuration
+    near_b = json.dumps(DQNConfig(lr_initial=2.9e-4).to_dict())  # not in the matrix: looked up as b
+    ctx = ["cartpole:gravity=12", "acrobot:link_length_1=1.3"]
+    matrix = pd.DataFrame({"task": [ctx[0], ctx[0], ctx[1], ctx[1]], "score": [0.5, 0.8, 0.6, 0.4],
+                           "config": [json.dumps(c.to_dict()) for c in (a, b, a, b)]})
+    raw = {"k-nearest": json.dumps(b.to_dict()), "nearest-task": json.dumps(a.to_dict()), "ridge-portfolio": near_b}
+    preds = pd.DataFrame([{"method": m, "task": t, "raw_config": c, "config": c, "ood_score": 0.0}
+                          for m, c in {**raw, "best-fixed": json.dumps(a.to_dict())}.items() for t in ctx])
+    cv_diffs = {"k-nearest": [0.1, 0.3, -0.1], "nearest-task": [-0.2, -0.2, -0.2], "ridge-portfolio": [0.0, 0.0, 0.0]}
+    cv_tasks = ["cartpole:gravity=9", "cartpole:gravity=11", "acrobot:link_length_1=0.9"]
+    cv = pd.DataFrame([{"method": m, "task": t, "score": 0.5 + d, "best_fixed": 0.5, "fingerprint": fp}
+                       for fp in ("this", "an older selection") for m, ds in cv_diffs.items()
+                       for t, d in zip(cv_tasks, ds)])
+    data = SimpleNamespace(cv=cv, selection={"fingerprint": "this", "methods": [*cv_diffs, "best-fixed"]},
+                           winner="k-nearest", contexts=ctx, preds=preds, matrix=matrix)
+    text = "\n".join(cv_against_heldout_section(data))
+    assert "| method | all (3 / 2) | acrobot (1 / 1) | cartpole (2 / 1) |" in text
+    # CV: all +0.1, acrobot -0.1, cartpole +0.2; held-out (matrix): acrobot 0.4 - 0.6, cartpole 0.8 - 0.5
+    assert "| k-nearest (winner) | +0.100 / +0.050 | -0.100 / -0.200 | +0.200 / +0.300 |" in text
+    assert "| nearest-task | -0.200 / +0.000 |" in text and "| ridge-portfolio | +0.000 / +0.050 |" in text
+    assert "Spearman correlation, across the methods, of their mean CV difference and their mean held-out " \
+           "difference: +0.87 (3 methods)" in text  # ranks (3, 1, 2) against (2.5, 1, 2.5)
 
 
 def test_paired_statistics_pair_runs_by_seed_not_by_position():

@@ -92,7 +92,7 @@ def render_meta2_report(plan: MatrixPlan, out: str | Path | None = None) -> Path
                   "nothing here was used to change the plan or the selection.", ""]
     for section in (deviations_section, targets_section, setup_section, selection_section, primary_section,
                     per_task_section, every_method_section, iqm_section, prediction_section, ood_section,
-                    confirmation_section, push_right_section):
+                    cv_against_heldout_section, confirmation_section, push_right_section):
         lines += section(data) + [""]
     return write_markdown(out, lines)
 
@@ -439,33 +439,37 @@ def prediction_section(data: _Data) -> list[str]:
     return lines + ([] if families else ["- no family has 3 or more held-out tasks."])
 
 
-def ood_section(data: _Data) -> list[str]:
-    """Per method: how well its OOD score flags the held-out tasks where its raw zero-shot prediction is worse
-    than best-fixed (both looked up in the task's own matrix, as in the CV, not in the test runs)."""
+def matrix_looked_up(data: _Data) -> pd.DataFrame:
+    """Per (method, held-out task with a matrix): the raw zero-shot prediction's and best-fixed's scores, each the
+    mean of the nearest portfolio configuration in the task's own matrix, as the CV scores them (not test runs)."""
     from hypermeta.meta.data import TaskData
 
     fixed = data.preds[data.preds["method"] == "best-fixed"].set_index("task")["config"]
+    rows = []
+    for r in data.preds[data.preds["method"] != "best-fixed"].itertuples():
+        sel = data.matrix[data.matrix["task"] == r.task]
+        if sel.empty or r.task not in fixed.index:
+            continue
+        codes = np.stack([SPACE.encode(DQNConfig.from_dict(json.loads(c))) for c in sel["config"]])
+        task = TaskData(r.task, np.zeros(1), codes, sel["score"].to_numpy())
+        rows.append({"method": r.method, "task": r.task, "ood_score": r.ood_score,
+                     "raw": portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(r.raw_config)))),
+                     "best_fixed": portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(fixed[r.task]))))})
+    return pd.DataFrame(rows, columns=["method", "task", "ood_score", "raw", "best_fixed"])
+
+
+def ood_section(data: _Data) -> list[str]:
+    """Per method: how well its OOD score flags the held-out tasks where its raw zero-shot prediction is worse
+    than best-fixed (both looked up in the task's own matrix, as in the CV, not in the test runs)."""
     lines = ["## Calibrated OOD", "",
              "Per method, over the held-out tasks: AUROC of the OOD score for \"the raw zero-shot prediction is worse "
              "than best-fixed\" (each configuration scored by the nearest portfolio configuration's mean in the "
              "task's own matrix, as in the CV), and what the threshold set by the CV on the training tasks flags.",
              "", "| method | tasks | worse than best-fixed | AUROC | threshold | flagged (of them worse) |",
              "|---|---:|---:|---:|---:|---:|"]
-    for method in dict.fromkeys(data.preds["method"]):
-        if method == "best-fixed":
-            continue
-        scores, worse = [], []
-        for r in data.preds[data.preds["method"] == method].itertuples():
-            sel = data.matrix[data.matrix["task"] == r.task]
-            if sel.empty or r.task not in fixed.index:
-                continue
-            codes = np.stack([SPACE.encode(DQNConfig.from_dict(json.loads(c))) for c in sel["config"]])
-            task = TaskData(r.task, np.zeros(1), codes, sel["score"].to_numpy())
-            raw = portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(r.raw_config))))
-            bf = portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(fixed[r.task]))))
-            scores.append(r.ood_score)
-            worse.append(raw < bf)
-        scores, worse = np.array(scores, dtype=float), np.array(worse, dtype=bool)
+    looked_up = matrix_looked_up(data)
+    for method, g in looked_up.groupby("method", sort=False):
+        scores, worse = g["ood_score"].to_numpy(float), (g["raw"] < g["best_fixed"]).to_numpy()
         threshold = data.selection["ood_thresholds"].get(method, float("nan"))
         flagged = scores > threshold
         area = auroc(scores, worse) if 0 < worse.sum() < len(worse) else float("nan")
@@ -473,6 +477,53 @@ def ood_section(data: _Data) -> list[str]:
                      f"{'undefined' if np.isnan(area) else f'{area:.2f}'} | {threshold:.2f} | "
                      f"{int(flagged.sum())} ({int((flagged & worse).sum())}) |")
     lines += ["", "AUROC is undefined where no task, or every task, was worse."]
+    return lines
+
+
+def cv_against_heldout_section(data: _Data) -> list[str]:
+    """Exploratory: each method's raw prediction minus best-fixed, per family, in the CV (training tasks) and on the
+    held-out contexts, both scored the same way (the task's own matrix), and how well the CV's order of the methods
+    predicts their held-out order."""
+    from scipy.stats import spearmanr
+
+    def with_family(frame: pd.DataFrame, score: str) -> pd.DataFrame:
+        return frame.assign(diff=frame[score] - frame["best_fixed"],
+                            family=[get_task(t).family.name for t in frame["task"]])
+
+    cv = with_family(data.cv[data.cv["fingerprint"] == data.selection["fingerprint"]], "score")
+    held = matrix_looked_up(data)
+    held = with_family(held[held["task"].isin(data.contexts)], "raw")
+    methods = [m for m in data.selection["methods"] if m != "best-fixed" and m in set(held["method"])]
+    if held.empty or not methods:
+        return []
+    families = sorted(set(held["family"]))
+
+    def cell(cv_part: pd.DataFrame, held_part: pd.DataFrame) -> str:
+        a = f"{cv_part['diff'].mean():+.3f}" if len(cv_part) else "-"
+        b = f"{held_part['diff'].mean():+.3f}" if len(held_part) else "-"
+        return f"{a} / {b}"
+
+    cv_tasks, held_tasks = cv[cv["method"] == methods[0]], held[held["method"] == methods[0]]
+    header = [f"{f} ({(cv_tasks['family'] == f).sum()} / {(held_tasks['family'] == f).sum()})" for f in families]
+    lines = ["## CV against the held-out contexts (exploratory)", "",
+             "Added after the held-out contexts' results, to see where the leave-one-task-out CV did and did not predict "
+             "them; it changes nothing (the plan ships the CV winner, and nothing is selected on held-out results). "
+             "Each cell: a method's raw zero-shot prediction (no OOD fallback) minus best-fixed, mean over tasks, "
+             "**CV (training tasks) / held-out contexts**, both scored the same way: the nearest portfolio "
+             "configuration's mean in the task's own matrix (4 seeds), not the test runs.", "",
+             f"| method | all ({len(cv_tasks)} / {len(held_tasks)}) | " + " | ".join(header) + " |",
+             "|---|---:|" + "---:|" * len(families)]
+    cv_all, held_all = [], []
+    for m in methods:
+        c, h = cv[cv["method"] == m], held[held["method"] == m]
+        cv_all.append(c["diff"].mean())
+        held_all.append(h["diff"].mean())
+        lines.append(f"| {m}{' (winner)' if m == data.winner else ''} | {cell(c, h)} | "
+                     + " | ".join(cell(c[c["family"] == f], h[h["family"] == f]) for f in families) + " |")
+    rho = spearmanr(cv_all, held_all).statistic if len(methods) > 2 else float("nan")
+    lines += ["", "Tasks in each column's header (CV / held-out). Spearman correlation, across the methods, of their mean CV "
+              f"difference and their mean held-out difference: {'undefined' if np.isnan(rho) else f'{rho:+.2f}'} "
+              f"({len(methods)} methods)."]
     return lines
 
 
