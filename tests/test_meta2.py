@@ -634,6 +634,17 @@ def test_cv_against_heldout_scores_both_sides_the_same_way_per_family():
            "difference: +0.87 (3 methods)" in text  # ranks (3, 1, 2) against (2.5, 1, 2.5)
 
 
+def test_the_report_says_which_tpe_best_of_k_are_random_search():
+    from hypermeta.reports.meta2 import tpe_random_start_line
+
+    text = "".join(tpe_random_start_line({"tpe": True, "starts": [{"workers": 2}, {"workers": 2}]}))
+    assert "first 16 trials are its random start, so @5 is random search, @10 is random search, @20 is 16 random " \
+           "+ 4 TPE-guided trials, @50 is 16 random + 34 TPE-guided trials." in text
+    assert "first 8 trials" in "".join(tpe_random_start_line({"tpe": True, "starts": [{"workers": 1}]}))
+    assert "may differ" in "".join(tpe_random_start_line({"tpe": True, "starts": [{"workers": 1}, {"workers": 2}]}))
+    assert tpe_random_start_line({"tpe": False, "starts": [{"workers": 2}]}) == []  # --no-tpe: nothing to say
+
+
 def test_paired_statistics_pair_runs_by_seed_not_by_position():
     from hypermeta.reports.meta2 import _diff
 

@@ -143,6 +143,22 @@ def deviations_section(data: _Data) -> list[str]:
     return lines
 
 
+def tpe_random_start_line(settings: dict) -> list[str]:
+    """What each optuna-tpe@k is: TPE samples at random until its first batches have finished (each worker asks
+    TPE_BATCH trials at once), so a small k is random search."""
+    workers = sorted({int(s["workers"]) for s in settings.get("starts", [])})
+    if not settings.get("tpe") or not workers:
+        return []
+    if len(workers) > 1:
+        return ["", f"The TPE studies ran with {' and '.join(map(str, workers))} workers in different starts, so their "
+                f"random start (workers x {TPE_BATCH} trials) may differ between tasks."]
+    start = workers[0] * TPE_BATCH
+    parts = [f"@{k} is random search" if k <= start else f"@{k} is {start} random + {k - start} TPE-guided trials"
+             for k in TPE_BEST_OF]
+    return ["", f"What optuna-tpe@k measures: with {workers[0]} worker(s) asking {TPE_BATCH} trials at once, a TPE "
+            f"study's first {start} trials are its random start, so " + ", ".join(parts) + "."]
+
+
 def setup_section(data: _Data) -> list[str]:
     """What EVALUATION.md asks every report to state: settings, budgets, seeds, normalisation, CPU, versions."""
     from hypermeta.seeds import MATRIX_SEED_START, TEST_SEED_START
@@ -332,6 +348,7 @@ def primary_section(data: _Data) -> list[str]:
              f"Winner = `{data.winner}` (zero-shot, OOD fallback on). {test_seed_text(data.plan.test_seeds)} per "
              "task, the same for every method; CI: bootstrap over tasks and seeds (rliable, task_bootstrap).", ""]
     lines += _paired_rows(runs, rivals, data.contexts)
+    lines += tpe_random_start_line(data.settings)
     complete = len(_has_runs(runs, ("winner", "base", "oracle"), data.contexts)) == len(data.contexts)
     gap = gap_closed(runs, "winner", data.contexts) if complete and data.contexts else float("nan")
     lines += ["", "Share of the base-to-oracle gap closed by the winner: "
