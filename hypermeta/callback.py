@@ -129,6 +129,9 @@ class HyperMetaCallback(BaseCallback):
     :param predictor: with ``config=None``, the meta-learner to ask (default: the shipped weights).
     :param task: with ``config=None``, a task id whose features to probe instead of the training env's
         (needed only for environments made neither from a task id nor from a registered gymnasium id).
+    :param fallback: with ``config=None``: out of distribution, apply best-fixed's configuration (default, the
+        pre-registered behaviour of meta-learner v2); ``False`` applies the meta-learner's own prediction anyway
+        (still warned and logged as out of distribution).
     :param guard: watch for divergence and intervene (``True`` for the default
         :class:`~hypermeta.guard.GuardSettings`, or give settings): see :mod:`hypermeta.guard`. Every
         ``check_every`` steps a healthy Q-network is snapshotted; a non-finite loss, weight or Q-value, or
@@ -139,12 +142,13 @@ class HyperMetaCallback(BaseCallback):
     """
 
     def __init__(self, config: DQNConfig | dict[str, Any] | str | Path | None = None, verbose: int = 0, *,
-                 predictor: Any = None, task: str | None = None, guard: bool | GuardSettings = False) -> None:
+                 predictor: Any = None, task: str | None = None, guard: bool | GuardSettings = False,
+                 fallback: bool = True) -> None:
         super().__init__(verbose)
-        if config is not None and (predictor is not None or task is not None):
-            raise ValueError("give either config, or predictor/task to predict one, not both")
+        if config is not None and (predictor is not None or task is not None or not fallback):
+            raise ValueError("give either config, or predictor/task/fallback to predict one, not both")
         self.config = None if config is None else as_config(config)
-        self.predictor, self.task = predictor, task
+        self.predictor, self.task, self.fallback = predictor, task, fallback
         self.prediction: Any = None
         #: with a predicted config: ``{setting: (learned with, the model's)}`` where they differ (see above)
         self.settings_mismatch: dict[str, tuple[Any, Any]] = {}
@@ -208,7 +212,8 @@ class HyperMetaCallback(BaseCallback):
         from hypermeta.meta.predict import predict_config
 
         # a task id is probed as given; otherwise a fresh env rebuilt from the training env's task id or spec
-        result = predict_config(self.task if self.task is not None else self.training_env, self.predictor)
+        result = predict_config(self.task if self.task is not None else self.training_env, self.predictor,
+                                fallback=self.fallback)
         self.prediction, self._predicted_by = result.prediction, result.model
         if self.verbose:
             print(f"HyperMetaCallback: predicted by {result.model.method} (nearest training task "

@@ -87,6 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if sum(map(bool, (args.schedule, args.base, args.weights))) > 1:
         raise ValueError("give one of --schedule FILE (a fixed configuration), --base (the base configuration) "
                          "or --weights FILE (a meta-learner); without any, the shipped meta-learner predicts")
+    if args.no_fallback and (args.schedule or args.base):
+        raise ValueError("--no-fallback applies to a predicted configuration; drop it, or drop --schedule/--base")
     config = _load_config(args.schedule) if args.schedule or args.base else None
     env = make_env(args.task)  # unknown ids and unsupported spaces fail here, before anything starts
     try:
@@ -96,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if config is None:  # what HyperMetaCallback() does at training start, done here to show it first
         from hypermeta.meta.predict import predict_config
 
-        result = predict_config(args.task, args.weights, warn=False)
+        result = predict_config(args.task, args.weights, warn=False, fallback=not args.no_fallback)
         pred = result.prediction
         print(f"predicted schedules for {args.task} ({result.model.method} meta-learner; features probed in "
               f"{result.features.probe_seconds:.2f} s; nearest training task {pred.nearest_task!r})")
@@ -381,7 +383,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from hypermeta.meta.predict import predict_config
     from hypermeta.space import get_space
 
-    result = predict_config(args.task, args.weights, warn=False)  # the verdict is printed below instead
+    result = predict_config(args.task, args.weights, warn=False, fallback=not args.no_fallback)  # verdict below
     model, pred = result.model, result.prediction
     learned = model.trained_settings
     if args.json:
@@ -414,6 +416,12 @@ def cmd_meta_report(args: argparse.Namespace) -> int:
     path = meta_report(dist, workers=args.workers, progress=args.progress, retrain=args.retrain)
     print(f"report written to {path}")
     return 0
+
+
+def _add_fallback_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-fallback", action="store_true",
+                   help="out of distribution, keep the meta-learner's own prediction instead of falling back to "
+                        "best-fixed's configuration (the default behaviour); it is still flagged")
 
 
 def _add_heartbeat_args(p: argparse.ArgumentParser) -> None:
@@ -505,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", help="YAML/JSON file of DQNConfig fields (default: predicted by the meta-learner)")
     p.add_argument("--base", action="store_true", help="use the base configuration instead of a prediction")
     p.add_argument("--weights", help="meta-learner .safetensors (default: the weights shipped with hypermeta)")
+    _add_fallback_arg(p)
     p.add_argument("--n-envs", type=positive_int, default=1)
     p.add_argument("--eval-episodes", type=positive_int, default=10)
     p.add_argument("--progress", action="store_true", help="show SB3's progress bar")
@@ -640,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
     p.add_argument("--weights", help=".safetensors file (default: the weights shipped with hypermeta)")
     p.add_argument("--json", action="store_true")
+    _add_fallback_arg(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("meta-report", help="zero-shot predictions vs baselines and Optuna on the held-out tasks")

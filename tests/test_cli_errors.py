@@ -75,6 +75,7 @@ CASES = [
     (["predict", "cartpole", "--weights", "model.pt"], "are refused because loading them can run code"),
     (["predict", "cartpole", "--weights", "fake.safetensors"], "fake.json"),
     (["predict", "cartpol"], "Did you mean cartpole"),
+    (["train", "cartpole", "--timesteps", "100", "--base", "--no-fallback"], "applies to a predicted configuration"),
     (["meta-report", "missing.yaml"], "task distribution file 'missing.yaml' does not exist"),
     (["bench", "nothing"], "invalid choice: 'nothing'"),
     (["tune", "cartpole", "--timesteps", "300"], "give --trials N, --time-budget MINUTES, or both"),

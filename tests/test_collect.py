@@ -245,6 +245,20 @@ def test_meta_report_end_to_end(tmp_path):
         assert f"| {method} | {trim_mean(sel['auc'], 0.25):.3f} [" in family
 
 
+def test_predict_no_fallback_keeps_the_prediction_of_an_out_of_distribution_task(capsys):
+    task = "cartpole:gravity=12,length=0.7,masspole=0.15"  # outside the shipped weights' CV threshold
+    assert main(["predict", task, "--json"]) == 0
+    shipped = json.loads(capsys.readouterr().out)
+    assert main(["predict", task, "--json", "--no-fallback"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert shipped["out_of_distribution"] and own["out_of_distribution"]  # flagged either way
+    assert shipped["fallback"] and not own["fallback"] and own["config"] != shipped["config"]
+    from hypermeta.meta.model import load_default
+
+    assert own["config"] == load_default().predict(probe_features(task, FEATURE_SEED), warn=False,
+                                                   fallback=False).config.to_dict()
+
+
 def test_shipped_default_weights_predict_and_drive_the_callback():
     from hypermeta.meta.model import default_weights_path, load_default
 

@@ -462,7 +462,7 @@ def test_a_selection_recomputed_with_float_rounding_is_the_same_selection():
 def test_the_callback_says_out_of_distribution_and_applies_best_fixed(recwarn):
     from stable_baselines3 import DQN
 
-    from hypermeta import DQNConfig, HyperMetaCallback, OutOfDistributionWarning, make_env
+    from hypermeta import DQNConfig, HyperMetaCallback, OutOfDistributionWarning, make_env, predict_config
 
     tasks = task_family(10, seed=2)  # synthetic features: CartPole is far from all of them
     predictor = meta_train(tasks, MetaTrainConfig(method="nearest-task"))
@@ -475,6 +475,16 @@ def test_the_callback_says_out_of_distribution_and_applies_best_fixed(recwarn):
     assert model.lr_schedule(1.0) == pytest.approx(fixed.lr_initial)
     warning = [w for w in recwarn if issubclass(w.category, OutOfDistributionWarning)]
     assert warning and "falling back to best-fixed" in str(warning[0].message)
+    # fallback=False: still flagged, but the meta-learner's own prediction is applied
+    own = predict_config("cartpole", predictor, warn=False, fallback=False).prediction
+    assert own.config.lr_initial != pytest.approx(fixed.lr_initial)
+    model = DQN("MlpPolicy", make_env("cartpole"), **DQNConfig(net_arch="small", learning_starts=100).sb3_kwargs())
+    callback = HyperMetaCallback(predictor=predictor, fallback=False)
+    model.learn(120, callback=callback)
+    assert callback.prediction.out_of_distribution and not callback.prediction.fallback
+    assert model.lr_schedule(1.0) == pytest.approx(own.config.lr_initial)
+    with pytest.raises(ValueError, match="not both"):  # a given config is applied as it is: nothing falls back
+        HyperMetaCallback(fixed, fallback=False)
 
 
 def test_the_callback_warns_when_the_models_settings_differ_from_those_the_weights_learned_with(tmp_path):

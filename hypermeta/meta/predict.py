@@ -95,7 +95,7 @@ def _attr(venv: Any, name: str) -> list[Any]:
 
 
 def predict_config(source: str | gym.Env | TaskFeatures | Any, predictor: MetaModel | str | Path | None = None,
-                   *, warn: bool = True) -> PredictedConfig:
+                   *, warn: bool = True, fallback: bool = True) -> PredictedConfig:
     """Predict the configuration of a task from its features.
 
     :param source: a task or gymnasium id, a gymnasium env (probed as it is: pass one you own), an SB3
@@ -103,6 +103,9 @@ def predict_config(source: str | gym.Env | TaskFeatures | Any, predictor: MetaMo
         probed :class:`~hypermeta.TaskFeatures`.
     :param predictor: a :class:`MetaModel`, a weights file, or ``None`` for the shipped weights.
     :param warn: issue :class:`OutOfDistributionWarning` when the task looks unlike every training task.
+    :param fallback: out of distribution, apply best-fixed's configuration instead of the prediction when the
+        weights have it (the shipped, pre-registered behaviour); ``False`` keeps the meta-learner's own prediction
+        (still flagged out of distribution).
     """
     model = load_predictor(predictor)
     if isinstance(source, TaskFeatures):
@@ -118,4 +121,4 @@ def predict_config(source: str | gym.Env | TaskFeatures | Any, predictor: MetaMo
     else:
         raise TypeError(f"cannot predict from a {type(source).__name__}; give a task id, an env, a VecEnv or "
                         "TaskFeatures")
-    return PredictedConfig(model.predict(features, warn=warn), features, model)
+    return PredictedConfig(model.predict(features, warn=warn, fallback=fallback), features, model)
