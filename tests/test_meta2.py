@@ -618,23 +618,39 @@ def test_the_targets_say_plainly_when_best_fixed_wins_and_when_a_method_loses():
 def test_cv_against_heldout_scores_both_sides_the_same_way_per_family():
     from types import SimpleNamespace
 
+    from hypermeta.meta.data import TaskData
     from hypermeta.reports.meta2 import cv_against_heldout_section
 
-    a, b = DQNConfig(), DQNConfig(lr_initial=3e-4)  # best-fixed's and the other portfolio configuration
+    a, b = DQNConfig(), DQNConfig(lr_initial=3e-4)  # portfolio configurations, with c below
+    enc = {"a": SPACE.encode(a), "b": SPACE.encode(b)}
+    lr, const, cosine = (SPACE.encoded_names.index(n) for n in ("lr_initial", "lr_shape=constant", "lr_shape=cosine"))
+    enc["c"] = enc["a"].copy()
+    enc["c"][[lr, const, cosine]] = [enc["a"][lr] - 0.55, 0.0, 1.0]  # another lr, and a cosine lr
+    soft = enc["a"].copy()  # an undecoded prediction: a's lr, its lr shape between a's and c's (cosine wins)
+    soft[[const, cosine]] = [0.45, 0.55]
+    assert np.argmin([np.linalg.norm(soft - enc[k]) for k in "abc"]) == 0  # undecoded, it is nearest to a ...
+    decoded = SPACE.encode(SPACE.decode(soft))
+    assert np.argmin([np.linalg.norm(decoded - enc[k]) for k in "abc"]) == 2  # ... and decoded (cosine), to c
     near_b = json.dumps(DQNConfig(lr_initial=2.9e-4).to_dict())  # not in the matrix: looked up as b
     ctx = ["cartpole:gravity=12", "acrobot:link_length_1=1.3"]
     matrix = pd.DataFrame({"task": [ctx[0], ctx[0], ctx[1], ctx[1]], "score": [0.5, 0.8, 0.6, 0.4],
-                           "config": [json.dumps(c.to_dict()) for c in (a, b, a, b)]})
+                           "config": [json.dumps(x.to_dict()) for x in (a, b, a, b)]})
     raw = {"k-nearest": json.dumps(b.to_dict()), "nearest-task": json.dumps(a.to_dict()), "ridge-portfolio": near_b}
-    preds = pd.DataFrame([{"method": m, "task": t, "raw_config": c, "config": c, "ood_score": 0.0}
-                          for m, c in {**raw, "best-fixed": json.dumps(a.to_dict())}.items() for t in ctx])
-    cv_diffs = {"k-nearest": [0.1, 0.3, -0.1], "nearest-task": [-0.2, -0.2, -0.2], "ridge-portfolio": [0.0, 0.0, 0.0]}
+    preds = pd.DataFrame([{"method": m, "task": t, "raw_config": x, "config": x, "ood_score": 0.0,
+                           "fallback": m == "k-nearest" and t == ctx[1]}
+                          for m, x in {**raw, "best-fixed": json.dumps(a.to_dict())}.items() for t in ctx])
+    # training tasks: best-fixed (a) scores 0.5; k-nearest predicts b, nearest-task c, ridge-portfolio a
     cv_tasks = ["cartpole:gravity=9", "cartpole:gravity=11", "acrobot:link_length_1=0.9"]
-    cv = pd.DataFrame([{"method": m, "task": t, "score": 0.5 + d, "best_fixed": 0.5, "fingerprint": fp}
-                       for fp in ("this", "an older selection") for m, ds in cv_diffs.items()
-                       for t, d in zip(cv_tasks, ds)])
-    data = SimpleNamespace(cv=cv, selection={"fingerprint": "this", "methods": [*cv_diffs, "best-fixed"]},
-                           winner="k-nearest", contexts=ctx, preds=preds, matrix=matrix)
+    kn, nt = [0.1, 0.3, -0.1], [-0.2, -0.2, -0.2]
+    training = {t: TaskData(t, np.zeros(1), np.stack([enc["a"], enc["b"], enc["c"]]), np.array([0.5, 0.5 + d, 0.5 + e]))
+                for t, d, e in zip(cv_tasks, kn, nt)}
+    codes = {"k-nearest": enc["b"], "nearest-task": soft, "ridge-portfolio": enc["a"]}
+    cv = pd.DataFrame([{"method": m, "task": t, "score": np.nan, "best_fixed": 0.5, "fingerprint": fp,
+                        "code": " ".join(f"{v:.6f}" for v in code)}
+                       for fp in ("this", "an older selection") for m, code in codes.items() for t in cv_tasks])
+    data = SimpleNamespace(cv=cv, selection={"fingerprint": "this", "methods": [*codes, "best-fixed"], "cv_ensemble": 1},
+                           winner="k-nearest", contexts=ctx, preds=preds, matrix=matrix, training_tasks=training,
+                           plan=SimpleNamespace(matrix_seeds=4))
     text = "\n".join(cv_against_heldout_section(data))
     assert "| method | all (3 / 2) | acrobot (1 / 1) | cartpole (2 / 1) |" in text
     # CV: all +0.1, acrobot -0.1, cartpole +0.2; held-out (matrix): acrobot 0.4 - 0.6, cartpole 0.8 - 0.5
@@ -642,17 +658,21 @@ def test_cv_against_heldout_scores_both_sides_the_same_way_per_family():
     assert "| nearest-task | -0.200 / +0.000 |" in text and "| ridge-portfolio | +0.000 / +0.050 |" in text
     assert "Spearman correlation, across the methods, of their mean CV difference and their mean held-out " \
            "difference: +0.87 (3 methods)" in text  # ranks (3, 1, 2) against (2.5, 1, 2.5)
+    assert "replaced its own prediction on 1 of 2 held-out contexts. There, its own prediction minus best-fixed " \
+           "(matrix lookup) was -0.200 on average (above on 0, below on 1): `acrobot:link_length_1=1.3` -0.200." in text
 
 
 def test_the_report_says_which_tpe_best_of_k_are_random_search():
     from hypermeta.reports.meta2 import tpe_random_start_line
 
-    text = "".join(tpe_random_start_line({"tpe": True, "starts": [{"workers": 2}, {"workers": 2}]}))
+    def line(workers, **settings):
+        return "".join(tpe_random_start_line({"tpe": True, "runner": "batched", **settings,
+                                              "starts": [{"workers": w} for w in workers]}))
+
     assert "first 16 trials are its random start, so @5 is random search, @10 is random search, @20 is 16 random " \
-           "+ 4 TPE-guided trials, @50 is 16 random + 34 TPE-guided trials." in text
-    assert "first 8 trials" in "".join(tpe_random_start_line({"tpe": True, "starts": [{"workers": 1}]}))
-    assert "may differ" in "".join(tpe_random_start_line({"tpe": True, "starts": [{"workers": 1}, {"workers": 2}]}))
-    assert tpe_random_start_line({"tpe": False, "starts": [{"workers": 2}]}) == []  # --no-tpe: nothing to say
+           "+ at most 4 TPE-guided trials, @50 is 16 random + at most 34 TPE-guided trials." in line([2, 2])
+    assert "first 8 trials" in line([1]) and "may differ" in line([1, 2])
+    assert line([2], tpe=False) == "" and line([2], runner="sb3") == ""  # no TPE; one trial at a time
 
 
 def test_paired_statistics_pair_runs_by_seed_not_by_position():

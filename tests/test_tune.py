@@ -93,7 +93,8 @@ def test_tune_killed_with_sigkill_in_round0_resumes_with_the_same_command(tmp_pa
                 break
             time.sleep(0.1)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # (an ended process is reported by the assertion above, not hidden by killpg)
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     killed = study.get_trials(states=(TrialState.RUNNING,))
     assert killed and not study.get_trials(states=(TrialState.COMPLETE,))  # killed in round 0, nothing finished
@@ -109,6 +110,7 @@ def test_tune_killed_with_sigkill_in_round0_resumes_with_the_same_command(tmp_pa
         retries = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
         assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
         assert dead.params.items() <= retries[0].params.items()
+        assert retries[0].system_attrs["fixed_params"] == dead.system_attrs["fixed_params"]  # round 0's config
     round0 = [t for t in trials if t.number < 2 or RetryHeartbeatStaleTrialCallback.retried_trial_number(t) in (0, 1)]
     assert len({tuple(sorted(t.params.items())) for t in round0 if t.state == TrialState.COMPLETE}) == 2
     assert DQNConfig.load(tmp_path / "best.yaml") == best_config_of(study)

@@ -19,7 +19,7 @@ from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
 from hypermeta.experiments.meta2 import (SB3_CONFIRM_SEEDS, TPE_BATCH, TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths,
                                          heldout_scores, heldout_todo, score_array)
 from hypermeta.experiments.pipeline import RunStore, common_seeds, iqm_with_ci, paired_difference
-from hypermeta.meta.data import SPACE
+from hypermeta.meta.data import SPACE, tasks_from_frame
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, seed_shortfall_line, test_seed_text,
                                       versions_text, wall_hours, write_markdown)
@@ -48,6 +48,9 @@ class _Data:
         settings = paths.heldout / "settings.json"
         self.settings = json.loads(settings.read_text()) if settings.is_file() else {}
         self.calibration = paths.root / "calibration.md"
+        #: the training tasks' matrices, as the CV saw them (the dataset of ``meta2 cv``)
+        self.training_tasks = ({t.task: t for t in tasks_from_frame(pd.read_csv(paths.dataset))}
+                               if paths.dataset.is_file() else {})
 
 
 def render_selection_report(plan: MatrixPlan, out: str | Path | None = None) -> Path:
@@ -144,16 +147,17 @@ def deviations_section(data: _Data) -> list[str]:
 
 
 def tpe_random_start_line(settings: dict) -> list[str]:
-    """What each optuna-tpe@k is: TPE samples at random until its first batches have finished (each worker asks
-    TPE_BATCH trials at once), so a small k is random search."""
+    """What each optuna-tpe@k is with the batched runner: TPE samples at random until its first batches have
+    finished (each worker asks TPE_BATCH trials at once), so a small k is random search (diverged trials would
+    lengthen the random start: the TPE-guided counts are upper bounds)."""
     workers = sorted({int(s["workers"]) for s in settings.get("starts", [])})
-    if not settings.get("tpe") or not workers:
-        return []
+    if not settings.get("tpe") or not workers or settings.get("runner") != "batched":
+        return []  # the SB3 runner asks one trial at a time, and TPE waits for Optuna's default 10
     if len(workers) > 1:
         return ["", f"The TPE studies ran with {' and '.join(map(str, workers))} workers in different starts, so their "
                 f"random start (workers x {TPE_BATCH} trials) may differ between tasks."]
     start = workers[0] * TPE_BATCH
-    parts = [f"@{k} is random search" if k <= start else f"@{k} is {start} random + {k - start} TPE-guided trials"
+    parts = [f"@{k} is random search" if k <= start else f"@{k} is {start} random + at most {k - start} TPE-guided trials"
              for k in TPE_BEST_OF]
     return ["", f"What optuna-tpe@k measures: with {workers[0]} worker(s) asking {TPE_BATCH} trials at once, a TPE "
             f"study's first {start} trials are its random start, so " + ", ".join(parts) + "."]
@@ -497,22 +501,33 @@ def ood_section(data: _Data) -> list[str]:
     return lines
 
 
+def applied_cv_scores(data: _Data, cv: pd.DataFrame) -> pd.Series:
+    """The CV folds' scores of the configuration each prediction decodes to (what the callback would apply): the CV
+    itself scores the raw code, whose categorical parts (the shapes) are soft, so for the network methods the
+    nearest portfolio configuration can differ. Held-out predictions are stored decoded, so this puts both sides
+    on the same footing."""
+    tasks = data.training_tasks
+    return pd.Series([portfolio_score(tasks[r.task], SPACE.encode(SPACE.decode(np.array(r.code.split(), float))))
+                      if r.task in tasks else np.nan for r in cv.itertuples()], index=cv.index, dtype=float)
+
+
 def cv_against_heldout_section(data: _Data) -> list[str]:
     """Exploratory: each method's raw prediction minus best-fixed, per family, in the CV (training tasks) and on the
-    held-out contexts, both scored the same way (the task's own matrix), and how well the CV's order of the methods
-    predicts their held-out order."""
+    held-out contexts, both scored the same way (the decoded configuration looked up in the task's own matrix),
+    how well the CV's order of the methods predicts their held-out order, and what the winner's fallback changed."""
     from scipy.stats import spearmanr
 
-    def with_family(frame: pd.DataFrame, score: str) -> pd.DataFrame:
-        return frame.assign(diff=frame[score] - frame["best_fixed"],
-                            family=[get_task(t).family.name for t in frame["task"]])
+    def with_family(frame: pd.DataFrame, score: pd.Series) -> pd.DataFrame:
+        return frame.assign(diff=score - frame["best_fixed"], family=[get_task(t).family.name for t in frame["task"]])
 
-    cv = with_family(data.cv[data.cv["fingerprint"] == data.selection["fingerprint"]], "score")
+    cv = data.cv[data.cv["fingerprint"] == data.selection["fingerprint"]]
     held = matrix_looked_up(data)
-    held = with_family(held[held["task"].isin(data.contexts)], "raw")
+    held = held[held["task"].isin(data.contexts)]
     methods = [m for m in data.selection["methods"] if m != "best-fixed" and m in set(held["method"])]
-    if held.empty or not methods:
+    cv = cv[cv["method"].isin(methods)]
+    if held.empty or cv.empty:
         return []
+    cv, held = with_family(cv, applied_cv_scores(data, cv)), with_family(held, held["raw"])
     families = sorted(set(held["family"]))
 
     def cell(cv_part: pd.DataFrame, held_part: pd.DataFrame) -> str:
@@ -522,12 +537,16 @@ def cv_against_heldout_section(data: _Data) -> list[str]:
 
     cv_tasks, held_tasks = cv[cv["method"] == methods[0]], held[held["method"] == methods[0]]
     header = [f"{f} ({(cv_tasks['family'] == f).sum()} / {(held_tasks['family'] == f).sum()})" for f in families]
+    members = data.selection.get("cv_ensemble", 1)
     lines = ["## CV against the held-out contexts (exploratory)", "",
              "Added after the held-out contexts' results, to see where the leave-one-task-out CV did and did not predict "
              "them; it changes nothing (the plan ships the CV winner, and nothing is selected on held-out results). "
-             "Each cell: a method's raw zero-shot prediction (no OOD fallback) minus best-fixed, mean over tasks, "
-             "**CV (training tasks) / held-out contexts**, both scored the same way: the nearest portfolio "
-             "configuration's mean in the task's own matrix (4 seeds), not the test runs.", "",
+             "Each cell: a method's zero-shot prediction without the OOD fallback, minus best-fixed, mean over tasks, "
+             "**CV (training tasks) / held-out contexts**, both scored the same way: the configuration the prediction "
+             f"decodes to, looked up as the nearest portfolio configuration's mean in the task's own matrix "
+             f"({data.plan.matrix_seeds} seeds), not the test runs. (The CV table above scores the undecoded "
+             "prediction, so a network method's CV numbers here can differ from it.) The CV folds train "
+             f"{members}-member ensembles, the held-out predictions come from the trained weights' ensembles.", "",
              f"| method | all ({len(cv_tasks)} / {len(held_tasks)}) | " + " | ".join(header) + " |",
              "|---|---:|" + "---:|" * len(families)]
     cv_all, held_all = [], []
@@ -541,7 +560,22 @@ def cv_against_heldout_section(data: _Data) -> list[str]:
     lines += ["", "Tasks in each column's header (CV / held-out). Spearman correlation, across the methods, of their mean CV "
               f"difference and their mean held-out difference: {'undefined' if np.isnan(rho) else f'{rho:+.2f}'} "
               f"({len(methods)} methods)."]
-    return lines
+    return lines + fallback_effect_lines(data, held)
+
+
+def fallback_effect_lines(data: _Data, held: pd.DataFrame) -> list[str]:
+    """On the held-out contexts where the winner fell back to best-fixed: what its own prediction would have scored
+    relative to best-fixed (matrix lookup, as in the table above), context by context."""
+    preds = data.preds[(data.preds["method"] == data.winner) & data.preds["task"].isin(data.contexts)]
+    fell_back = set(preds.loc[preds["fallback"].astype(bool), "task"])
+    own = held[(held["method"] == data.winner) & held["task"].isin(fell_back)]
+    if own.empty:
+        return []
+    per_task = ", ".join(f"`{r.task}` {r.diff:+.3f}" for r in own.itertuples())
+    return ["", f"The winner's OOD fallback replaced its own prediction on {len(own)} of {held['task'].nunique()} "
+            f"held-out contexts. There, its own prediction minus best-fixed (matrix lookup) was {own['diff'].mean():+.3f} "
+            f"on average (above on {int((own['diff'] > 0).sum())}, below on {int((own['diff'] < 0).sum())}): "
+            f"{per_task}."]
 
 
 #: seeded episodes of the always-push-right policy per MountainCar context (initial positions differ by seed)
