@@ -414,6 +414,7 @@ def test_the_report_scores_a_baseline_on_the_tasks_it_has_runs_on():
     data = SimpleNamespace(runs=pd.DataFrame(rows), contexts=["cartpole:gravity=12", "frozenlake:success_rate=0.6"])
     iqm = "\n".join(iqm_section(data))
     assert "| rl-zoo | 0.515 [" in iqm and "| 1 of 2 | 4 |" in iqm and "nan" not in iqm
+    assert iqm.splitlines()[-1].startswith("| rl-zoo |")  # above base's 0.450, but on 1 task: listed last
     table = "\n".join(every_method_section(data))
     assert "| rl-zoo | 1 of 2 | -0.085 [" in table and table.endswith("| 23% |")  # (0.515 - 0.4) / (0.9 - 0.4)
     assert "| winner | 2 of 2 | +0.000 [+0.000, +0.000] (includes 0) | +0.200 [" in table and "| 40% |" in table
