@@ -40,7 +40,7 @@ def dataclass_from_yaml(cls: type[T], path: str | Path, what: str) -> T:
     data = read_yaml(path, f"{what} file")
     if not isinstance(data, dict):
         raise ValueError(f"{what} file {str(path)!r} must be a mapping")
-    valid = [f.name for f in fields(cls) if f.name != "path"]  # type: ignore[arg-type]
+    valid = [f.name for f in fields(cls) if f.init and f.name != "path"]  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ValueError(f"{what} file {str(path)!r} has unknown key(s) {unknown}; valid keys are {valid}")

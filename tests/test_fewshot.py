@@ -103,7 +103,12 @@ def test_cold_studies_shared_with_a_meta2_plan_must_be_the_same_study(tmp_path, 
             "tasks": [{"task": "cartpole:gravity=12", "timesteps": 5000}, {"task": "acrobot", "timesteps": 300}]}
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
-    shared = FewShotPlan.load(path).shared_cold_studies()  # acrobot is not meta2's: it keeps its own study
+    calls, find = [], FewShotPlan._find_shared_cold_studies
+    monkeypatch.setattr(FewShotPlan, "_find_shared_cold_studies", lambda self: calls.append(1) or find(self))
+    loaded = FewShotPlan.load(path)
+    shared = loaded.shared_cold_studies()  # acrobot is not meta2's: it keeps its own study
+    assert loaded.shared_cold_studies() is shared and len(calls) == 1  # found and checked once, at load
+    monkeypatch.setattr(FewShotPlan, "_find_shared_cold_studies", find)
     assert FewShotPlan.load(path).shared_runs().path == tmp_path / "heldout" / "runs.csv"  # its runs to copy
     assert shared == {"cartpole:gravity=12": stages.tpe_study(MatrixPlan.load(tmp_path / "m2.yaml"), "cartpole:gravity=12")}
     from hypermeta.experiments import fewshot

@@ -61,6 +61,8 @@ class FewShotPlan:
     selection_tasks: list[str] = field(default_factory=list)
     target: str = ""
     path: str = ""
+    #: ``cold_from``'s shared studies, found (and their settings checked) once, when the plan is loaded
+    _shared: dict[str, tuple[str, str]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for entry in self.tasks:
@@ -101,6 +103,11 @@ class FewShotPlan:
 
     def shared_cold_studies(self) -> dict[str, tuple[str, str]]:
         """``{task: (storage, study name)}`` of the tasks whose cold study is ``cold_from``'s TPE study."""
+        if self._shared is None:
+            self._shared = self._find_shared_cold_studies()
+        return self._shared
+
+    def _find_shared_cold_studies(self) -> dict[str, tuple[str, str]]:
         if not self.cold_from:
             return {}
         from hypermeta.experiments import meta2
