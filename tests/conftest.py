@@ -149,3 +149,33 @@ def network_weights(tmp_path_factory) -> str:
 def no_network_weights(tmp_path_factory) -> str:
     """A tiny meta-learner without networks (nearest-task): it has no few-shot step."""
     return _tiny_meta_model("nearest-task", tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture
+def sigkill_when():
+    """``run(cmd, storage, study_name, ready)``: start ``cmd`` in its own session, poll its Optuna study until
+    ``ready(study)`` holds, kill -9 its process group and return the study as the kill left it."""
+    import signal
+
+    import optuna
+
+    def run(cmd: list[str], storage: str, study_name: str | None, ready, poll: float = 0.1, timeout: float = 120):
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        try:
+            while True:
+                assert time.time() < deadline and proc.poll() is None, "the command ended before it could be killed"
+                try:
+                    study = optuna.load_study(study_name=study_name, storage=storage)
+                except Exception:  # the study is not created yet
+                    study = None
+                if study is not None and ready(study):
+                    break
+                time.sleep(poll)
+        finally:
+            if proc.poll() is None:  # (an ended process is reported by the assertion above, not hidden by killpg)
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return optuna.load_study(study_name=study_name, storage=storage)
+
+    return run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -147,29 +146,16 @@ def _study_cmd(storage: str, trials: int) -> list[str]:
             "--sampler", "random", "--pruner", "none", "--heartbeat-interval", "1", "--grace-period", "3"]
 
 
-def test_kill_9_then_same_command_resumes_keeping_finished_trials(tmp_path):
+def test_kill_9_then_same_command_resumes_keeping_finished_trials(tmp_path, sigkill_when):
     storage = f"sqlite:///{tmp_path}/crash.db"
-    proc = subprocess.Popen(_study_cmd(storage, 4), start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    try:
-        while True:  # kill it in the middle of a trial, after at least one has finished
-            assert time.time() < deadline and proc.poll() is None, "study ended before it could be killed"
-            try:
-                study = optuna.load_study(study_name="crash", storage=storage)
-                states = [t.state for t in study.get_trials(deepcopy=False)]
-            except Exception:  # the study is not created yet
-                states = []
-            # kill as soon as a trial is running, whatever its age: before or after its first heartbeat (both are
-            # failed and retried on resume; the next test makes the no-heartbeat case certain)
-            running = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING] if states else []
-            if TrialState.COMPLETE in states and running:
-                break
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:  # (an ended process is reported by the assertion above, not hidden by killpg)
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+
+    def ready(study):  # in the middle of a trial, after at least one has finished; whatever the running trial's
+        # age: before or after its first heartbeat (both are failed and retried on resume; the next test makes the
+        # no-heartbeat case certain)
+        states = {t.state for t in study.get_trials(deepcopy=False)}
+        return TrialState.COMPLETE in states and TrialState.RUNNING in states
+
+    study = sigkill_when(_study_cmd(storage, 4), storage, "crash", ready, poll=0.2)
     before = {t.number: t.value for t in study.get_trials(states=(TrialState.COMPLETE,))}
     killed = [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]
     assert before and len(killed) == 1

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -72,30 +69,14 @@ def test_cli_tune_writes_a_best_yaml_the_callback_applies(tmp_path, capsys):
     assert HyperMetaCallback(str(out)).config == DQNConfig.load(out)
 
 
-def test_tune_killed_with_sigkill_in_round0_resumes_with_the_same_command(tmp_path):
+def test_tune_killed_with_sigkill_in_round0_resumes_with_the_same_command(tmp_path, sigkill_when):
     """kill -9 while round 0 trains; the same command fails its trials once they are stale, retries each once
     with the same configuration, and finishes the study; nothing is lost or run twice."""
     storage = f"sqlite:///{tmp_path}/t.db"
     cmd = [sys.executable, "-m", "hypermeta.cli", "tune", "cartpole", "--timesteps", "6000", "--trials", "4",
            "--runner", "batched", "--storage", storage, "--out", str(tmp_path / "best.yaml"),
            "--heartbeat-interval", "1", "--grace-period", "3"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    try:
-        while True:
-            assert time.time() < deadline and proc.poll() is None, "tune ended before it could be killed"
-            try:
-                study = optuna.load_study(study_name=None, storage=storage)
-                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            except Exception:  # the study is not created yet
-                running = []
-            if running:
-                break
-            time.sleep(0.1)
-    finally:
-        if proc.poll() is None:  # (an ended process is reported by the assertion above, not hidden by killpg)
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    study = sigkill_when(cmd, storage, None, lambda s: bool(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))))
     killed = study.get_trials(states=(TrialState.RUNNING,))
     assert killed and not study.get_trials(states=(TrialState.COMPLETE,))  # killed in round 0, nothing finished
 
