@@ -130,3 +130,23 @@ def test_every_cli_command_has_a_row_in_the_readme_table():
     bench = sub.choices["bench"]
     which = next(a for a in bench._actions if a.dest == "which")
     assert not [w for w in which.choices if f"| `hypermeta bench {w}" not in readme]
+
+
+def test_every_folder_of_the_package_is_declared_with_its_files():
+    """A folder missing from pyproject's `packages` is left out of a wheel (or kept only as undeclared data):
+    every folder of the package holding files must be a declared package, its data files matched by its globs."""
+    import fnmatch
+    import tomllib
+
+    setuptools = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    declared = {p for p in setuptools["packages"] if p.startswith("hypermeta")}
+    data = setuptools.get("package-data", {})
+    for folder in [PACKAGE, *(p for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__")]:
+        files = [f for f in folder.iterdir() if f.is_file() and f.suffix != ".pyc"]
+        if not files:
+            continue
+        name = _module_name(folder / "__init__.py")
+        assert name in declared, f"{name} is not in pyproject's [tool.setuptools] packages"
+        for f in files:
+            if f.suffix != ".py":
+                assert any(fnmatch.fnmatch(f.name, g) for g in data.get(name, [])), f"{f} is not package data"
