@@ -386,6 +386,10 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 0
     again = json.loads((tmp_path / "selection.json").read_text())
     assert again["methods"] == ["nearest-task", "best-fixed"] and again["heldout_runs_existed"]
+    (tmp_path / "selection.json").write_text(json.dumps({**again, "fingerprint": "0123456789abcdef"}))
+    assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 2  # other data, after held-out runs
+    assert json.loads((tmp_path / "selection.json").read_text())["fingerprint"] == "0123456789abcdef"  # untouched
+    (tmp_path / "selection.json").write_text(json.dumps(again))
     with pytest.raises(ValueError, match="trained for another selection.json"):  # weights of the old selection
         meta2.ship_winner(MatrixPlan.load(path), dest=tmp_path / "package" / "default.safetensors")
     assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0
@@ -444,6 +448,18 @@ def test_tasks_without_signal_are_listed_not_silently_dropped(tmp_path):
     runs.loc[flat, "auc"] = -0.05  # nothing beats the random policy on the second task
     assert set(matrix_scores(plan, runs, tasks)["task"]) == {tasks[0]}
     assert matrix_gaps(plan, runs, tasks) == {tasks[1]: pytest.approx(-0.05)}
+
+
+def test_float_parsing_noise_does_not_change_the_data_fingerprint():
+    from hypermeta.meta.data import MetaTrainConfig, TaskData
+    from hypermeta.meta.selection import fingerprint
+
+    def fp(objectives) -> str:
+        codes = np.zeros((2, len(SPACE.encoded_names)))
+        return fingerprint([TaskData("cartpole", np.ones(2), codes, np.array(objectives))], MetaTrainConfig(seed=0))
+
+    assert fp([1e-14, 0.3]) == fp([-1e-14, 0.3 + 1e-14]) == fp([0.0, 0.3])  # -0.0 after rounding is 0.0
+    assert fp([0.0, 0.3]) != fp([0.0, 0.31]) and fp([-0.1, 0.3]) != fp([0.1, 0.3])
 
 
 def test_a_selection_recomputed_with_float_rounding_is_the_same_selection():

@@ -110,6 +110,12 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
     tasks = training_tasks(plan)
     paths = Paths.of(plan)
     cfg = MetaTrainConfig(seed=0, ensemble=ensemble)
+    if paths.selection.is_file() and (paths.heldout / "runs.csv").is_file():
+        made_on, now = json.loads(paths.selection.read_text())["fingerprint"], fingerprint(tasks, cfg)
+        if made_on != now:  # a new CV now would select with the held-out results in hand
+            raise ValueError(f"the training data or CV settings changed since the selection the held-out runs in "
+                             f"{str(paths.heldout)!r} used (fingerprint {made_on}, now {now}): restore the dataset and "
+                             "settings that selection was made on, or move that folder aside to start a new evaluation")
     cv = loto_cv(tasks, methods, cfg, out=paths.cv, workers=workers, progress=progress)
     winner = cv_winner(cv, methods)
     thresholds = {}

@@ -33,12 +33,13 @@ CV_COLUMNS = ["method", "task", "score", "best_fixed", "oracle", "ood_score", "n
 
 def fingerprint(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> str:
     """What a fold's result depends on besides its method and left-out task: every task's data and the
-    settings. A fold stored under another fingerprint (fewer tasks, other data or settings) is not reused."""
+    settings. A fold stored under another fingerprint (fewer tasks, other data or settings) is not reused. Values
+    are rounded to 9 decimals, so float-parsing noise (1e-14) does not make the same data another fingerprint."""
     h = hashlib.sha1(json.dumps({k: v for k, v in asdict(cfg).items() if k != "method"}, sort_keys=True).encode())
     for t in sorted(tasks, key=lambda t: t.task):
         h.update(t.task.encode())
         for a in (t.features, t.codes, t.objectives):
-            h.update(np.round(np.asarray(a, float), 9).tobytes())
+            h.update((np.round(np.asarray(a, float), 9) + 0.0).tobytes())  # + 0.0: -0.0 (noise below 0) is 0.0
     return h.hexdigest()[:16]
 
 

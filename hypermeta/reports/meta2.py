@@ -51,6 +51,8 @@ class _Data:
         #: the training tasks' matrices, as the CV saw them (the dataset of ``meta2 cv``)
         self.training_tasks = ({t.task: t for t in tasks_from_frame(pd.read_csv(paths.dataset))}
                                if paths.dataset.is_file() else {})
+        #: ``matrix_looked_up``'s frame, once computed
+        self.looked_up: pd.DataFrame | None = None
 
 
 def render_selection_report(plan: MatrixPlan, out: str | Path | None = None) -> Path:
@@ -465,21 +467,30 @@ def prediction_section(data: _Data) -> list[str]:
 
 def matrix_looked_up(data: _Data) -> pd.DataFrame:
     """Per (method, held-out task with a matrix): the raw zero-shot prediction's and best-fixed's scores, each the
-    mean of the nearest portfolio configuration in the task's own matrix, as the CV scores them (not test runs)."""
+    mean of the nearest portfolio configuration in the task's own matrix, as the CV scores them (not test runs).
+    Computed once per report (each task's matrix encoded once) and kept on ``data``."""
     from hypermeta.meta.data import TaskData
 
+    if getattr(data, "looked_up", None) is not None:
+        return data.looked_up
     fixed = data.preds[data.preds["method"] == "best-fixed"].set_index("task")["config"]
+    tasks: dict[str, TaskData] = {}
     rows = []
     for r in data.preds[data.preds["method"] != "best-fixed"].itertuples():
-        sel = data.matrix[data.matrix["task"] == r.task]
-        if sel.empty or r.task not in fixed.index:
+        if r.task not in fixed.index:
             continue
-        codes = np.stack([SPACE.encode(DQNConfig.from_dict(json.loads(c))) for c in sel["config"]])
-        task = TaskData(r.task, np.zeros(1), codes, sel["score"].to_numpy())
+        if r.task not in tasks:
+            sel = data.matrix[data.matrix["task"] == r.task]
+            if sel.empty:
+                continue
+            codes = np.stack([SPACE.encode(DQNConfig.from_dict(json.loads(c))) for c in sel["config"]])
+            tasks[r.task] = TaskData(r.task, np.zeros(1), codes, sel["score"].to_numpy())
+        task = tasks[r.task]
         rows.append({"method": r.method, "task": r.task, "ood_score": r.ood_score,
                      "raw": portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(r.raw_config)))),
                      "best_fixed": portfolio_score(task, SPACE.encode(DQNConfig.from_dict(json.loads(fixed[r.task]))))})
-    return pd.DataFrame(rows, columns=["method", "task", "ood_score", "raw", "best_fixed"])
+    data.looked_up = pd.DataFrame(rows, columns=["method", "task", "ood_score", "raw", "best_fixed"])
+    return data.looked_up
 
 
 def ood_section(data: _Data) -> list[str]:
