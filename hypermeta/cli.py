@@ -309,6 +309,11 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from hypermeta.reports.fewshot import render_fewshot_report
 
     plan = FewShotPlan.load(args.plan)
+    if args.status:
+        from hypermeta.experiments.fewshot import fewshot_progress, format_fewshot_progress
+
+        print(format_fewshot_progress(plan, fewshot_progress(plan)))
+        return 0
     if not args.render_only:
         run_fewshot(plan, workers=args.workers, progress=args.progress)
     print(f"report written to {render_fewshot_report(plan, args.out_dir)}")
@@ -627,6 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--out-dir", default="studies/reports/tune")
     p.add_argument("--render-only", action="store_true", help="only render the report from the runs that exist")
+    p.add_argument("--status", action="store_true",
+                   help="print each task's finished trials, stored test runs and the CPU time the rest needs, then exit")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_fewshot)
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from hypermeta.cli import main
-from hypermeta.experiments.fewshot import FewShotPlan
+from hypermeta.experiments.fewshot import FewShotPlan, fewshot_progress
 from hypermeta.seeds import test_seeds
 
 
@@ -25,8 +25,15 @@ def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path, network_weights, no_network
     assert not (tmp_path / "studies.db").exists()
     plan["weights"] = network_weights
     path.write_text(yaml.safe_dump(plan))
+    assert main(["fewshot", str(path), "--status"]) == 0  # nothing stored yet, and --status creates nothing
+    assert "left in all: 0.0 core-hours of the runs' own time (not counting cartpole:gravity=12: no runs yet)" \
+        in capsys.readouterr().out and not (tmp_path / "studies.db").exists()
     out = tmp_path / "report"
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0
+    status = fewshot_progress(FewShotPlan.load(path)).iloc[0]
+    assert (status["cold"], status["tune-tpe"], status["tune-adapt"], status["remaining_core_h"]) == (4, 3, 3, 0.0)
+    distinct = len(pd.read_csv(tmp_path / "runs_by_method.csv").drop_duplicates(["config_key", "seed"]))
+    assert status["test_runs"] == status["test_planned"] == distinct and status["s_per_run"] > 0
     runs = pd.read_csv(tmp_path / "runs_by_method.csv")
     assert set(runs["method"]) == {"cold@2", "cold@4", "tune-tpe@3", "tune-adapt@3"}
     assert all(set(g["seed"]) == set(test_seeds(2)) for _, g in runs.groupby("method"))

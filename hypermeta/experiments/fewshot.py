@@ -25,8 +25,8 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from hypermeta.experiments.measurement import Measurement, Normalizer
-from hypermeta.experiments.pipeline import (RunStore, common_seeds, paired_difference, run_jobs_scoring_divergence,
-                                            score_matrix)
+from hypermeta.experiments.pipeline import (RunStore, common_seeds, config_key, paired_difference,
+                                            run_jobs_scoring_divergence, score_matrix)
 from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
@@ -316,6 +316,78 @@ def record_copied(plan: FewShotPlan, copied: int) -> None:
     manifest = json.loads(path.read_text())
     manifest["copied_runs"] = manifest.get("copied_runs", 0) + copied
     write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
+
+
+def stored_study(storage: str, name: str) -> Any:
+    """The stored study, or None where its SQLite file or the study does not exist yet (nothing is created)."""
+    import optuna
+
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # no study of that name
+        return None
+
+
+def fewshot_progress(plan: FewShotPlan) -> pd.DataFrame:
+    """Per task: finished trials of its cold study and of each tune study, its stored test runs, and the CPU time
+    the rest needs: the runs left (``seeds_per_trial`` per trial left, plus test runs) times the median own time of
+    the task's runs so far (its trials' ``wall_time`` per seed, its stored test runs, and ``cold_from``'s held-out
+    test runs of the task; NaN before any exists). Process start, sampling and storage come on top of the runs'
+    own time. Until a task's studies are finished its test runs planned are an upper bound (chosen configurations
+    that coincide train once); a shared task's runs identical to ``cold_from``'s are copied, not trained."""
+    runs = RunStore(plan.root / "runs.csv").frame()
+    source = plan.shared_runs()
+    shared = source.frame() if source is not None else runs.iloc[:0]
+    rows = []
+    for entry in plan.tasks:
+        task, steps = entry["task"], int(entry["timesteps"])
+        storage, name = plan.shared_cold_studies().get(task, (plan.storage, f"{plan.name}|{task}|cold"))
+        studies = {"cold": stored_study(storage, name)}
+        studies.update({f"tune-{s}": stored_study(plan.storage, f"{plan.name}|{task}|tune-{s}") for s in plan.samplers})
+        trials = {k: finished_in_order(v) if v is not None else [] for k, v in studies.items()}
+        row = {"task": task, "runner": entry["runner"], "timesteps": steps, "cold_target": max(plan.cold_trials),
+               **{k: len(v) for k, v in trials.items()}}
+        trials_left = max(0, row["cold_target"] - row["cold"]) + sum(max(0, plan.tune_trials - row[f"tune-{s}"])
+                                                                     for s in plan.samplers)
+        mine = runs[(runs["task"] == task) & (runs["timesteps"] == steps)]
+        row["test_runs"] = len(mine)
+        if trials_left:  # the configurations are not chosen yet: at most one per cold@k and sampler
+            row["test_planned"] = (len(plan.cold_trials) + len(plan.samplers)) * plan.test_seeds
+        else:  # chosen: distinct ones train once
+            chosen = [best_config_of(studies["cold"], k) for k in plan.cold_trials]
+            chosen += [best_config_of(studies[f"tune-{s}"]) for s in plan.samplers]
+            row["test_planned"] = len({config_key(c) for c in chosen}) * plan.test_seeds
+        walls = [float(t.user_attrs["wall_time"]) / plan.seeds_per_trial for ts in trials.values() for t in ts
+                 if "wall_time" in t.user_attrs]
+        for frame in (mine, shared[(shared["task"] == task) & (shared["timesteps"] == steps)]):
+            walls += frame["wall_time"].astype(float).tolist()
+        walls = [w for w in walls if w > 0]  # a diverged run is stored with 0
+        row["s_per_run"] = float(np.median(walls)) if walls else float("nan")
+        runs_left = trials_left * plan.seeds_per_trial + max(0, row["test_planned"] - row["test_runs"])
+        row["remaining_core_h"] = runs_left * row["s_per_run"] / 3600 if runs_left else 0.0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_fewshot_progress(plan: FewShotPlan, progress: pd.DataFrame) -> str:
+    width = max(len("task"), *(len(t) for t in progress["task"]))
+    studies = ["cold", *(f"tune-{s}" for s in plan.samplers)]
+    lines = [f"{'task':<{width}} {'runner':<7} {'steps':>7} " + " ".join(f"{s:>13}" for s in studies)
+             + f" {'test runs':>10} {'s/run':>6} {'left (core-h)':>14}"]
+    for r in progress.to_dict("records"):
+        cells = [f"{r['cold']}/{r['cold_target']}", *(f"{r[s]}/{plan.tune_trials}" for s in studies[1:])]
+        lines.append(f"{r['task']:<{width}} {r['runner']:<7} {r['timesteps']:>7} " + " ".join(f"{c:>13}" for c in cells)
+                     + f" {str(r['test_runs']) + '/' + str(r['test_planned']):>10} {r['s_per_run']:>6.1f} "
+                     f"{r['remaining_core_h']:>14.1f}")
+    unknown = progress.loc[progress["remaining_core_h"].isna(), "task"].tolist()
+    total = progress["remaining_core_h"].sum()  # NaN rows (no runs yet) are skipped
+    lines.append(f"left in all: {total:.1f} core-hours of the runs' own time" + (
+        f" (not counting {', '.join(unknown)}: no runs yet)" if unknown else "") + "; divide by --workers. Process "
+        "start, sampling and storage come on top; until a task's studies finish, its test runs planned are an upper "
+        "bound (identical runs train once).")
+    return "\n".join(lines)
 
 
 def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> Path:
