@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -25,9 +26,10 @@ def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path, network_weights, no_network
     assert not (tmp_path / "studies.db").exists()
     plan["weights"] = network_weights
     path.write_text(yaml.safe_dump(plan))
+    files = sorted(tmp_path.rglob("*"))
     assert main(["fewshot", str(path), "--status"]) == 0  # nothing stored yet, and --status creates nothing
     assert "left in all: 0.0 core-hours of the runs' own time (not counting cartpole:gravity=12: no runs yet)" \
-        in capsys.readouterr().out and not (tmp_path / "studies.db").exists()
+        in capsys.readouterr().out and sorted(tmp_path.rglob("*")) == files
     out = tmp_path / "report"
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0
     status = fewshot_progress(FewShotPlan.load(path)).iloc[0]
@@ -255,3 +257,31 @@ def test_records_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_text_atomic(path, '{"default": "adapt"')
     assert json.loads(path.read_text()) == {"default": "tpe"}  # the old record is intact
+
+
+def test_status_counts_distinct_chosen_configurations_and_runs_cold_from_made(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from hypermeta.experiments import fewshot
+    from hypermeta.experiments.pipeline import config_key
+    from hypermeta.space import DQNConfig
+
+    plan = {"name": "fs", "samplers": ["tpe"], "tune_trials": 2, "cold_trials": [1, 2], "seeds_per_trial": 1,
+            "test_seeds": 2, "selection_tasks": ["acrobot"],
+            "tasks": [{"task": "cartpole:gravity=12", "timesteps": 5000}, {"task": "acrobot", "timesteps": 300}]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    a, b = DQNConfig(), DQNConfig(lr_initial=3e-4)
+    trial = SimpleNamespace(user_attrs={"wall_time": 4.0})
+    monkeypatch.setattr(fewshot, "stored_study", lambda storage, name: name)  # a study is its name here
+    monkeypatch.setattr(fewshot, "finished_in_order", lambda study: [trial, trial] if "cartpole" in study else [])
+    monkeypatch.setattr(fewshot, "best_config_of", lambda study, k=None: a if k == 1 else b)  # cold@2 = tune = b
+    theirs = pd.DataFrame({"task": "cartpole:gravity=12", "timesteps": 5000, "config_key": config_key(a),
+                           "seed": test_seeds(2), "wall_time": 2.0})  # cold@1's runs, made by cold_from
+    monkeypatch.setattr(FewShotPlan, "shared_runs", lambda self: SimpleNamespace(frame=lambda: theirs))
+    status = fewshot.fewshot_progress(FewShotPlan.load(path)).set_index("task")
+    done = status.loc["cartpole:gravity=12"]
+    assert (done["cold"], done["tune-tpe"], done["test_runs"], done["test_planned"]) == (2, 2, 2, 4)  # a and b
+    assert done["s_per_run"] == 4.0 and done["remaining_core_h"] == pytest.approx(2 * 4.0 / 3600)  # b's 2 runs
+    new = status.loc["acrobot"]
+    assert (new["cold"], new["test_runs"], new["test_planned"]) == (0, 0, 3 * 2) and np.isnan(new["remaining_core_h"])

@@ -386,10 +386,14 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 0
     again = json.loads((tmp_path / "selection.json").read_text())
     assert again["methods"] == ["nearest-task", "best-fixed"] and again["heldout_runs_existed"]
-    (tmp_path / "selection.json").write_text(json.dumps({**again, "fingerprint": "0123456789abcdef"}))
-    assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 2  # other data, after held-out runs
-    assert json.loads((tmp_path / "selection.json").read_text())["fingerprint"] == "0123456789abcdef"  # untouched
-    (tmp_path / "selection.json").write_text(json.dumps(again))
+    # other matrix data, after held-out runs: refused before the dataset or the selection is rewritten
+    runs_path, dataset, chosen = MatrixPlan.load(path).runs_path, tmp_path / "dataset.csv", tmp_path / "selection.json"
+    matrix_text, files = runs_path.read_text(), {f: f.read_bytes() for f in (dataset, chosen)}
+    runs = pd.read_csv(runs_path)
+    runs.assign(auc=runs["auc"] + 0.01).to_csv(runs_path, index=False)
+    assert main(["meta2", "cv", str(path), "--methods", "nearest-task"]) == 2
+    assert all(f.read_bytes() == b for f, b in files.items())
+    runs_path.write_text(matrix_text)
     with pytest.raises(ValueError, match="trained for another selection.json"):  # weights of the old selection
         meta2.ship_winner(MatrixPlan.load(path), dest=tmp_path / "package" / "default.safetensors")
     assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0

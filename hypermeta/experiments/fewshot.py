@@ -336,10 +336,12 @@ def fewshot_progress(plan: FewShotPlan) -> pd.DataFrame:
     the task's runs so far (its trials' ``wall_time`` per seed, its stored test runs, and ``cold_from``'s held-out
     test runs of the task; NaN before any exists). Process start, sampling and storage come on top of the runs'
     own time. Until a task's studies are finished its test runs planned are an upper bound (chosen configurations
-    that coincide train once); a shared task's runs identical to ``cold_from``'s are copied, not trained."""
+    that coincide train once); then they are exact, and a shared task's runs that ``cold_from`` already made count
+    as stored (they are copied, not trained). A tune study that stopped short of its trials (a round that finished
+    none) keeps counting as unfinished."""
     runs = RunStore(plan.root / "runs.csv").frame()
     source = plan.shared_runs()
-    shared = source.frame() if source is not None else runs.iloc[:0]
+    shared = source.frame() if source is not None else runs.iloc[:0]  # cold_from's held-out runs (shared tasks')
     rows = []
     for entry in plan.tasks:
         task, steps = entry["task"], int(entry["timesteps"])
@@ -352,16 +354,19 @@ def fewshot_progress(plan: FewShotPlan) -> pd.DataFrame:
         trials_left = max(0, row["cold_target"] - row["cold"]) + sum(max(0, plan.tune_trials - row[f"tune-{s}"])
                                                                      for s in plan.samplers)
         mine = runs[(runs["task"] == task) & (runs["timesteps"] == steps)]
-        row["test_runs"] = len(mine)
+        theirs = shared[(shared["task"] == task) & (shared["timesteps"] == steps)]
         if trials_left:  # the configurations are not chosen yet: at most one per cold@k and sampler
+            row["test_runs"] = len(mine)
             row["test_planned"] = (len(plan.cold_trials) + len(plan.samplers)) * plan.test_seeds
-        else:  # chosen: distinct ones train once
+        else:  # chosen: distinct ones train once, and those cold_from made are copied
             chosen = [best_config_of(studies["cold"], k) for k in plan.cold_trials]
             chosen += [best_config_of(studies[f"tune-{s}"]) for s in plan.samplers]
-            row["test_planned"] = len({config_key(c) for c in chosen}) * plan.test_seeds
+            planned = {(config_key(c), s) for c in chosen for s in test_seeds(plan.test_seeds)}
+            have = {(k, int(s)) for f in (mine, theirs) for k, s in zip(f["config_key"], f["seed"])}
+            row["test_runs"], row["test_planned"] = len(planned & have), len(planned)
         walls = [float(t.user_attrs["wall_time"]) / plan.seeds_per_trial for ts in trials.values() for t in ts
                  if "wall_time" in t.user_attrs]
-        for frame in (mine, shared[(shared["task"] == task) & (shared["timesteps"] == steps)]):
+        for frame in (mine, theirs):
             walls += frame["wall_time"].astype(float).tolist()
         walls = [w for w in walls if w > 0]  # a diverged run is stored with 0
         row["s_per_run"] = float(np.median(walls)) if walls else float("nan")
@@ -386,7 +391,7 @@ def format_fewshot_progress(plan: FewShotPlan, progress: pd.DataFrame) -> str:
     lines.append(f"left in all: {total:.1f} core-hours of the runs' own time" + (
         f" (not counting {', '.join(unknown)}: no runs yet)" if unknown else "") + "; divide by --workers. Process "
         "start, sampling and storage come on top; until a task's studies finish, its test runs planned are an upper "
-        "bound (identical runs train once).")
+        "bound (identical runs train once, and runs cold_from already made are copied).")
     return "\n".join(lines)
 
 

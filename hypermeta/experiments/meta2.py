@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.experiments.baselines import SB3_DEFAULT, rl_zoo_config
-from hypermeta.experiments.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_matrix, export_matrix_dataset,
-                                          incomplete_tasks, matrix_gaps, matrix_scores)
+from hypermeta.experiments.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_matrix, incomplete_tasks,
+                                          matrix_dataset, matrix_gaps, matrix_scores)
 from hypermeta.experiments.measurement import Measurement
 from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence, score_matrix
 from hypermeta.experiments.runner import Job
@@ -82,12 +82,13 @@ class Paths:
         return self.root / "heldout"
 
 
-def training_tasks(plan: MatrixPlan):
-    """The dataset of the complete training tasks (exported again, so it includes every finished task)."""
-    frame, _ = export_matrix_dataset(plan, Paths.of(plan).dataset)
+def training_frame(plan: MatrixPlan, matrix: pd.DataFrame) -> pd.DataFrame:
+    """The dataset of the complete training tasks, from the matrix as it is now (so it includes every finished task;
+    not written here)."""
+    frame = matrix_dataset(plan, matrix)
     if frame.empty:
         raise ValueError(f"no training task of {plan.path!r} has a complete matrix yet; run `hypermeta matrix`")
-    return tasks_from_frame(frame)
+    return frame
 
 
 def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble: int = CV_ENSEMBLE,
@@ -107,15 +108,19 @@ def cross_validate(plan: MatrixPlan, methods: list[str] | None = None, ensemble:
         raise ValueError(f"the training matrix is incomplete: {len(missing)} of {len(plan.train_tasks())} training "
                          f"tasks lack runs (first: {missing[0]!r}); finish it with `hypermeta matrix {plan.path}` "
                          "(`--status` shows how far it is), or pass --allow-incomplete for a run the plan does not count")
-    tasks = training_tasks(plan)
+    frame = training_frame(plan, matrix)
+    tasks = tasks_from_frame(frame)
     paths = Paths.of(plan)
     cfg = MetaTrainConfig(seed=0, ensemble=ensemble)
     if paths.selection.is_file() and (paths.heldout / "runs.csv").is_file():
         made_on, now = json.loads(paths.selection.read_text())["fingerprint"], fingerprint(tasks, cfg)
         if made_on != now:  # a new CV now would select with the held-out results in hand
-            raise ValueError(f"the training data or CV settings changed since the selection the held-out runs in "
-                             f"{str(paths.heldout)!r} used (fingerprint {made_on}, now {now}): restore the dataset and "
-                             "settings that selection was made on, or move that folder aside to start a new evaluation")
+            raise ValueError(f"the training matrix or the CV ensemble changed since the selection the held-out runs in "
+                             f"{str(paths.heldout)!r} used (fingerprint {made_on}, now {now}): restore the matrix runs "
+                             "and settings that selection was made on, or move that folder aside to start a new "
+                             "evaluation")
+    paths.dataset.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(paths.dataset, index=False)  # the dataset this CV runs on (`meta2 train` reads it)
     cv = loto_cv(tasks, methods, cfg, out=paths.cv, workers=workers, progress=progress)
     winner = cv_winner(cv, methods)
     thresholds = {}

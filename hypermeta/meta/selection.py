@@ -34,7 +34,9 @@ CV_COLUMNS = ["method", "task", "score", "best_fixed", "oracle", "ood_score", "n
 def fingerprint(tasks: Sequence[TaskData], cfg: MetaTrainConfig) -> str:
     """What a fold's result depends on besides its method and left-out task: every task's data and the
     settings. A fold stored under another fingerprint (fewer tasks, other data or settings) is not reused. Values
-    are rounded to 9 decimals, so float-parsing noise (1e-14) does not make the same data another fingerprint."""
+    are rounded to 9 decimals (and -0.0 counted as 0.0), so float-parsing noise (1e-14) almost never makes the same
+    data another fingerprint (only a value within the noise of a rounding boundary would); the run store reads its
+    floats exactly, so a re-export reproduces them."""
     h = hashlib.sha1(json.dumps({k: v for k, v in asdict(cfg).items() if k != "method"}, sort_keys=True).encode())
     for t in sorted(tasks, key=lambda t: t.task):
         h.update(t.task.encode())
