@@ -146,6 +146,13 @@ class FewShotPlan:
     def storage(self) -> str:
         return f"sqlite:///{self.root / 'studies.db'}"
 
+    def cold_study(self, task: str) -> tuple[str, str]:
+        """The storage URL and name of ``task``'s cold study (``cold_from``'s TPE study where it is shared)."""
+        return self.shared_cold_studies().get(task, (self.storage, f"{self.name}|{task}|cold"))
+
+    def tune_study_name(self, task: str, sampler: str) -> str:
+        return f"{self.name}|{task}|tune-{sampler}"
+
     def fixed(self) -> dict[str, Any]:
         """The untuned settings: those the meta-learner's data came from (cold and tune studies alike)."""
         from hypermeta.meta.predict import load_predictor
@@ -168,7 +175,7 @@ def run_task(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: b
              ) -> tuple[dict[str, DQNConfig], list[dict]]:
     task, steps, runner = entry["task"], int(entry["timesteps"]), entry["runner"]
     spec = StudySpec(task, steps, "schedule", plan.seeds_per_trial, fixed=plan.fixed())
-    storage, name = plan.shared_cold_studies().get(task, (plan.storage, f"{plan.name}|{task}|cold"))
+    storage, name = plan.cold_study(task)
     batched = runner == "batched"  # TPE starts once a batch has finished (Optuna's default waits for 10 trials)
     cold = run_study(spec, max(plan.cold_trials), study_name=name, storage=storage,
                      sampler="tpe", pruner="none", workers=workers, progress=progress, runner=runner,
@@ -177,7 +184,7 @@ def run_task(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: b
     rows = progress_rows(cold, task, "cold")
     for sampler in plan.samplers:
         result = tune(task, plan.tune_trials, steps, seeds_per_trial=plan.seeds_per_trial, runner=runner,
-                      storage=plan.storage, study_name=f"{plan.name}|{task}|tune-{sampler}", predictor=plan.weights,
+                      storage=plan.storage, study_name=plan.tune_study_name(task, sampler), predictor=plan.weights,
                       progress=progress, sampler=sampler, meta_data=plan.meta_data, pruner="none",  # as cold
                       adapt_predictor=plan.adapt_weights)
         configs[f"tune-{sampler}@{plan.tune_trials}"] = result.best
@@ -345,9 +352,8 @@ def fewshot_progress(plan: FewShotPlan) -> pd.DataFrame:
     rows = []
     for entry in plan.tasks:
         task, steps = entry["task"], int(entry["timesteps"])
-        storage, name = plan.shared_cold_studies().get(task, (plan.storage, f"{plan.name}|{task}|cold"))
-        studies = {"cold": stored_study(storage, name)}
-        studies.update({f"tune-{s}": stored_study(plan.storage, f"{plan.name}|{task}|tune-{s}") for s in plan.samplers})
+        studies = {"cold": stored_study(*plan.cold_study(task))}
+        studies.update({f"tune-{s}": stored_study(plan.storage, plan.tune_study_name(task, s)) for s in plan.samplers})
         trials = {k: finished_in_order(v) if v is not None else [] for k, v in studies.items()}
         row = {"task": task, "runner": entry["runner"], "timesteps": steps, "cold_target": max(plan.cold_trials),
                **{k: len(v) for k, v in trials.items()}}
