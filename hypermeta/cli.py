@@ -315,7 +315,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
         print(format_fewshot_progress(plan, fewshot_progress(plan)))
         return 0
     if not args.render_only:
-        run_fewshot(plan, workers=args.workers, progress=args.progress)
+        run_fewshot(plan, workers=args.workers, progress=args.progress, tasks=args.tasks)
     print(f"report written to {render_fewshot_report(plan, args.out_dir)}")
     return 0
 
@@ -632,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--out-dir", default="studies/reports/tune")
     p.add_argument("--render-only", action="store_true", help="only render the report from the runs that exist")
+    p.add_argument("--tasks", nargs="+", metavar="PATTERN",
+                   help="run only the evaluation tasks matching these shell-style patterns (quoted, e.g. 'cartpole*'), "
+                   "after the selection tasks, which always run first; the report reads every finished task")
     p.add_argument("--status", action="store_true",
                    help="print each task's finished trials, stored test runs and the CPU time the rest needs, then exit")
     p.add_argument("--progress", action="store_true")

@@ -18,6 +18,9 @@ stage matrix "$PLAN" --runner batched --workers "$W" --max-agents 64   # trainin
 stage matrix "$PLAN" --export-only                                    # dataset.csv
 stage meta2 cv "$PLAN" --workers "$W"                                 # LOTO-CV -> selection.json
 stage meta2 train "$PLAN"                                             # every method's weights, the winner
+# 2026-11-27: the few-shot benchmark of the 16 held-out contexts (whose meta2 TPE studies, its cold studies, are
+# finished) runs before the held-out family's ~4 core-hours, so issue 11 gets its first numbers a session earlier
+stage fewshot studies/tune/plan.yaml --workers "$W" --tasks 'cartpole*' 'acrobot*' 'frozenlake*' 'mountaincar*'
 # held-out contexts first (matrix, key comparisons, the rest, TPE, SB3 check), then the held-out family;
 # `meta2 report` reports an unfinished evaluation as interim
 stage meta2 heldout "$PLAN" --workers "$W"

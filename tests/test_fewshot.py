@@ -285,3 +285,71 @@ def test_status_counts_distinct_chosen_configurations_and_runs_cold_from_made(tm
     assert done["s_per_run"] == 4.0 and done["remaining_core_h"] == pytest.approx(2 * 4.0 / 3600)  # b's 2 runs
     new = status.loc["acrobot"]
     assert (new["cold"], new["test_runs"], new["test_planned"]) == (0, 0, 3 * 2) and np.isnan(new["remaining_core_h"])
+
+
+def test_tasks_runs_the_selection_tasks_and_the_matching_ones_and_the_report_says_interim(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """`fewshot PLAN --tasks PATTERN`: the selection task first, then the matching evaluation tasks only; every task's
+    rows are written when it finishes, a later run adds the rest and keeps them, and the report until then is
+    marked interim and reads the finished tasks only (no training: the stages are replaced)."""
+    import hypermeta.experiments.fewshot as fewshot
+    from hypermeta import DQNConfig
+
+    plan = {"name": "part", "samplers": ["tpe"], "tune_trials": 2, "cold_trials": [2, 32], "test_seeds": 3,
+            "selection_tasks": ["acrobot"], "tasks": [{"task": t, "timesteps": 300} for t in
+                                                      ("cartpole:gravity=12", "acrobot", "cartpole", "mountaincar")]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    seen = []
+
+    def fake_task(plan, entry, workers, progress):
+        seen.append(entry["task"])
+        rows = [{"task": entry["task"], "study": "cold", "trials": 1, "env_steps": 300, "best_so_far": 0.2}]
+        return {"tune-tpe@2": DQNConfig(), "cold@2": DQNConfig(lr_initial=1e-3),
+                "cold@32": DQNConfig(lr_initial=2e-3)}, rows
+
+    def fake_runs(jobs, store, **kwargs):
+        return pd.DataFrame([{"task": j.task, "method": j.method, "seed": j.seed, "config_key": j.method,
+                              "auc": 0.5 + 0.1 * (j.method == "tune-tpe@2") + 0.01 * (j.seed % 3)} for j in jobs])
+
+    monkeypatch.setattr(fewshot, "run_task", fake_task)
+    monkeypatch.setattr(fewshot, "run_jobs_scoring_divergence", fake_runs)
+    assert main(["fewshot", str(path), "--tasks", "lunar*"]) == 2  # matches nothing: refused before any run
+    assert "--tasks 'lunar*' matches none" in capsys.readouterr().err and seen == []
+    out = tmp_path / "report"
+    assert main(["fewshot", str(path), "--tasks", "cartpole*", "--out-dir", str(out)]) == 0
+    assert seen == ["acrobot", "cartpole:gravity=12", "cartpole"]
+    runs = pd.read_csv(tmp_path / "runs_by_method.csv")
+    assert list(dict.fromkeys(runs["task"])) == seen and len(runs) == 3 * 3 * 3
+    report = (out / "report.md").read_text()
+    assert "**An interim report: 3 of 4 tasks have finished** (2 of 3 evaluation tasks)" in report
+    assert "still to run (`hypermeta fewshot" in report and "`mountaincar`." in report
+    assert "target: tune-tpe@2 >= cold@32: **met** (paired difference +0.100" in report
+    assert "| mountaincar" not in report  # not run: not in the tables either
+    seen.clear()
+    assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0  # the rest, the finished tasks resumed
+    assert seen == ["acrobot", "cartpole:gravity=12", "cartpole", "mountaincar"]
+    runs = pd.read_csv(tmp_path / "runs_by_method.csv")
+    assert sorted(runs["task"].unique()) == sorted(seen) and len(runs) == 4 * 3 * 3  # no row twice
+    assert len(pd.read_csv(tmp_path / "progress.csv")) == 4
+    report = (out / "report.md").read_text()
+    assert "interim" not in report and "| mountaincar | 0.6" in report
+
+
+def test_samplers_tune_side_by_side_with_two_workers_as_one_by_one(tmp_path, network_weights):
+    """With 2 workers the samplers' tune studies run in two processes; each is the study it is when run alone:
+    the same best configuration and the same trials (separate storages, the same plan otherwise)."""
+    from hypermeta.experiments.fewshot import tune_samplers
+
+    results = {}
+    for workers in (1, 2):
+        root = tmp_path / f"w{workers}"
+        root.mkdir()
+        plan = {"name": "side", "tasks": [{"task": "cartpole:gravity=12", "timesteps": 300}], "samplers": ["tpe", "adapt"],
+                "tune_trials": 2, "cold_trials": [2], "seeds_per_trial": 1, "test_seeds": 1, "weights": network_weights}
+        (root / "plan.yaml").write_text(yaml.safe_dump(plan))
+        loaded = FewShotPlan.load(root / "plan.yaml")
+        results[workers] = tune_samplers(loaded, loaded.tasks[0], workers, False)
+    assert [r[0] for r in results[2]] == ["tpe", "adapt"]
+    assert [(s, c, [(r["trials"], r["best_so_far"]) for r in rows]) for s, c, rows in results[1]] == \
+        [(s, c, [(r["trials"], r["best_so_far"]) for r in rows]) for s, c, rows in results[2]]

@@ -160,6 +160,9 @@ class FewShotPlan:
         return get_space("schedule").untuned(load_predictor(self.weights).base)
 
 
+PROGRESS_COLUMNS = ["task", "study", "trials", "env_steps", "best_so_far"]
+
+
 def progress_rows(study: Any, task: str, label: str) -> list[dict]:
     """Best objective so far after each finished trial, with the environment steps spent until then."""
     rows, best, steps = [], -np.inf, 0
@@ -182,14 +185,39 @@ def run_task(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: b
                      batch_size=plan.cold_batch if batched else 1, n_startup_trials=plan.cold_batch if batched else None)
     configs = {f"cold@{k}": best_config_of(cold, k) for k in plan.cold_trials}
     rows = progress_rows(cold, task, "cold")
-    for sampler in plan.samplers:
-        result = tune(task, plan.tune_trials, steps, seeds_per_trial=plan.seeds_per_trial, runner=runner,
-                      storage=plan.storage, study_name=plan.tune_study_name(task, sampler), predictor=plan.weights,
-                      progress=progress, sampler=sampler, meta_data=plan.meta_data, pruner="none",  # as cold
-                      adapt_predictor=plan.adapt_weights)
-        configs[f"tune-{sampler}@{plan.tune_trials}"] = result.best
-        rows += progress_rows(result.study, task, f"tune-{sampler}")
+    for sampler, config, tune_rows in tune_samplers(plan, entry, workers, progress):
+        configs[f"tune-{sampler}@{plan.tune_trials}"] = config
+        rows += tune_rows
     return configs, rows
+
+
+def tune_sampler(plan: FewShotPlan, entry: dict[str, Any], sampler: str, progress: bool
+                 ) -> tuple[str, DQNConfig, list[dict]]:
+    """One sampler's ``tune`` study of the task: its best configuration and progress rows."""
+    task = entry["task"]
+    result = tune(task, plan.tune_trials, int(entry["timesteps"]), seeds_per_trial=plan.seeds_per_trial,
+                  runner=entry["runner"], storage=plan.storage, study_name=plan.tune_study_name(task, sampler),
+                  predictor=plan.weights, progress=progress, sampler=sampler, meta_data=plan.meta_data,
+                  pruner="none", adapt_predictor=plan.adapt_weights)  # no pruning, as cold
+    return sampler, result.best, progress_rows(result.study, task, f"tune-{sampler}")
+
+
+def tune_samplers(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: bool
+                  ) -> list[tuple[str, DQNConfig, list[dict]]]:
+    """Every sampler's ``tune`` study of the task, in the plan's order. A tune study runs in one process (its
+    rounds are lock-step batches), so with several workers the samplers' studies run side by side, one process
+    each (they are independent studies; each is seeded as when run alone)."""
+    n = min(workers, len(plan.samplers))
+    if n <= 1:
+        return [tune_sampler(plan, entry, s, progress) for s in plan.samplers]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from hypermeta.experiments.study import make_storage
+
+    make_storage(plan.storage)  # the schema is created here: two processes creating it at once collide
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(tune_sampler, *zip(*[(plan, entry, s, progress) for s in plan.samplers])))
 
 
 def _tune(plan: FewShotPlan, sampler: str) -> str:
@@ -401,10 +429,37 @@ def format_fewshot_progress(plan: FewShotPlan, progress: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> Path:
-    """Run (or resume) the whole benchmark; writes ``runs_by_method.csv`` and ``progress.csv`` beside the plan.
-    The selection tasks run first; the default sampler is then chosen on them and recorded (``choice.json``)
-    before any evaluation task's study starts."""
+def select_tasks(plan: FewShotPlan, patterns: list[str] | None) -> list[dict[str, Any]]:
+    """The plan's task entries to run now, in the order they run: the selection tasks first (always: the default
+    sampler is chosen on them before any evaluation task runs), then the evaluation tasks that match one of the
+    shell-style ``patterns`` (all of them when ``patterns`` is None). A pattern that matches no task is an error."""
+    from fnmatch import fnmatchcase
+
+    selection = [e for e in plan.tasks if e["task"] in plan.selection_tasks]
+    evaluation = [e for e in plan.tasks if e["task"] not in plan.selection_tasks]
+    if patterns is None:
+        return selection + evaluation
+    for pattern in patterns:
+        if not any(fnmatchcase(e["task"], pattern) for e in plan.tasks):
+            raise ValueError(f"--tasks {pattern!r} matches none of plan {plan.name!r}'s tasks; quote patterns such as "
+                             "'cartpole*' so the shell does not expand them")
+    return selection + [e for e in evaluation if any(fnmatchcase(e["task"], p) for p in patterns)]
+
+
+def merge_task_rows(path: Path, frame: pd.DataFrame, task: str) -> None:
+    """Replace ``task``'s rows of the CSV ``path`` (created if missing) with ``frame``, atomically, keeping the
+    other tasks' rows: the report can be rendered after every task, and a run of some tasks keeps the rest."""
+    old = pd.read_csv(path) if path.is_file() else frame.iloc[:0]
+    merged = pd.concat([old[old["task"] != task], frame], ignore_index=True)
+    write_text_atomic(path, merged.to_csv(index=False))
+
+
+def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tasks: list[str] | None = None) -> Path:
+    """Run (or resume) the benchmark, or with ``tasks`` (shell-style patterns) its selection tasks and the matching
+    evaluation tasks. The selection tasks run first; the default sampler is then chosen on them and recorded
+    (``choice.json``) before any evaluation task's study starts. After every task its rows of
+    ``runs_by_method.csv`` and ``progress.csv`` (beside the plan) are replaced, other tasks' rows kept."""
+    entries = select_tasks(plan, tasks)  # a bad pattern fails before any training
     for entry in plan.tasks:
         Normalizer.for_task(entry["task"])  # unknown tasks and missing references fail before any training
     check_inputs(plan)
@@ -413,28 +468,29 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False) -> 
     preexisting = not (plan.root / "manifest.json").is_file() and any(
         (plan.root / f).is_file() for f in ("runs.csv", "choice.json", "studies.db"))
     record_start(plan, workers, preexisting)
-    selection = [e for e in plan.tasks if e["task"] in plan.selection_tasks]
-    evaluation = [e for e in plan.tasks if e["task"] not in plan.selection_tasks]
-    existed = preexisting or (store.is_file() and bool(
-        set(pd.read_csv(store, usecols=["task"])["task"]) & {e["task"] for e in evaluation}))
-    all_runs, all_rows = [], []
+    n_selection = sum(e["task"] in plan.selection_tasks for e in entries)
+    evaluation = {e["task"] for e in plan.tasks if e["task"] not in plan.selection_tasks}
+    existed = preexisting or (store.is_file() and bool(set(pd.read_csv(store, usecols=["task"])["task"]) & evaluation))
+    selection_runs = []
     shared, copied = plan.shared_cold_studies(), 0
     source = plan.shared_runs()
-    for i, entry in enumerate(selection + evaluation):
-        if i == len(selection):
-            record_choice(plan, pd.concat(all_runs, ignore_index=True) if all_runs else pd.DataFrame(), existed)
+    for i, entry in enumerate(entries):
+        if i == n_selection:
+            record_choice(plan, pd.concat(selection_runs, ignore_index=True) if selection_runs else pd.DataFrame(),
+                          existed)
         configs, rows = run_task(plan, entry, workers, progress)
         m = Measurement(int(entry["timesteps"]))
         jobs = [Job(entry["task"], name, c, m, s) for name, c in configs.items() for s in test_seeds(plan.test_seeds)]
         store = RunStore(plan.root / "runs.csv")
         if source is not None and entry["task"] in shared:  # e.g. cold@8 = meta2's optuna-tpe@10: the same runs
             copied += store.adopt(source, jobs)
-        all_runs.append(run_jobs_scoring_divergence(jobs, store, workers=workers, progress=progress,
-                                                    runner=entry["runner"]))
-        all_rows += rows
+        runs = run_jobs_scoring_divergence(jobs, store, workers=workers, progress=progress, runner=entry["runner"])
+        if i < n_selection:
+            selection_runs.append(runs)
+        merge_task_rows(plan.root / "runs_by_method.csv", runs, entry["task"])
+        merge_task_rows(plan.root / "progress.csv", pd.DataFrame(rows, columns=PROGRESS_COLUMNS), entry["task"])
     if copied:
         record_copied(plan, copied)
-    record_choice(plan, pd.concat(all_runs, ignore_index=True), existed)  # no-op once recorded above
-    pd.concat(all_runs, ignore_index=True).to_csv(plan.root / "runs_by_method.csv", index=False)
-    pd.DataFrame(all_rows).to_csv(plan.root / "progress.csv", index=False)
+    if len(entries) == n_selection:  # only selection tasks ran: the choice is recorded all the same
+        record_choice(plan, pd.concat(selection_runs, ignore_index=True), existed)
     return plan.root

@@ -19,22 +19,40 @@ from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, p
 def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/reports/tune") -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not (plan.root / "runs_by_method.csv").is_file():
+        raise ValueError(f"no task of plan {plan.name!r} has finished yet ({str(plan.root / 'runs_by_method.csv')!r} "
+                         f"does not exist): run `hypermeta fewshot {plan.path}` first")
     runs = pd.read_csv(plan.root / "runs_by_method.csv")
     progress = pd.read_csv(plan.root / "progress.csv")
-    tasks = [e["task"] for e in plan.tasks]
+    finished = set(runs["task"])  # the run stage writes a task's rows once all its test runs are stored
+    tasks = [e["task"] for e in plan.tasks if e["task"] in finished]
     evaluation = [t for t in tasks if t not in plan.selection_tasks]
     default, choice = choose_sampler(plan, runs)
     lines = ["# Few-shot tuning: `hypermeta tune` against cold Optuna TPE", "",
              generated_line(f"hypermeta fewshot {plan.path}"), ""]
+    lines += interim_lines(plan, tasks)
     lines += deviation_lines(plan, runs) + [""]
     lines += targets_lines(plan, runs, evaluation, default) + [""] + choice + [""] + setup_lines(plan, runs) + [""]
-    lines += paired_lines(plan, runs, evaluation) + [""] + iqm_lines(runs, evaluation) + [""]
+    if evaluation:
+        lines += paired_lines(plan, runs, evaluation) + [""] + iqm_lines(runs, evaluation) + [""]
     lines += per_task_lines(plan, runs, tasks, default)
     plot_progress(progress, tasks, out_dir / "progress.png")
     lines += ["", "![best so far against environment steps](progress.png)", "",
               "Best objective so far (normalised AUC on tuning seeds, optimistic) against the environment steps the "
               "study spent, per task: cold TPE and each `tune` sampler."]
     return write_markdown(out_dir / "report.md", lines)
+
+
+def interim_lines(plan: FewShotPlan, finished: list[str]) -> list[str]:
+    """What an unfinished benchmark's report rests on: the tasks still to run (none: an empty list)."""
+    missing = [e["task"] for e in plan.tasks if e["task"] not in finished]
+    if not missing:
+        return []
+    n_eval = sum(t not in plan.selection_tasks for t in finished)
+    return [f"**An interim report: {len(finished)} of {len(plan.tasks)} tasks have finished** ({n_eval} of "
+            f"{sum(e['task'] not in plan.selection_tasks for e in plan.tasks)} evaluation tasks). Every number below "
+            f"reads those only; still to run (`hypermeta fewshot {plan.path}` resumes): "
+            + ", ".join(f"`{t}`" for t in missing) + ".", ""]
 
 
 def choose_sampler(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str]]:
@@ -94,6 +112,8 @@ def targets_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampl
     """tune (the default sampler) at its trials against cold TPE at 32 (target) and 64 (stretch)."""
     lines = ["## Targets", ""]
     default = _tune(plan, sampler)
+    if not tasks:
+        return lines + ["No evaluation task has finished yet: no target to check."]
     if not {32, 64} & set(plan.cold_trials):
         lines.append("The plan has neither cold@32 nor cold@64: no target to check.")
     for k, what in ((32, "target"), (64, "stretch")):
@@ -160,12 +180,17 @@ def per_task_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], samp
 
 def plot_progress(progress: pd.DataFrame, tasks: list[str], path: Path) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    cols = min(len(tasks), 4)
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
+    for ax, task in zip(axes.flat, tasks):
         for label, g in progress[progress["task"] == task].groupby("study", sort=False):
             ax.step(g["env_steps"], np.maximum.accumulate(g["best_so_far"]), where="post", label=label)
         ax.set_title(task, fontsize=8)
         ax.set_xlabel("environment steps")
-    axes[0][0].set_ylabel("best objective so far")
+    for row in axes:
+        row[0].set_ylabel("best objective so far")
     axes[0][0].legend(fontsize=7)
     save_figure(fig, path)
