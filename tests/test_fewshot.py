@@ -346,7 +346,8 @@ def test_samplers_tune_side_by_side_with_two_workers_as_one_by_one(tmp_path, net
         root = tmp_path / f"w{workers}"
         root.mkdir()
         plan = {"name": "side", "tasks": [{"task": "cartpole:gravity=12", "timesteps": 300}], "samplers": ["tpe", "adapt"],
-                "tune_trials": 2, "cold_trials": [2], "seeds_per_trial": 1, "test_seeds": 1, "weights": network_weights}
+                "tune_trials": 2, "cold_trials": [2], "seeds_per_trial": 1, "test_seeds": 1, "weights": network_weights,
+                "adapt_weights": network_weights}  # adapt's only: tpe's study is refused it
         (root / "plan.yaml").write_text(yaml.safe_dump(plan))
         loaded = FewShotPlan.load(root / "plan.yaml")
         results[workers] = tune_samplers(loaded, loaded.tasks[0], workers, False)

@@ -198,7 +198,8 @@ def tune_sampler(plan: FewShotPlan, entry: dict[str, Any], sampler: str, progres
     result = tune(task, plan.tune_trials, int(entry["timesteps"]), seeds_per_trial=plan.seeds_per_trial,
                   runner=entry["runner"], storage=plan.storage, study_name=plan.tune_study_name(task, sampler),
                   predictor=plan.weights, progress=progress, sampler=sampler, meta_data=plan.meta_data,
-                  pruner="none", adapt_predictor=plan.adapt_weights)  # no pruning, as cold
+                  pruner="none",  # no pruning, as cold
+                  adapt_predictor=plan.adapt_weights if sampler == "adapt" else None)
     return sampler, result.best, progress_rows(result.study, task, f"tune-{sampler}")
 
 
