@@ -218,7 +218,13 @@ def tune_samplers(plan: FewShotPlan, entry: dict[str, Any], workers: int, progre
 
     make_storage(plan.storage)  # the schema is created here: two processes creating it at once collide
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(tune_sampler, *zip(*[(plan, entry, s, progress) for s in plan.samplers])))
+        futures = [pool.submit(tune_sampler, plan, entry, s, progress) for s in plan.samplers]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:  # studies still queued are cancelled where the pool can; running ones finish (stored)
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def _tune(plan: FewShotPlan, sampler: str) -> str:
