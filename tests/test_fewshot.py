@@ -354,3 +354,30 @@ def test_samplers_tune_side_by_side_with_two_workers_as_one_by_one(tmp_path, net
     assert [r[0] for r in results[2]] == ["tpe", "adapt"]
     assert [(s, c, [(r["trials"], r["best_so_far"]) for r in rows]) for s, c, rows in results[1]] == \
         [(s, c, [(r["trials"], r["best_so_far"]) for r in rows]) for s, c, rows in results[2]]
+
+
+def test_copied_runs_are_recorded_when_copied_even_if_the_run_is_killed_later(tmp_path, monkeypatch):
+    import hypermeta.experiments.fewshot as fewshot
+    from hypermeta import DQNConfig
+    from hypermeta.experiments.pipeline import RunStore
+
+    plan = {"name": "copy", "samplers": ["tpe"], "tune_trials": 2, "cold_trials": [2], "test_seeds": 2,
+            "selection_tasks": ["acrobot"], "tasks": [{"task": "acrobot", "timesteps": 300},
+                                                      {"task": "cartpole", "timesteps": 300}]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+
+    def fake_task(plan, entry, workers, progress):
+        if entry["task"] == "cartpole":
+            raise KeyboardInterrupt  # killed in the second task
+        return {"tune-tpe@2": DQNConfig(), "cold@2": DQNConfig()}, []
+
+    monkeypatch.setattr(fewshot, "run_task", fake_task)
+    monkeypatch.setattr(fewshot, "run_jobs_scoring_divergence", lambda jobs, store, **kw: pd.DataFrame(
+        [{"task": j.task, "method": j.method, "seed": j.seed, "auc": 0.5} for j in jobs]))
+    monkeypatch.setattr(FewShotPlan, "shared_cold_studies", lambda self: {"acrobot": ("sqlite:///x.db", "x")})
+    monkeypatch.setattr(FewShotPlan, "shared_runs", lambda self: RunStore(tmp_path / "theirs.csv"))
+    monkeypatch.setattr(RunStore, "adopt", lambda self, source, jobs: 3)
+    with pytest.raises(KeyboardInterrupt):
+        fewshot.run_fewshot(FewShotPlan.load(path))
+    assert json.loads((tmp_path / "manifest.json").read_text())["copied_runs"] == 3

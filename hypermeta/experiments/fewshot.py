@@ -479,8 +479,7 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tas
     evaluation = {e["task"] for e in plan.tasks if e["task"] not in plan.selection_tasks}
     existed = preexisting or (store.is_file() and bool(set(pd.read_csv(store, usecols=["task"])["task"]) & evaluation))
     selection_runs = []
-    shared, copied = plan.shared_cold_studies(), 0
-    source = plan.shared_runs()
+    shared, source = plan.shared_cold_studies(), plan.shared_runs()
     for i, entry in enumerate(entries):
         if i == n_selection:
             record_choice(plan, pd.concat(selection_runs, ignore_index=True) if selection_runs else pd.DataFrame(),
@@ -490,14 +489,14 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tas
         jobs = [Job(entry["task"], name, c, m, s) for name, c in configs.items() for s in test_seeds(plan.test_seeds)]
         store = RunStore(plan.root / "runs.csv")
         if source is not None and entry["task"] in shared:  # e.g. cold@8 = meta2's optuna-tpe@10: the same runs
-            copied += store.adopt(source, jobs)
+            copied = store.adopt(source, jobs)
+            if copied:  # recorded now: a kill later in the run must not lose the count (a resume copies none)
+                record_copied(plan, copied)
         runs = run_jobs_scoring_divergence(jobs, store, workers=workers, progress=progress, runner=entry["runner"])
         if i < n_selection:
             selection_runs.append(runs)
         merge_task_rows(plan.root / "runs_by_method.csv", runs, entry["task"])
         merge_task_rows(plan.root / "progress.csv", pd.DataFrame(rows, columns=PROGRESS_COLUMNS), entry["task"])
-    if copied:
-        record_copied(plan, copied)
     if len(entries) == n_selection:  # only selection tasks ran: the choice is recorded all the same
         record_choice(plan, pd.concat(selection_runs, ignore_index=True), existed)
     return plan.root
