@@ -19,7 +19,7 @@ from hypermeta import Measurement
 from hypermeta.experiments.measurement import DivergenceError, Normalizer
 from hypermeta.experiments.sb3 import run_curve
 from hypermeta.experiments.study import StudySpec, make_storage, open_study, run_study
-from hypermeta.seeds import TEST_SEED_START
+from hypermeta.seeds import TEST_SEED_START, tuning_seeds
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -171,6 +171,7 @@ def test_kill_9_then_same_command_resumes_keeping_finished_trials(tmp_path, sigk
     # some of them: the retry keeps those and samples the rest)
     assert len(retries) == 1 and study.trials[killed[0]].params.items() <= retries[0].params.items()
     assert set(retries[0].params) == set(study.trials[min(complete)].params)  # a full configuration
+    assert retries[0].user_attrs["seeds"] == tuning_seeds(killed[0], 1)  # the dead trial's seeds, not its own
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 

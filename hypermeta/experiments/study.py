@@ -78,6 +78,14 @@ class StudySpec:
     def tuning_seeds(self, trial_number: int) -> list[int]:
         return tuning_seeds(trial_number, self.seeds_per_trial)
 
+    def trial_seeds(self, study: optuna.Study, trial: optuna.Trial) -> list[int]:
+        """The tuning seeds of ``trial``: those of its number, or, where it retries a trial whose process died,
+        those of the trial it retries, so that a killed and resumed study trains the same jobs as one that ran
+        through (its results do not depend on when it was killed)."""
+        frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial.number), None)
+        original = frozen.system_attrs.get("failed_trial") if frozen is not None else None
+        return self.tuning_seeds(trial.number if original is None else int(original))
+
     def attrs(self) -> dict[str, Any]:
         return {**asdict(self), "space_version": SPACE_VERSION}
 
@@ -281,10 +289,10 @@ class Objective:
         self.space = get_space(spec.space)
         self.normalizer = Normalizer.for_task(spec.task, spec.reference)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial, study: optuna.Study | None = None) -> float:
         spec = self.spec
         config = self.space.suggest(trial, base=spec.base)
-        seeds = spec.tuning_seeds(trial.number)
+        seeds = spec.tuning_seeds(trial.number) if study is None else spec.trial_seeds(study, trial)
         trial.set_user_attr("seeds", seeds)
         trial.set_user_attr("config", config.to_dict())
         scores: list[float] = []
@@ -325,7 +333,7 @@ class Objective:
         jobs, owner = [], {}
         for trial in trials:
             config = self.space.suggest(trial, base=spec.base)
-            seeds = spec.tuning_seeds(trial.number)
+            seeds = spec.trial_seeds(study, trial)
             trial.set_user_attr("seeds", seeds)
             trial.set_user_attr("config", config.to_dict())
             for seed in seeds:
@@ -425,7 +433,8 @@ def work(study: optuna.Study, objective: Objective, n_trials: int, poll_seconds:
                 asked = [study.ask() for _ in range(max(1, min(batch_size, room)))]
             objective.run_batch(study, asked)
         else:
-            study.optimize(objective, n_trials=1, catch=(DivergenceError,), gc_after_trial=False)
+            study.optimize(lambda trial: objective(trial, study), n_trials=1, catch=(DivergenceError,),
+                           gc_after_trial=False)
 
 
 def _worker_main(kwargs: dict[str, Any]) -> None:
