@@ -381,3 +381,29 @@ def test_copied_runs_are_recorded_when_copied_even_if_the_run_is_killed_later(tm
     with pytest.raises(KeyboardInterrupt):
         fewshot.run_fewshot(FewShotPlan.load(path))
     assert json.loads((tmp_path / "manifest.json").read_text())["copied_runs"] == 3
+
+
+def test_an_interim_report_chooses_provisionally_on_the_finished_selection_tasks(tmp_path):
+    from hypermeta.reports.fewshot import render_fewshot_report
+
+    tasks = ["cartpole", "acrobot", "mountaincar"]
+    plan = {"name": "prov", "tasks": [{"task": t, "timesteps": 300} for t in tasks], "samplers": ["tpe", "adapt"],
+            "tune_trials": 8, "cold_trials": [8, 32], "test_seeds": 10, "selection_tasks": ["cartpole", "acrobot"]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    rng = np.random.default_rng(1)
+    rows = [{"task": "cartpole", "method": m, "seed": s, "auc": mu + rng.normal(0, 0.01)}
+            for m, mu in {"tune-tpe@8": 0.3, "tune-adapt@8": 0.6, "cold@8": 0.3, "cold@32": 0.4}.items()
+            for s in test_seeds(10)]  # acrobot has not finished
+    pd.DataFrame(rows).to_csv(tmp_path / "runs_by_method.csv", index=False)
+    pd.DataFrame([{"task": "cartpole", "study": "cold", "trials": 1, "env_steps": 300, "best_so_far": 0.1}]).to_csv(
+        tmp_path / "progress.csv", index=False)
+    report = render_fewshot_report(FewShotPlan.load(path), tmp_path / "out").read_text()
+    assert "Default: `adapt` (on 1 selection tasks" in report
+    assert "**Provisional**: 1 of the 2 selection tasks have finished" in report
+    assert "No evaluation task has finished yet" in report
+    import re
+
+    row = re.search(r"\| cartpole \(selection\) \| ([0-9.]+) \| ([0-9.]+) \|", report)  # the default first
+    assert row and abs(float(row[1]) - 0.6) < 0.02 and abs(float(row[2]) - 0.3) < 0.02
+    assert "| tune-adapt@8 | tune-tpe@8 | cold@8 | cold@32 |" in report

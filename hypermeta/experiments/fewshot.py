@@ -236,22 +236,25 @@ def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict:
     return paired_difference(score_matrix(runs, a, tasks, seeds=seeds), score_matrix(runs, b, tasks, seeds=seeds))
 
 
-def sampler_choice(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str]]:
-    """The default sampler, chosen on the selection tasks only: the plan's first sampler unless another beats it
-    there (paired CI above 0; the largest difference wins); with the lines that show the rule and numbers."""
+def sampler_choice(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str] | None = None) -> tuple[str, list[str]]:
+    """The default sampler, chosen on the selection tasks only (``tasks``: those of them finished so far, for an
+    interim report): the plan's first sampler unless another beats it there (paired CI above 0; the largest
+    difference wins); with the lines that show the rule and numbers."""
     first = plan.samplers[0]
+    tasks = plan.selection_tasks if tasks is None else tasks
     lines = ["## Choice of the default sampler (selection tasks only)", "",
              f"Rule: `{first}` (the plan's first sampler) unless another beats it on the selection tasks with a "
              "paired 95% CI above 0; the largest such difference wins.", ""]
-    if not plan.selection_tasks:
-        return first, lines + [f"No selection tasks in the plan: the default stays `{first}`."]
+    if not tasks:
+        return first, lines + [f"No selection tasks {'in the plan' if not plan.selection_tasks else 'finished'}: "
+                               f"the default stays `{first}`."]
     best, best_diff = first, 0.0
     for sampler in plan.samplers[1:]:
-        d = _diff(runs, _tune(plan, sampler), _tune(plan, first), plan.selection_tasks)
+        d = _diff(runs, _tune(plan, sampler), _tune(plan, first), tasks)
         lines.append(f"- {sampler} - {first}: {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
         if d["ci_low"] > 0 and d["diff"] > best_diff:
             best, best_diff = sampler, d["diff"]
-    return best, lines + ["", f"Default: `{best}` (on {len(plan.selection_tasks)} selection tasks; the targets "
+    return best, lines + ["", f"Default: `{best}` (on {len(tasks)} selection tasks; the targets "
                               "and tables below use the other tasks only)."]
 
 

@@ -59,6 +59,12 @@ def choose_sampler(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str
     """The default sampler as the run stage recorded it in ``choice.json`` before any evaluation task ran, or,
     for runs made without that record, chosen now by the same rule (and the report says so)."""
     path = plan.root / "choice.json"
+    finished = [t for t in plan.selection_tasks if t in set(runs["task"])]
+    if not path.is_file() and len(finished) < len(plan.selection_tasks):  # the run stage has not chosen yet
+        best, lines = sampler_choice(plan, runs, finished)
+        return best, lines + ["", f"**Provisional**: {len(finished)} of the {len(plan.selection_tasks)} selection "
+                              "tasks have finished; the run stage records the choice once all have, before any "
+                              "evaluation task runs."]
     if not path.is_file():
         best, lines = sampler_choice(plan, runs)
         return best, lines + ["", "(Chosen when this report was rendered: the run stage left no record of the "
@@ -165,14 +171,17 @@ def iqm_lines(runs: pd.DataFrame, tasks: list[str]) -> list[str]:
 def per_task_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampler: str) -> list[str]:
     """Where tune loses: per task, the default sampler's mean against cold@k."""
     default = _tune(plan, sampler)
-    cols = [default] + [f"cold@{k}" for k in plan.cold_trials]
+    others = [_tune(plan, s) for s in plan.samplers if s != sampler]
+    cold = [f"cold@{k}" for k in plan.cold_trials]
+    cols = [default] + others + cold
     lines = ["## Per task (mean normalised AUC over the test seeds)", "",
-             "Every task, selection tasks included (marked); the targets and the tables above use the others only.",
+             "Every task, selection tasks included (marked); the targets and the tables above use the others only. "
+             f"(loses): the default, {default}, scores below that cold study's choice.",
              "", "| task | " + " | ".join(cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for task in tasks:
         means = [float(runs[(runs["task"] == task) & (runs["method"] == c)]["auc"].mean()) for c in cols]
-        cells = [f"{v:.3f}" + (" (loses)" if i and means[0] < v else "") for i, v in enumerate(means)]
+        cells = [f"{v:.3f}" + (" (loses)" if c in cold and means[0] < v else "") for c, v in zip(cols, means)]
         mark = " (selection)" if task in plan.selection_tasks else ""
         lines.append(f"| {task}{mark} | " + " | ".join(cells) + " |")
     return lines
