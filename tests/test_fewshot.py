@@ -407,3 +407,27 @@ def test_an_interim_report_chooses_provisionally_on_the_finished_selection_tasks
     row = re.search(r"\| cartpole \(selection\) \| ([0-9.]+) \| ([0-9.]+) \|", report)  # the default first
     assert row and abs(float(row[1]) - 0.6) < 0.02 and abs(float(row[2]) - 0.3) < 0.02
     assert "| tune-adapt@8 | tune-tpe@8 | cold@8 | cold@32 |" in report
+
+
+def test_the_report_counts_retried_trials_that_did_not_keep_their_seeds(tmp_path):
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from hypermeta.reports.fewshot import retried_seed_lines
+    from hypermeta.seeds import tuning_seeds
+
+    plan = {"name": "r", "samplers": ["tpe"], "seeds_per_trial": 2, "selection_tasks": [],
+            "tasks": [{"task": "cartpole", "timesteps": 300}, {"task": "acrobot", "timesteps": 300}]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    loaded = FewShotPlan.load(path)
+    study = optuna.create_study(storage=loaded.storage, study_name=loaded.tune_study_name("cartpole", "tpe"))
+    dist = {"x": FloatDistribution(0, 1)}
+    for number, (retries, seeds) in enumerate([(None, tuning_seeds(0, 2)), (0, tuning_seeds(1, 2)),  # moved
+                                               (0, tuning_seeds(0, 2))]):  # kept its original's seeds
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=0.1,
+                                                  user_attrs={"seeds": seeds},
+                                                  system_attrs={} if retries is None else {"failed_trial": retries}))
+    assert retried_seed_lines(loaded, ["acrobot"]) == []  # no study there
+    lines = retried_seed_lines(loaded, ["cartpole", "acrobot"])
+    assert len(lines) == 1 and lines[0].startswith("- 1 retried trial(s) in 1 of the studies")
