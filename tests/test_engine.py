@@ -164,3 +164,31 @@ def test_an_epsilon_schedule_keeps_its_value_from_the_step_it_settles_at(shape, 
     if n > 1:  # the first such step: the one before is still inside the window
         assert (1.0 - (1.0 - (n - 1) / T)[0]) / fraction < 1.0
     assert _settles_at(lambda progress: 0.1, total) > 10 * total  # an unknown schedule is called at every step
+
+
+def test_box2d_groups_limit_glibc_heap_fragmentation_and_others_do_not(monkeypatch):
+    calls = []
+    monkeypatch.setattr(engine, "limit_heap_fragmentation", lambda: calls.append(1) or True)
+    engine.train_group([Job("cartpole", "a", SMALL, Measurement(200, 1, 1), seed=1)])
+    assert calls == []  # CartPole's batches do not fragment the heap: malloc is left as it is
+    engine.train_group([Job("lunarlander", "a", SMALL, Measurement(200, 1, 1), seed=1)])
+    assert calls == [1]
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_limit_heap_fragmentation_makes_glibc_serve_64_kib_blocks_by_mmap():
+    """In a fresh process: once the heap's free chunks are used up, 100 KB blocks come from mmap after the call
+    (glibc's mmapped chunks start 16 bytes into a page; below the default 128 KiB threshold they come from the
+    top of the heap), and the call reports it."""
+    import subprocess
+    import sys
+
+    code = ("import ctypes, os; os.environ.pop('MALLOC_MMAP_THRESHOLD_', None)\n"
+            "from hypermeta.experiments.engine import limit_heap_fragmentation\n"
+            "libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = ctypes.c_void_p\n"
+            "ok = limit_heap_fragmentation()\n"
+            "offsets = [libc.malloc(100_000) % 4096 for _ in range(300)]\n"  # past the heap's free chunks
+            "print(ok, offsets[-4:])")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "True [16, 16, 16, 16]"

@@ -32,6 +32,8 @@ small MLPs.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -98,6 +100,33 @@ def _image_shape(space: gym.Space) -> tuple[int, int, int] | None:
     return tuple(int(n) for n in space.shape)
 
 
+def limit_heap_fragmentation() -> bool:
+    """On glibc, serve allocations of 64 KiB and more by mmap (``mallopt(M_MMAP_THRESHOLD, 65536)``, as the
+    environment variable ``MALLOC_MMAP_THRESHOLD_=65536`` does), so that they go back to the system when freed.
+
+    Box2D's small allocations between torch's tensors fragment glibc's heap otherwise: 64 LunarLander agents grew
+    to 2.7 GB in 10,000 steps and the 100,000-step batches to 11-13 GB per process (0.4 GB with the setting, 27%
+    slower; measured 2026-11-26). CartPole's batches do not grow, so only Box2D groups call this. True when set
+    (now, earlier in this process, or by the environment variable); False where there is no glibc."""
+    global _HEAP_LIMITED
+    if _HEAP_LIMITED or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and other C libraries: nothing to set
+        return False
+    _HEAP_LIMITED = mallopt(_M_MMAP_THRESHOLD, 65536) == 1
+    return _HEAP_LIMITED
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_HEAP_LIMITED = False
+
+
 class _Agents:
     """The state of K agents of one group (shapes shared, everything else per agent)."""
 
@@ -106,6 +135,8 @@ class _Agents:
         self.K = K = len(jobs)
         cfgs = [j.config for j in jobs]
         self.envs = [make_fast_env(j.task) for j in jobs]
+        if "box2d" in type(self.envs[0].unwrapped).__module__.lower():  # LunarLander: see limit_heap_fragmentation
+            limit_heap_fragmentation()
         self.obs_space = self.envs[0].observation_space
         self.n_actions = int(self.envs[0].action_space.n)
         self.D = _obs_dim(self.obs_space)
