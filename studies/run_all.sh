@@ -8,8 +8,6 @@ set -euo pipefail
 # engine's LunarLander batches fragment the heap (Box2D's small allocations between torch's tensors): measured
 # 2026-11-26, 64 agents x 10,000 steps grew to 2.7 GB (about 4 KB per agent-step; the matrix's 64 x 100,000-step
 # batches reached 11-13 GB per worker and exhausted 24 GB), and 0.4 GB with this setting, 27% slower.
-# Since 2026-11-27 the engine sets this itself for Box2D groups; the export stays so that every remaining run of
-# these stages is made under the setting the earlier ones had.
 export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-65536}
 cd "$(dirname "$0")/.."
 HM=${HM:-.venv/bin/hypermeta}
