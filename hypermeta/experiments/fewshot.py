@@ -29,7 +29,7 @@ from hypermeta.experiments.pipeline import (RunStore, common_seeds, config_key, 
                                             run_jobs_scoring_divergence, score_matrix)
 from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
-from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
+from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study, stored_study
 from hypermeta.experiments.tune import tune
 from hypermeta.files import dataclass_from_yaml, git_commit, write_text_atomic
 from hypermeta.seeds import test_seeds
@@ -361,18 +361,6 @@ def record_copied(plan: FewShotPlan, copied: int) -> None:
     manifest = json.loads(path.read_text())
     manifest["copied_runs"] = manifest.get("copied_runs", 0) + copied
     write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
-
-
-def stored_study(storage: str, name: str) -> Any:
-    """The stored study, or None where its SQLite file or the study does not exist yet (nothing is created)."""
-    import optuna
-
-    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
-        return None
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:  # no study of that name
-        return None
 
 
 def fewshot_progress(plan: FewShotPlan) -> pd.DataFrame:

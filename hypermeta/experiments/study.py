@@ -556,6 +556,16 @@ def default_study_name(spec: StudySpec, sampler: str) -> str:
     return f"{spec.task}|{spec.space}|{sampler}|T{spec.timesteps}|m{spec.seeds_per_trial}"
 
 
+def stored_study(storage: str, name: str) -> Any:
+    """The stored study, or None where its SQLite file or the study does not exist yet (nothing is created)."""
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # no study of that name
+        return None
+
+
 def finished_in_order(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Finished (complete or pruned) trials in the order they finished: the order a user saw them."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state in FINISHED]

@@ -148,3 +148,25 @@ def write_markdown(path: Path, lines: Sequence[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
+
+
+def moved_retries(study: Any, seeds_per_trial: int, first: int | None = None) -> int:
+    """Retried trials of ``study`` (among its ``first`` finished ones, or all) that trained on other tuning seeds
+    than the trial they retry: every retry did before 2026-11-27, when retries began to keep their seeds."""
+    from hypermeta.experiments.study import finished_in_order
+    from hypermeta.seeds import tuning_seeds
+
+    trials = finished_in_order(study)[:first] if first is not None else study.get_trials(deepcopy=False)
+    return sum(t.system_attrs.get("failed_trial") is not None and t.user_attrs.get("seeds") is not None
+               and t.user_attrs["seeds"] != tuning_seeds(int(t.system_attrs["failed_trial"]), seeds_per_trial)
+               for t in trials)
+
+
+def moved_retries_line(counts: dict[str, int], what: str) -> list[str]:
+    """One deviation line for :func:`moved_retries` counts per study (nothing when there are none)."""
+    moved = {k: v for k, v in counts.items() if v}
+    if not moved:
+        return []
+    return [f"- {sum(moved.values())} retried trial(s) in {len(moved)} of the {what} trained on the tuning seeds "
+            "of their own trial number, not of the trial they retry (their process had been killed and the run "
+            "resumed; every retry did so before 2026-11-27, fixed since): the same configurations on other seeds."]

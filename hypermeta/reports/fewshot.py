@@ -116,27 +116,17 @@ def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
 
 
 def retried_seed_lines(plan: FewShotPlan, tasks: list[str]) -> list[str]:
-    """Retried trials (their process died: a kill between sessions) that trained on their own trial number's
-    tuning seeds instead of those of the trial they retry, as every retry did before 2026-11-27."""
-    from hypermeta.experiments.fewshot import stored_study
-    from hypermeta.seeds import tuning_seeds
+    """Retried trials of the tasks' cold and tune studies that trained on other seeds than the trial they retry."""
+    from hypermeta.experiments.study import stored_study
+    from hypermeta.reports.common import moved_retries, moved_retries_line
 
-    trials = studies = 0
+    counts = {}
     for task in tasks:
-        names = [plan.cold_study(task)] + [(plan.storage, plan.tune_study_name(task, s)) for s in plan.samplers]
-        for storage, name in names:
+        for storage, name in [plan.cold_study(task)] + [(plan.storage, plan.tune_study_name(task, s))
+                                                        for s in plan.samplers]:
             study = stored_study(storage, name)
-            moved = 0 if study is None else sum(
-                t.system_attrs.get("failed_trial") is not None and t.user_attrs.get("seeds") is not None
-                and t.user_attrs["seeds"] != tuning_seeds(int(t.system_attrs["failed_trial"]), plan.seeds_per_trial)
-                for t in study.get_trials(deepcopy=False))
-            trials, studies = trials + moved, studies + bool(moved)
-    if not trials:
-        return []
-    return [f"- {trials} retried trial(s) in {studies} of the studies (their process was killed and the run resumed) "
-            "trained on the tuning seeds of their own trial number, not of the trial they retry, as every retry did "
-            "before 2026-11-27 (fixed since): the same configurations, other seeds, so those trials are not paired "
-            "by seed across studies."]
+            counts[name] = 0 if study is None else moved_retries(study, plan.seeds_per_trial)
+    return moved_retries_line(counts, "studies")
 
 
 def targets_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampler: str) -> list[str]:

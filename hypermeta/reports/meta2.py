@@ -141,11 +141,26 @@ def deviations_section(data: _Data) -> list[str]:
             + f" (the workers set TPE's random start: workers x {TPE_BATCH} trials).")
     if data.settings.get("tpe") is False:
         lines.append("- **The Optuna TPE baselines were not run** (`--no-tpe`): the TPE target is not measured.")
+    lines += tpe_retry_lines(data.plan)
     lines += seed_shortfall_line(data.runs, data.plan.test_seeds)
     for name, runs in (("test", data.runs), ("SB3 confirmation", data.sb3)):
         if runs is not None:
             lines += diverged_line(runs, name)
     return lines
+
+
+def tpe_retry_lines(plan: MatrixPlan) -> list[str]:
+    """Retried trials among the first max(TPE_BEST_OF) of each TPE study that trained on other seeds than the
+    trial they retry (the few-shot benchmark may continue these studies: its later trials are not counted)."""
+    from hypermeta.experiments.study import stored_study
+    from hypermeta.experiments.meta2 import TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, tpe_study
+    from hypermeta.reports.common import moved_retries, moved_retries_line
+
+    counts = {}
+    for task in (*plan.heldout_contexts, *plan.heldout_family):
+        study = stored_study(*tpe_study(plan, task))
+        counts[task] = 0 if study is None else moved_retries(study, TPE_SEEDS_PER_TRIAL, max(TPE_BEST_OF))
+    return moved_retries_line(counts, f"TPE studies (their first {max(TPE_BEST_OF)} finished trials)")
 
 
 def tpe_random_start_line(settings: dict) -> list[str]:
