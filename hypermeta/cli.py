@@ -309,6 +309,8 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from hypermeta.reports.fewshot import render_fewshot_report
 
     plan = FewShotPlan.load(args.plan)
+    if args.tasks and (args.status or args.render_only):
+        raise ValueError("--tasks chooses the tasks to run; --status and --render-only read every task: drop one")
     if args.status:
         from hypermeta.experiments.fewshot import fewshot_progress, format_fewshot_progress
 

@@ -341,6 +341,8 @@ def test_samplers_tune_side_by_side_with_two_workers_as_one_by_one(tmp_path, net
     the same best configuration and the same trials (separate storages, the same plan otherwise)."""
     from hypermeta.experiments.fewshot import tune_samplers
 
+    import optuna
+
     results = {}
     for workers in (1, 2):
         root = tmp_path / f"w{workers}"
@@ -352,6 +354,12 @@ def test_samplers_tune_side_by_side_with_two_workers_as_one_by_one(tmp_path, net
         loaded = FewShotPlan.load(root / "plan.yaml")
         results[workers] = tune_samplers(loaded, loaded.tasks[0], workers, False)
     assert [r[0] for r in results[2]] == ["tpe", "adapt"]
+    spans = []  # with 2 workers the two studies ran at the same time
+    for sampler in ("tpe", "adapt"):
+        trials = optuna.load_study(study_name=loaded.tune_study_name("cartpole:gravity=12", sampler),
+                                   storage=loaded.storage).trials
+        spans.append((min(t.datetime_start for t in trials), max(t.datetime_complete for t in trials)))
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]
     assert [(s, c, [(r["trials"], r["best_so_far"]) for r in rows]) for s, c, rows in results[1]] == \
         [(s, c, [(r["trials"], r["best_so_far"]) for r in rows]) for s, c, rows in results[2]]
 
@@ -431,3 +439,18 @@ def test_the_report_counts_retried_trials_that_did_not_keep_their_seeds(tmp_path
     assert retried_seed_lines(loaded, ["acrobot"]) == []  # no study there
     lines = retried_seed_lines(loaded, ["cartpole", "acrobot"])
     assert len(lines) == 1 and lines[0].startswith("- 1 retried trial(s) in 1 of the studies")
+
+
+def test_a_failing_side_by_side_tune_study_stops_the_others_with_a_one_line_error(tmp_path, network_weights):
+    import time
+
+    from hypermeta.experiments.fewshot import tune_samplers
+
+    plan = {"name": "fail", "tasks": [{"task": "cartpole", "timesteps": 300_000}], "samplers": ["tpe", "metatpe"],
+            "tune_trials": 4, "cold_trials": [2], "seeds_per_trial": 2, "weights": network_weights}  # no meta_data
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    loaded = FewShotPlan.load(tmp_path / "plan.yaml")
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"failed \(metatpe: --sampler metatpe needs --meta-data"):
+        tune_samplers(loaded, loaded.tasks[0], 2, False)
+    assert time.perf_counter() - start < 30  # tpe's round 0 (4 runs of 300,000 steps, minutes) was stopped

@@ -93,7 +93,7 @@ def test_tune_killed_with_sigkill_in_round0_resumes_with_the_same_command(tmp_pa
         assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
         assert dead.params.items() <= retries[0].params.items()
         assert retries[0].system_attrs["fixed_params"] == dead.system_attrs["fixed_params"]  # round 0's config
-        assert retries[0].user_attrs["seeds"] == tuning_seeds(dead.number, 1)  # and its seeds: as if never killed
+        assert retries[0].user_attrs["seeds"] == tuning_seeds(dead.number, 1)  # and the dead trial's seeds
     round0 = [t for t in trials if t.number < 2 or RetryHeartbeatStaleTrialCallback.retried_trial_number(t) in (0, 1)]
     assert len({tuple(sorted(t.params.items())) for t in round0 if t.state == TrialState.COMPLETE}) == 2
     assert DQNConfig.load(tmp_path / "best.yaml") == best_config_of(study)

@@ -106,8 +106,10 @@ def limit_heap_fragmentation() -> bool:
 
     Box2D's small allocations between torch's tensors fragment glibc's heap otherwise: 64 LunarLander agents grew
     to 2.7 GB in 10,000 steps and the 100,000-step batches to 11-13 GB per process (0.4 GB with the setting, 27%
-    slower; measured 2026-11-26). CartPole's batches do not grow, so only Box2D groups call this. True when set
-    (now, earlier in this process, or by the environment variable); False where there is no glibc."""
+    slower; measured 2026-11-26). CartPole's batches do not grow, so only Box2D groups call this; the setting then
+    holds for the rest of the process (glibc cannot go back to its dynamic threshold), so later groups of other
+    families in the same process run with it too. True when set (now, earlier in this process, or by the
+    environment variable); False where there is no glibc."""
     global _HEAP_LIMITED
     if _HEAP_LIMITED or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return True

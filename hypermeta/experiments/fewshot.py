@@ -206,25 +206,51 @@ def tune_sampler(plan: FewShotPlan, entry: dict[str, Any], sampler: str, progres
 def tune_samplers(plan: FewShotPlan, entry: dict[str, Any], workers: int, progress: bool
                   ) -> list[tuple[str, DQNConfig, list[dict]]]:
     """Every sampler's ``tune`` study of the task, in the plan's order. A tune study runs in one process (its
-    rounds are lock-step batches), so with several workers the samplers' studies run side by side, one process
-    each (they are independent studies; each is seeded as when run alone)."""
+    rounds are lock-step batches), so with several workers the samplers' studies run side by side, at most
+    ``workers`` at once, one process each (independent studies; each is seeded as when run alone); the parent then
+    reads the finished studies. If this process is stopped (Ctrl-C, SIGTERM) or a study fails, the running ones are
+    terminated, as :func:`run_study` stops its workers: their finished trials are stored and a rerun resumes."""
     n = min(workers, len(plan.samplers))
-    if n <= 1:
-        return [tune_sampler(plan, entry, s, progress) for s in plan.samplers]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    if n > 1:
+        import multiprocessing
+        import time
 
-    from hypermeta.experiments.study import make_storage
+        from hypermeta.experiments.study import make_storage
 
-    make_storage(plan.storage)  # the schema is created here: two processes creating it at once collide
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(tune_sampler, plan, entry, s, progress) for s in plan.samplers]
+        make_storage(plan.storage)  # the schema is created here: two processes creating it at once collide
+        ctx = multiprocessing.get_context("spawn")
+        errors = ctx.SimpleQueue()
+        waiting, running = list(plan.samplers), []
         try:
-            return [f.result() for f in futures]
-        except BaseException:  # studies still queued are cancelled where the pool can; running ones finish (stored)
-            for f in futures:
-                f.cancel()
+            while waiting or running:
+                while waiting and len(running) < n:
+                    proc = ctx.Process(target=_tune_sampler_main, args=(plan, entry, waiting.pop(0), progress, errors))
+                    proc.start()
+                    running.append(proc)
+                time.sleep(0.5)
+                for proc in [p for p in running if not p.is_alive()]:
+                    running.remove(proc)
+                    if proc.exitcode != 0:
+                        message = errors.get() if not errors.empty() else f"exit code {proc.exitcode}"
+                        raise ValueError(f"a tune study of {entry['task']!r} failed ({message}); rerun to resume")
+        except BaseException:
+            for proc in running:
+                proc.terminate()
+            for proc in running:
+                proc.join(10)
             raise
+    return [tune_sampler(plan, entry, s, progress) for s in plan.samplers]  # after the processes: reads only
+
+
+def _tune_sampler_main(plan: FewShotPlan, entry: dict[str, Any], sampler: str, progress: bool, errors: Any) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        tune_sampler(plan, entry, sampler, progress)
+    except BaseException as exc:
+        errors.put(f"{sampler}: {' '.join(str(exc).split())}")
+        raise SystemExit(1) from None
 
 
 def _tune(plan: FewShotPlan, sampler: str) -> str:
@@ -486,8 +512,9 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tas
         runs = run_jobs_scoring_divergence(jobs, store, workers=workers, progress=progress, runner=entry["runner"])
         if i < n_selection:
             selection_runs.append(runs)
-        merge_task_rows(plan.root / "runs_by_method.csv", runs, entry["task"])
+        # progress first: a task's rows in runs_by_method.csv are what marks it finished
         merge_task_rows(plan.root / "progress.csv", pd.DataFrame(rows, columns=PROGRESS_COLUMNS), entry["task"])
+        merge_task_rows(plan.root / "runs_by_method.csv", runs, entry["task"])
     if len(entries) == n_selection:  # only selection tasks ran: the choice is recorded all the same
         record_choice(plan, pd.concat(selection_runs, ignore_index=True), existed)
     return plan.root

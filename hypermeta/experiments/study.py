@@ -80,9 +80,10 @@ class StudySpec:
 
     def trial_seeds(self, study: optuna.Study, trial: optuna.Trial) -> list[int]:
         """The tuning seeds of ``trial``: those of its number, or, where it retries a trial whose process died,
-        those of the trial it retries, so that a killed and resumed study trains the same jobs as one that ran
-        through (its results do not depend on when it was killed)."""
-        frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == trial.number), None)
+        those of the trial it retries (a retry trains the configuration and seeds of the trial it replaces; the
+        trials after it still get later numbers, and so other seeds, than without the kill)."""
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # the trial itself is running
+        frozen = next((t for t in running if t.number == trial.number), None)
         original = frozen.system_attrs.get("failed_trial") if frozen is not None else None
         return self.tuning_seeds(trial.number if original is None else int(original))
 

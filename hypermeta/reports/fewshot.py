@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.fewshot import FewShotPlan, _diff, _tune, sampler_choice
+from hypermeta.experiments.fewshot import PROGRESS_COLUMNS, FewShotPlan, _diff, _tune, sampler_choice
 from hypermeta.experiments.pipeline import iqm_with_ci, score_matrix
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, pyplot, save_figure, seed_shortfall_line,
                                       test_seed_text, versions_text, wall_hours, write_markdown)
@@ -23,7 +23,8 @@ def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/repo
         raise ValueError(f"no task of plan {plan.name!r} has finished yet ({str(plan.root / 'runs_by_method.csv')!r} "
                          f"does not exist): run `hypermeta fewshot {plan.path}` first")
     runs = pd.read_csv(plan.root / "runs_by_method.csv")
-    progress = pd.read_csv(plan.root / "progress.csv")
+    progress = pd.read_csv(plan.root / "progress.csv") if (plan.root / "progress.csv").is_file() else pd.DataFrame(
+        columns=PROGRESS_COLUMNS)
     finished = set(runs["task"])  # the run stage writes a task's rows once all its test runs are stored
     tasks = [e["task"] for e in plan.tasks if e["task"] in finished]
     evaluation = [t for t in tasks if t not in plan.selection_tasks]
@@ -36,6 +37,8 @@ def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/repo
     if evaluation:
         lines += paired_lines(plan, runs, evaluation) + [""] + iqm_lines(runs, evaluation) + [""]
     lines += per_task_lines(plan, runs, tasks, default)
+    if not tasks:
+        return write_markdown(out_dir / "report.md", lines)
     plot_progress(progress, tasks, out_dir / "progress.png")
     lines += ["", "![best so far against environment steps](progress.png)", "",
               "Best objective so far (normalised AUC on tuning seeds, optimistic) against the environment steps the "
@@ -203,6 +206,8 @@ def per_task_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], samp
 
 
 def plot_progress(progress: pd.DataFrame, tasks: list[str], path: Path) -> None:
+    if not tasks:
+        return
     plt = pyplot()
     cols = min(len(tasks), 4)
     rows = -(-len(tasks) // cols)
