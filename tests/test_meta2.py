@@ -337,6 +337,7 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     assert MetaModel.load(shipped).method == selection["winner"] and not list(shipped.parent.glob("*staged*"))
     provenance = json.loads((tmp_path / "package" / "default.provenance.json").read_text())
     assert provenance["winner"] == selection["winner"] and provenance["cv"]["method"] == selection["winner"]
+    assert not (tmp_path / "package" / "adapt.safetensors").exists()  # no method with networks to adapt with
     assert main(["meta2", "cv", str(path), "--methods", "anil"]) == 2  # one-line error, exit 2
     (tmp_path / "calibration.md").write_text("# log\n\n## 2026-11-26: a logged deviation\n")
     assert main(["meta2", "report", str(path), "--out", str(tmp_path / "report.md")]) == 0

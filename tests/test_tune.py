@@ -188,3 +188,22 @@ def test_tune_with_a_proposer_runs_rounds_and_names_its_study(tmp_path, network_
     assert not round0 & {json.dumps(t.user_attrs["config"]) for t in trials[2:]}
     with pytest.raises(ValueError, match="needs --meta-data"):
         tune("cartpole", 5, 300, storage=storage, sampler="metatpe")
+
+
+def test_adapt_with_the_shipped_default_takes_the_shipped_network_methods_step():
+    """The shipped default (a method without networks) cannot adapt; `meta2 ship` ships the network method with
+    the best CV score beside it, trained on the same settings, and `--sampler adapt` takes its few-shot step."""
+    import json as _json
+
+    from hypermeta.experiments.proposers import AdaptProposer
+    from hypermeta.experiments.tune import make_proposer
+    from hypermeta.meta.model import MetaModel, default_adapt_weights_path, default_weights_path
+
+    default = MetaModel.load(default_weights_path())
+    if default.members:
+        pytest.skip("the shipped default has networks: adapt uses it directly")
+    provenance = _json.loads(default_adapt_weights_path().with_name("adapt.provenance.json").read_text())
+    shipped = MetaModel.load(default_adapt_weights_path())
+    assert shipped.members and shipped.method == provenance["method"] and shipped.base == default.base
+    proposer = make_proposer("adapt", predict_config("cartpole", warn=False), None, 0)
+    assert isinstance(proposer, AdaptProposer) and proposer.model.method == provenance["method"]

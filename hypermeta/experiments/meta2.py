@@ -207,7 +207,6 @@ def ship_winner(plan: MatrixPlan, dest: str | Path | None = None) -> Path:
     CV row, the selection's provenance, the weights' sha256). Refuses a selection the plan does not count (an
     incomplete matrix, a subset of its methods) and weights not trained for the current ``selection.json``."""
     import hashlib
-    import shutil
 
     from hypermeta.meta.model import default_weights_path
 
@@ -242,17 +241,40 @@ def ship_winner(plan: MatrixPlan, dest: str | Path | None = None) -> Path:
                   "training_tasks": len(selection["tasks"]), "fixed_settings": plan.fixed,
                   "sha256": hashlib.sha256(winner.read_bytes()).hexdigest(),
                   "shipped": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
-    # all three files staged first, the staged pair checked, then renamed back to back
+    _install(winner, dest, provenance)
+    # `tune --sampler adapt` takes a network method's few-shot step; a winner without networks has none, so the
+    # network method with the best CV score ships beside it as the adapt default (the few-shot plan's rule)
+    adapt = dest.with_name("adapt.safetensors")
+    networks = [row for row in selection["table"] if row["method"] != model.method
+                and (weights / f"{row['method']}.safetensors").is_file()
+                and MetaModel.load(weights / f"{row['method']}.safetensors").members]
+    if model.members or not networks:
+        for path in (adapt, adapt.with_suffix(".json"), adapt.with_name("adapt.provenance.json")):
+            path.unlink(missing_ok=True)  # adapt uses the default weights themselves (or cannot run)
+        return dest.with_suffix(".safetensors")
+    best = max(networks, key=lambda row: row["cv_score"])
+    source = weights / f"{best['method']}.safetensors"
+    _install(source, adapt, {**provenance, "role": "the adapt sampler's meta-learner: the network method with the "
+                             "highest CV score (the default weights' method has no networks)",
+                             "method": best["method"], "cv": best, "source": str(source),
+                             "sha256": hashlib.sha256(source.read_bytes()).hexdigest()})
+    return dest.with_suffix(".safetensors")
+
+
+def _install(source: Path, dest: Path, provenance: dict) -> None:
+    """Copy the weights ``source`` (``.safetensors`` and ``.json``) to ``dest`` with ``<stem>.provenance.json``:
+    all three staged first, the staged pair checked, then renamed back to back."""
+    import shutil
+
     staged = {dest.with_suffix(sfx): dest.with_name(f"{dest.stem}.staged{sfx}") for sfx in (".safetensors", ".json")}
     for final, tmp in staged.items():
-        shutil.copyfile(winner.with_suffix(final.suffix), tmp)
+        shutil.copyfile(source.with_suffix(final.suffix), tmp)
     MetaModel.load(staged[dest.with_suffix(".safetensors")])
     record = dest.with_name(dest.stem + ".provenance.json")
     staged[record] = dest.with_name(f"{dest.stem}.staged.provenance.json")
     staged[record].write_text(json.dumps(provenance, indent=2) + "\n")
     for final, tmp in staged.items():
         tmp.replace(final)
-    return dest.with_suffix(".safetensors")
 
 
 def named_schedules(plan: MatrixPlan, task: str) -> dict[str, DQNConfig]:

@@ -65,8 +65,10 @@ def make_proposer(sampler: str, prediction: Any, meta_data: str | Path | None, s
                   adapt_predictor: Any = None) -> Any:
     """The proposer of ``sampler`` (None for ``tpe``); ``metatpe`` reads the training tasks' trials from the
     dataset CSV ``meta_data`` (``hypermeta matrix --export-only`` writes one); ``adapt`` takes the few-shot step of
-    ``adapt_predictor`` (default: the round-0 predictor's), which must be a method with networks."""
+    ``adapt_predictor`` (default: the round-0 predictor's, or, where it has no networks, the shipped adapt weights
+    if they were trained on the same DQN settings), which must be a method with networks."""
     from hypermeta.experiments.proposers import PROPOSERS, AdaptProposer, MetaTPEProposer
+    from hypermeta.meta.model import default_adapt_weights_path
     from hypermeta.meta.predict import load_predictor
 
     if sampler not in PROPOSERS:
@@ -75,6 +77,10 @@ def make_proposer(sampler: str, prediction: Any, meta_data: str | Path | None, s
         raise ValueError(f"--adapt-weights is for --sampler adapt, got --sampler {sampler}")
     if sampler == "adapt":
         model = prediction.model if adapt_predictor is None else load_predictor(adapt_predictor)
+        if adapt_predictor is None and not model.members and default_adapt_weights_path().is_file():
+            shipped = load_predictor(default_adapt_weights_path())  # the network method shipped for this
+            if SPACE.untuned(shipped.base) == SPACE.untuned(prediction.model.base):
+                model = shipped
         if not model.members:
             raise ValueError(f"--sampler adapt needs a meta-learner with networks to take a few-shot step; the "
                              f"weights hold {model.method!r}, which has none: pass --adapt-weights of a network "

@@ -393,6 +393,12 @@ def default_weights_path() -> Path:
     return Path(__file__).parent.parent / "weights" / "default.safetensors"
 
 
+def default_adapt_weights_path() -> Path:
+    """The network meta-learner ``tune --sampler adapt`` uses when the default weights have no networks (shipped
+    beside them by ``hypermeta meta2 ship``; absent when the default itself has networks)."""
+    return default_weights_path().with_name("adapt.safetensors")
+
+
 def load_default() -> MetaModel:
     """The weights shipped with hypermeta (see ``studies/reports/meta/`` for how they were chosen)."""
     path = default_weights_path()
