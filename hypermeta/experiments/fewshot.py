@@ -153,6 +153,11 @@ class FewShotPlan:
     def tune_study_name(self, task: str, sampler: str) -> str:
         return f"{self.name}|{task}|tune-{sampler}"
 
+    def studies(self, task: str) -> dict[str, tuple[str, str]]:
+        """``{label: (storage, name)}`` of ``task``'s studies: ``cold`` and ``tune-<sampler>`` per sampler."""
+        return {"cold": self.cold_study(task),
+                **{f"tune-{s}": (self.storage, self.tune_study_name(task, s)) for s in self.samplers}}
+
     def fixed(self) -> dict[str, Any]:
         """The untuned settings: those the meta-learner's data came from (cold and tune studies alike)."""
         from hypermeta.meta.predict import load_predictor
@@ -404,8 +409,7 @@ def fewshot_progress(plan: FewShotPlan) -> pd.DataFrame:
     rows = []
     for entry in plan.tasks:
         task, steps = entry["task"], int(entry["timesteps"])
-        studies = {"cold": stored_study(*plan.cold_study(task))}
-        studies.update({f"tune-{s}": stored_study(plan.storage, plan.tune_study_name(task, s)) for s in plan.samplers})
+        studies = {label: stored_study(*where) for label, where in plan.studies(task).items()}
         trials = {k: finished_in_order(v) if v is not None else [] for k, v in studies.items()}
         row = {"task": task, "runner": entry["runner"], "timesteps": steps, "cold_target": max(plan.cold_trials),
                **{k: len(v) for k, v in trials.items()}}

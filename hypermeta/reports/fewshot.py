@@ -125,8 +125,7 @@ def retried_seed_lines(plan: FewShotPlan, tasks: list[str]) -> list[str]:
 
     counts = {}
     for task in tasks:
-        for storage, name in [plan.cold_study(task)] + [(plan.storage, plan.tune_study_name(task, s))
-                                                        for s in plan.samplers]:
+        for storage, name in plan.studies(task).values():
             study = stored_study(storage, name)
             counts[name] = 0 if study is None else moved_retries(study, plan.seeds_per_trial)
     return moved_retries_line(counts, "studies")
