@@ -247,3 +247,19 @@ def test_every_sampler_runs_a_study_over_the_full_space(tmp_path, sampler):
     configs = [DQNConfig.from_dict(t.user_attrs["config"]) for t in trials]
     assert configs == [get_space("full").from_optuna_params(t.params) for t in trials]
     assert len({c.gamma for c in configs}) == 3  # the full space is searched, not only the schedules
+
+
+def test_moved_retries_counts_retries_that_trained_on_their_own_numbers_seeds():
+    """A retry that trained on the seeds of the trial it retries is not counted; one that trained on the seeds of
+    its own number (every retry before 2026-11-27) is; trials that retry nothing never are."""
+    from hypermeta.experiments.study import retried_trial_number
+    from hypermeta.reports.common import moved_retries
+
+    study = optuna.create_study()
+    for number, retries, seeds_of in [(0, None, 0), (1, 0, 0), (2, 1, 2), (3, None, 3), (4, 3, 4)]:
+        system = {} if retries is None else {"failed_trial": retries}
+        study.add_trial(optuna.trial.create_trial(value=0.5, system_attrs=system,
+                                                  user_attrs={"seeds": tuning_seeds(seeds_of, 2)}))
+    assert [retried_trial_number(t) for t in study.trials] == [None, 0, 1, None, 3]
+    assert moved_retries(study, seeds_per_trial=2) == 2  # trials 2 and 4
+    assert moved_retries(study, seeds_per_trial=2, first=3) == 1  # among the first 3 finished, only trial 2

@@ -84,11 +84,19 @@ class StudySpec:
         trials after it still get later numbers, and so other seeds, than without the kill)."""
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # the trial itself is running
         frozen = next((t for t in running if t.number == trial.number), None)
-        original = frozen.system_attrs.get("failed_trial") if frozen is not None else None
-        return self.tuning_seeds(trial.number if original is None else int(original))
+        original = retried_trial_number(frozen) if frozen is not None else None
+        return self.tuning_seeds(trial.number if original is None else original)
 
     def attrs(self) -> dict[str, Any]:
         return {**asdict(self), "space_version": SPACE_VERSION}
+
+
+def retried_trial_number(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The number of the trial that ``trial`` retries (None if it retries none): Optuna's
+    ``RetryHeartbeatStaleTrialCallback.retried_trial_number``, without its ExperimentalWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
 class _Storage(RDBStorage):

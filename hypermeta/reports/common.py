@@ -153,13 +153,13 @@ def write_markdown(path: Path, lines: Sequence[str]) -> Path:
 def moved_retries(study: Any, seeds_per_trial: int, first: int | None = None) -> int:
     """Retried trials of ``study`` (among its ``first`` finished ones, or all) that trained on other tuning seeds
     than the trial they retry: every retry did before 2026-11-27, when retries began to keep their seeds."""
-    from hypermeta.experiments.study import finished_in_order
+    from hypermeta.experiments.study import finished_in_order, retried_trial_number
     from hypermeta.seeds import tuning_seeds
 
     trials = finished_in_order(study)[:first] if first is not None else study.get_trials(deepcopy=False)
-    return sum(t.system_attrs.get("failed_trial") is not None and t.user_attrs.get("seeds") is not None
-               and t.user_attrs["seeds"] != tuning_seeds(int(t.system_attrs["failed_trial"]), seeds_per_trial)
-               for t in trials)
+    retried = [(t, retried_trial_number(t)) for t in trials]
+    return sum(original is not None and t.user_attrs.get("seeds") is not None
+               and t.user_attrs["seeds"] != tuning_seeds(original, seeds_per_trial) for t, original in retried)
 
 
 def moved_retries_line(counts: dict[str, int], what: str) -> list[str]:
