@@ -25,7 +25,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from hypermeta.experiments.measurement import Measurement, Normalizer
-from hypermeta.experiments.pipeline import (RunStore, common_seeds, config_key, paired_difference,
+from hypermeta.experiments.pipeline import (BOOTSTRAP_REPS, RunStore, common_seeds, config_key, paired_difference,
                                             run_jobs_scoring_divergence, score_matrix)
 from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
@@ -262,9 +262,10 @@ def _tune(plan: FewShotPlan, sampler: str) -> str:
     return f"tune-{sampler}@{plan.tune_trials}"
 
 
-def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict:
+def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str], reps: int = BOOTSTRAP_REPS) -> dict:
     seeds = common_seeds(runs, (a, b), tasks)  # paired run by run: the same seed of the same task
-    return paired_difference(score_matrix(runs, a, tasks, seeds=seeds), score_matrix(runs, b, tasks, seeds=seeds))
+    return paired_difference(score_matrix(runs, a, tasks, seeds=seeds), score_matrix(runs, b, tasks, seeds=seeds),
+                             reps=reps)
 
 
 def sampler_choice(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str] | None = None) -> tuple[str, list[str]]:
@@ -289,9 +290,9 @@ def sampler_choice(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str] | Non
                               "and tables below use the other tasks only)."]
 
 
-def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed: bool) -> dict:
-    """Write ``choice.json`` (the default sampler, its numbers, when and on which commit) once the selection
-    tasks are done, before any evaluation task runs; an existing record is kept."""
+def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed: bool, commit: str | None) -> dict:
+    """Write ``choice.json`` (the default sampler, its numbers, when, and ``commit``: the code of the run start
+    recording it) once the selection tasks are done, before any evaluation task runs; an existing record is kept."""
     from datetime import datetime, timezone
 
     path = plan.root / "choice.json"
@@ -303,7 +304,7 @@ def record_choice(plan: FewShotPlan, runs: pd.DataFrame, evaluation_runs_existed
         return choice
     default, lines = sampler_choice(plan, runs)
     choice = {"default": default, "lines": lines, "created": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-              "commit": git_commit(), "evaluation_runs_existed": evaluation_runs_existed,
+              "commit": commit, "evaluation_runs_existed": evaluation_runs_existed,
               "fingerprint": run_fingerprint(plan)}
     write_text_atomic(path, json.dumps(choice, indent=2) + "\n")
     return choice
@@ -495,7 +496,7 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tas
     # files from before the run record: nothing shows what made them, or whether evaluation studies ran
     preexisting = not (plan.root / "manifest.json").is_file() and any(
         (plan.root / f).is_file() for f in ("runs.csv", "choice.json", "studies.db"))
-    record_start(plan, workers, preexisting)
+    commit = record_start(plan, workers, preexisting)["starts"][-1]["commit"]  # the code this run started with
     n_selection = sum(e["task"] in plan.selection_tasks for e in entries)
     evaluation = {e["task"] for e in plan.tasks if e["task"] not in plan.selection_tasks}
     existed = preexisting or (store.is_file() and bool(set(pd.read_csv(store, usecols=["task"])["task"]) & evaluation))
@@ -504,7 +505,7 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tas
     for i, entry in enumerate(entries):
         if i == n_selection:
             record_choice(plan, pd.concat(selection_runs, ignore_index=True) if selection_runs else pd.DataFrame(),
-                          existed)
+                          existed, commit)
         configs, rows = run_task(plan, entry, workers, progress)
         m = Measurement(int(entry["timesteps"]))
         jobs = [Job(entry["task"], name, c, m, s) for name, c in configs.items() for s in test_seeds(plan.test_seeds)]
@@ -520,5 +521,5 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tas
         merge_task_rows(plan.root / "progress.csv", pd.DataFrame(rows, columns=PROGRESS_COLUMNS), entry["task"])
         merge_task_rows(plan.root / "runs_by_method.csv", runs, entry["task"])
     if len(entries) == n_selection:  # only selection tasks ran: the choice is recorded all the same
-        record_choice(plan, pd.concat(selection_runs, ignore_index=True), existed)
+        record_choice(plan, pd.concat(selection_runs, ignore_index=True), existed, commit)
     return plan.root

@@ -597,8 +597,8 @@ def best_config(study_name: str, storage: str | None = None, within_trials: int 
     return best_config_of(study, within_trials)
 
 
-def best_config_of(study: optuna.Study, within_trials: int | None = None) -> DQNConfig:
-    spec = study_spec(study)
+def best_trial_of(study: optuna.Study, within_trials: int | None = None) -> optuna.trial.FrozenTrial:
+    """The best complete trial among the first ``within_trials`` finished ones (all, if None); ties: the earliest."""
     finished = finished_in_order(study)
     if within_trials is not None:
         finished = finished[:within_trials]
@@ -606,8 +606,12 @@ def best_config_of(study: optuna.Study, within_trials: int | None = None) -> DQN
     if not complete:
         raise ValueError(f"study {study.study_name!r} has no complete trial yet"
                          + (f" among its first {within_trials}" if within_trials else ""))
-    best = max(complete, key=lambda t: (t.value, -t.number))
-    return get_space(spec.space).from_optuna_params(best.params, base=spec.base)
+    return max(complete, key=lambda t: (t.value, -t.number))
+
+
+def best_config_of(study: optuna.Study, within_trials: int | None = None) -> DQNConfig:
+    spec = study_spec(study)
+    return get_space(spec.space).from_optuna_params(best_trial_of(study, within_trials).params, base=spec.base)
 
 
 def tuning_cost_frame(studies: dict[tuple[str, str], optuna.Study]) -> pd.DataFrame:
