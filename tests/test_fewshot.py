@@ -470,3 +470,33 @@ def test_a_failing_side_by_side_tune_study_stops_the_others_with_a_one_line_erro
     # tpe's round 0 (4 runs of 300,000 steps: minutes) was stopped, not waited for: no trial of it finished
     tpe = stored_study(loaded.storage, loaded.tune_study_name("cartpole", "tpe"))
     assert tpe is None or not tpe.get_trials(states=(TrialState.COMPLETE,))
+
+
+def test_the_report_says_whether_tunes_choice_came_from_round_0(tmp_path):
+    """tune@8 has 4 round-0 trials (numbers 0-3): on cartpole its best is trial 2 (round 0), on acrobot trial 6
+    (after); on frozenlake trial 7 is best but retries trial 1, so round 0; on mountaincar only the first 8
+    finished trials count (trial 9, a retry of round-0 trial 0, is best of all; trial 7 of those)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from hypermeta.reports.fewshot import origin_lines
+
+    values = {"cartpole": [0.1, 0.2, 0.9, 0.3, 0.4, 0.5, 0.6, 0.7], "acrobot": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9, 0.7],
+              "frozenlake": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9],
+              "mountaincar": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.0, 0.95]}
+    plan = {"name": "o", "samplers": ["tpe"], "tune_trials": 8, "selection_tasks": [],
+            "tasks": [{"task": t, "timesteps": 300} for t in values]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    loaded = FewShotPlan.load(path)
+    dist = {"x": FloatDistribution(0, 1)}
+    for task, vs in values.items():
+        study = optuna.create_study(storage=loaded.storage, study_name=loaded.tune_study_name(task, "tpe"),
+                                    direction="maximize")
+        for number, v in enumerate(vs):
+            retry = {("frozenlake", 7): {"failed_trial": 1}, ("mountaincar", 9): {"failed_trial": 0}}.get((task, number), {})
+            study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=v,
+                                                      system_attrs=retry))
+    line = origin_lines(loaded, list(values), "tpe")[-1]
+    assert line.startswith("tune-tpe@8 chose one of round 0's 4 candidates") and "on 2 of the 4 evaluation tasks, " \
+        "and a trial its sampler (tpe) proposed after round 0 on `acrobot`, `mountaincar`." in line

@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.experiments.fewshot import PROGRESS_COLUMNS, FewShotPlan, _diff, _tune, sampler_choice
-from hypermeta.experiments.pipeline import BOOTSTRAP_REPS
-from hypermeta.experiments.pipeline import iqm_with_ci, score_matrix
+from hypermeta.experiments.pipeline import BOOTSTRAP_REPS, iqm_with_ci, score_matrix
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, pyplot, save_figure, seed_shortfall_line,
                                       test_seed_text, versions_text, wall_hours, write_markdown)
 
