@@ -262,10 +262,14 @@ def _tune(plan: FewShotPlan, sampler: str) -> str:
     return f"tune-{sampler}@{plan.tune_trials}"
 
 
+def paired_scores(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``a``'s and ``b``'s ``(seeds, tasks)`` scores, paired run by run: the same seed of the same task."""
+    seeds = common_seeds(runs, (a, b), tasks)
+    return score_matrix(runs, a, tasks, seeds=seeds), score_matrix(runs, b, tasks, seeds=seeds)
+
+
 def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str], reps: int = BOOTSTRAP_REPS) -> dict:
-    seeds = common_seeds(runs, (a, b), tasks)  # paired run by run: the same seed of the same task
-    return paired_difference(score_matrix(runs, a, tasks, seeds=seeds), score_matrix(runs, b, tasks, seeds=seeds),
-                             reps=reps)
+    return paired_difference(*paired_scores(runs, a, b, tasks), reps=reps)
 
 
 def sampler_choice(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str] | None = None) -> tuple[str, list[str]]:

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.fewshot import PROGRESS_COLUMNS, FewShotPlan, _diff, _tune, sampler_choice
+from hypermeta.experiments.fewshot import PROGRESS_COLUMNS, FewShotPlan, _diff, _tune, paired_scores, sampler_choice
 from hypermeta.experiments.pipeline import BOOTSTRAP_REPS, iqm_with_ci, score_matrix
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, pyplot, save_figure, seed_shortfall_line,
                                       test_seed_text, versions_text, wall_hours, write_markdown)
@@ -179,9 +179,9 @@ def targets_lines(plan: FewShotPlan, runs: pd.DataFrame, tasks: list[str], sampl
 
 
 def task_differences(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> pd.Series:
-    """Per task, the mean over its test seeds of ``a - b`` (paired: the seeds both have)."""
-    means = runs[runs["task"].isin(tasks)].groupby(["task", "method", "seed"])["auc"].mean().unstack("method")
-    return (means[a] - means[b]).dropna().groupby(level="task").mean().reindex(tasks)
+    """Per task, the mean over the test seeds of ``a - b``: the columns the paired bootstrap resamples."""
+    x, y = paired_scores(runs, a, b, tasks)
+    return pd.Series((x - y).mean(axis=0), index=tasks)
 
 
 def wins(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> int:
