@@ -515,3 +515,32 @@ def test_the_report_says_whether_tunes_choice_came_from_round_0(tmp_path):
     line = origin_lines(loaded, list(values), "tpe")[-1]
     assert line.startswith("tune-tpe@8 chose one of round 0's 4 candidates") and "on 2 of the 4 evaluation tasks, " \
         "and a trial its sampler (tpe) proposed after round 0 on `acrobot`, `mountaincar`." in line
+
+
+def test_tune_is_set_against_the_zero_shot_runs_of_the_same_tasks_and_seeds(tmp_path, monkeypatch):
+    """The exploratory zero-shot section pairs tune's test runs with meta2's held-out runs seed by seed, on the
+    evaluation tasks and budgets both have, with a known answer: tune - winner = +0.1, tune - base = +0.3."""
+    from hypermeta.reports.fewshot import zero_shot_lines
+
+    plan = {"name": "z", "samplers": ["tpe"], "tune_trials": 8, "cold_trials": [8], "test_seeds": 4,
+            "selection_tasks": [], "tasks": [{"task": "cartpole", "timesteps": 300}, {"task": "acrobot", "timesteps": 300}]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    loaded = FewShotPlan.load(path)
+    assert zero_shot_lines(loaded, pd.DataFrame(), ["cartpole"], "tpe") == []  # no meta2 runs to pair with
+    seeds = test_seeds(4)
+    noise = dict(zip(seeds, [0.05, -0.02, 0.0, 0.1]))  # shared by a seed's runs: the pairing removes it
+    ours = pd.DataFrame([{"task": t, "method": "tune-tpe@8", "seed": s, "timesteps": 300, "auc": 0.6 + noise[s]}
+                         for t in ("cartpole", "acrobot") for s in seeds])
+    theirs = pd.DataFrame(
+        [{"task": t, "method": method, "seed": s, "timesteps": 300, "auc": mu + noise[s]}
+         for t in ("cartpole", "acrobot") for s in seeds for method, mu in (("winner", 0.5), ("base", 0.3), ("rl-zoo", 0.0))
+         if not (method == "base" and t == "acrobot")]  # base ran on cartpole only
+        + [{"task": t, "method": "winner", "seed": s, "timesteps": 999, "auc": 9.0} for t in ("cartpole", "acrobot")
+           for s in seeds])  # another budget
+    monkeypatch.setattr(FewShotPlan, "shared_method_runs", lambda self: theirs)
+    lines = "\n".join(zero_shot_lines(loaded, ours, ["cartpole", "acrobot"], "tpe"))
+    assert "- tune-tpe@8 - zero-shot winner on 2 of the 2 evaluation tasks (4 seeds): +0.100 [+0.100, +0.100]; " \
+           "tune-tpe@8 scores higher on 2 of 2." in lines  # the runs at another budget are not paired
+    assert "- tune-tpe@8 - zero-shot base on 1 of the 2 evaluation tasks (4 seeds): +0.300 [+0.300, +0.300]" in lines
+    assert "zero-shot best-fixed" not in lines and "rl-zoo" not in lines  # no runs of it; not a zero-shot method

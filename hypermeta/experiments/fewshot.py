@@ -25,8 +25,8 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from hypermeta.experiments.measurement import Measurement, Normalizer
-from hypermeta.experiments.pipeline import (BOOTSTRAP_REPS, RunStore, common_seeds, config_key, paired_difference,
-                                            run_jobs_scoring_divergence, score_matrix)
+from hypermeta.experiments.pipeline import (BOOTSTRAP_REPS, RunStore, config_key, paired_difference, paired_scores,
+                                            run_jobs_scoring_divergence)
 from hypermeta.experiments.proposers import PROPOSERS
 from hypermeta.experiments.runner import RUNNERS, Job
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study, stored_study
@@ -100,6 +100,13 @@ class FewShotPlan:
         from hypermeta.experiments.matrix import MatrixPlan
 
         return RunStore(meta2.Paths.of(MatrixPlan.load(self.cold_from)).heldout / "runs.csv")
+
+    def shared_method_runs(self) -> pd.DataFrame | None:
+        """``cold_from``'s held-out test runs with their method labels (``winner``, ``best-fixed``, ...), as of its
+        last finished evaluation step; None without ``cold_from`` or before its first."""
+        store = self.shared_runs()
+        path = None if store is None else store.path.with_name("runs_by_method.csv")
+        return pd.read_csv(path) if path is not None and path.is_file() else None
 
     def shared_cold_studies(self) -> dict[str, tuple[str, str]]:
         """``{task: (storage, study name)}`` of the tasks whose cold study is ``cold_from``'s TPE study."""
@@ -260,12 +267,6 @@ def _tune_sampler_main(plan: FewShotPlan, entry: dict[str, Any], sampler: str, p
 
 def _tune(plan: FewShotPlan, sampler: str) -> str:
     return f"tune-{sampler}@{plan.tune_trials}"
-
-
-def paired_scores(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``a``'s and ``b``'s ``(seeds, tasks)`` scores, paired run by run: the same seed of the same task."""
-    seeds = common_seeds(runs, (a, b), tasks)
-    return score_matrix(runs, a, tasks, seeds=seeds), score_matrix(runs, b, tasks, seeds=seeds)
 
 
 def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str], reps: int = BOOTSTRAP_REPS) -> dict:

@@ -10,15 +10,10 @@ import json
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.fewshot import PROGRESS_COLUMNS, FewShotPlan, _diff, _tune, paired_scores, sampler_choice
-from hypermeta.experiments.pipeline import BOOTSTRAP_REPS, iqm_with_ci, score_matrix
+from hypermeta.experiments.fewshot import PROGRESS_COLUMNS, FewShotPlan, _diff, _tune, sampler_choice
+from hypermeta.experiments.pipeline import BOOTSTRAP_REPS, PAIRED_REPS, iqm_with_ci, paired_scores, score_matrix
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, pyplot, save_figure, seed_shortfall_line,
                                       test_seed_text, versions_text, wall_hours, write_markdown)
-
-
-#: Bootstrap resamples of the paired differences (targets and tables): at rliable's usual 2,000 a CI bound moved
-#: by about +-0.003 between bootstrap seeds, as much as the interim report's margin above 0 (2026-11-27).
-PAIRED_REPS = 20_000
 
 
 def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/reports/tune") -> Path:
@@ -41,6 +36,7 @@ def render_fewshot_report(plan: FewShotPlan, out_dir: str | Path = "studies/repo
     lines += targets_lines(plan, runs, evaluation, default) + [""] + choice + [""] + setup_lines(plan, runs) + [""]
     if evaluation:
         lines += paired_lines(plan, runs, evaluation) + [""] + reference_lines(plan, runs, tasks, evaluation, default)
+        lines += [""] + zero_shot_lines(plan, runs, evaluation, default)
         lines += [""] + optimism_lines(plan, runs, progress, evaluation, default) + [""]
         lines += origin_lines(plan, evaluation, default) + [""] + iqm_lines(runs, evaluation) + [""]
     lines += per_task_lines(plan, runs, tasks, default)
@@ -239,6 +235,39 @@ def reference_lines(plan: FewShotPlan, runs: pd.DataFrame, finished: list[str], 
                 lines.append(f"- {default} - {cold} on {what.format(len(tasks))}: {d['diff']:+.3f} "
                              f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]; {default} scores higher on "
                              f"{wins(runs, default, cold, tasks)} of {len(tasks)}.")
+    return lines
+
+
+#: meta-learner v2's zero-shot methods that the few-shot report sets against ``tune`` (from its held-out runs)
+ZERO_SHOT = ("winner", "best-fixed", "base")
+
+
+def zero_shot_lines(plan: FewShotPlan, runs: pd.DataFrame, evaluation: list[str], sampler: str) -> list[str]:
+    """Exploratory: what ``tune``'s trials add to using a configuration with no trial at all. ``cold_from``'s
+    held-out runs of its zero-shot winner, best-fixed and base are made as this plan's test runs (task, budget, test
+    seeds, the batched runner), so they pair with ``tune``'s run by run on the evaluation tasks and budgets both
+    have."""
+    theirs = plan.shared_method_runs()
+    if theirs is None:
+        return []
+    budgets = {e["task"]: int(e["timesteps"]) for e in plan.tasks}
+    theirs = theirs[theirs["method"].isin(ZERO_SHOT) & theirs["task"].isin(evaluation)
+                    & (theirs["timesteps"] == theirs["task"].map(budgets))]
+    default = _tune(plan, sampler)
+    lines = ["## Tune against no trials at all (exploratory)", "",
+             f"Not a target. `{default}` against meta-learner v2's zero-shot choices on the same evaluation tasks and "
+             f"test seeds (their held-out runs, `{plan.cold_from}`): `winner` is its shipped prediction (with the OOD "
+             "fallback to best-fixed), `best-fixed` one configuration for every task; tune's round 0 holds both the "
+             "prediction without the fallback and best-fixed.", ""]
+    for method in ZERO_SHOT:
+        tasks = [t for t in evaluation if not theirs[(theirs["task"] == t) & (theirs["method"] == method)].empty]
+        if not tasks:
+            continue
+        both = pd.concat([runs, theirs[theirs["method"] == method].assign(method=f"zero-shot {method}")])
+        d = _diff(both, default, f"zero-shot {method}", tasks, reps=PAIRED_REPS)
+        lines.append(f"- {default} - zero-shot {method} on {len(tasks)} of the {len(evaluation)} evaluation tasks "
+                     f"({d['seeds']} seeds): {d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]; {default} "
+                     f"scores higher on {wins(both, default, f'zero-shot {method}', tasks)} of {len(tasks)}.")
     return lines
 
 
