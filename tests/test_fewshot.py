@@ -50,8 +50,8 @@ def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path, network_weights, no_network
     assert choice["default"] == "tpe" and not choice["evaluation_runs_existed"]
     first = json.loads((tmp_path / "manifest.json").read_text())["starts"][0]
     assert choice["commit"] == first["commit"]  # the code of the start that recorded it
-    assert f"by the run started {first['time']} (commit `{first['commit']}`), before any evaluation task's `tune` " \
-        "study ran" in report
+    assert f"by the run started {first['time']} (commit `{first['commit']}`); the first trial of an evaluation " \
+        "task's `tune` study started " in report
     # resumes: nothing is trained again (the cache keeps its rows, no study gets a trial more)
     before = pd.read_csv(tmp_path / "runs.csv")
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 0
@@ -544,3 +544,34 @@ def test_tune_is_set_against_the_zero_shot_runs_of_the_same_tasks_and_seeds(tmp_
            "tune-tpe@8 scores higher on 2 of 2." in lines  # the runs at another budget are not paired
     assert "- tune-tpe@8 - zero-shot base on 1 of the 2 evaluation tasks (4 seeds): +0.300 [+0.300, +0.300]" in lines
     assert "zero-shot best-fixed" not in lines and "rl-zoo" not in lines  # no runs of it; not a zero-shot method
+
+
+def test_the_report_checks_the_recorded_choice_against_the_evaluation_tune_studies_storage(tmp_path):
+    """The report reads when the first evaluation task's tune trial started from the studies' storage, and says
+    so plainly if that was before the sampler choice was recorded."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from hypermeta.reports.fewshot import choose_sampler
+
+    plan = {"name": "c", "samplers": ["tpe"], "selection_tasks": ["acrobot"],
+            "tasks": [{"task": "acrobot", "timesteps": 300}, {"task": "cartpole", "timesteps": 300}]}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    loaded = FewShotPlan.load(path)
+    runs = pd.DataFrame({"task": ["acrobot"], "method": ["tune-tpe@8"], "seed": [0], "auc": [0.5]})
+
+    def note(created):
+        (tmp_path / "choice.json").write_text(json.dumps({"default": "tpe", "lines": [], "created": created}))
+        return choose_sampler(loaded, runs)[1][-1]
+
+    assert "no evaluation task's `tune` study has a trial yet" in note("2026-01-01 00:00 UTC")
+    dist = {"x": FloatDistribution(0, 1)}
+    for task in ("acrobot", "cartpole"):
+        study = optuna.create_study(storage=loaded.storage, study_name=loaded.tune_study_name(task, "tpe"))
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, value=0.1))
+        if task == "acrobot":  # the selection task's study does not count
+            assert "no evaluation task's `tune` study has a trial yet" in note("2999-01-01 00:00 UTC")
+    assert "the first trial of an evaluation task's `tune` study started 20" in note("2000-01-01 00:00 UTC")
+    assert note("2999-01-01 00:00 UTC").startswith("**Recorded 2999-01-01 00:00 UTC, after the first trial of an "
+                                                   "evaluation task's `tune` study**")

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -78,11 +78,32 @@ def choose_sampler(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str
     choice = json.loads(path.read_text())
     start = recording_start(plan, choice["created"])
     by = f" by the run started {start['time']} (commit `{start.get('commit') or 'unrecorded'}`)" if start else ""
-    note = [f"Recorded {choice['created']}{by}, before any evaluation task's `tune` study ran."]
+    first = first_tune_trial(plan, [e["task"] for e in plan.tasks if e["task"] not in plan.selection_tasks])
+    if first is None:
+        note = [f"Recorded {choice['created']}{by}; no evaluation task's `tune` study has a trial yet."]
+    elif f"{first:%Y-%m-%d %H:%M} UTC" < choice["created"]:
+        note = [f"**Recorded {choice['created']}{by}, after the first trial of an evaluation task's `tune` study** "
+                f"(started {first:%Y-%m-%d %H:%M:%S} UTC in the storage): the rule read the selection tasks only, "
+                "but the order the plan asks for was not kept."]
+    else:
+        note = [f"Recorded {choice['created']}{by}; the first trial of an evaluation task's `tune` study started "
+                f"{first:%Y-%m-%d %H:%M:%S} UTC (its storage's record)."]
     if choice.get("evaluation_runs_existed"):
         note = ["**Recorded after some evaluation tasks' test runs already existed** (a resumed older run): the "
                 "rule below read the selection tasks only, but the order the plan asks for was not kept."]
     return choice["default"], choice["lines"] + [""] + note
+
+
+def first_tune_trial(plan: FewShotPlan, tasks: list[str]) -> datetime | None:
+    """When the first trial of any of ``tasks``' ``tune`` studies started (UTC), or None."""
+    if not (plan.root / "studies.db").is_file():
+        return None
+    import optuna
+
+    names = {plan.tune_study_name(t, s) for t in tasks for s in plan.samplers}
+    starts = [s.datetime_start for s in optuna.get_all_study_summaries(plan.storage, include_best_trial=False)
+              if s.study_name in names and s.datetime_start is not None]
+    return min(starts).astimezone(timezone.utc) if starts else None  # Optuna stores naive local times
 
 
 def recording_start(plan: FewShotPlan, created: str) -> dict | None:
