@@ -12,6 +12,7 @@ import pandas as pd
 
 from hypermeta.experiments.fewshot import PROGRESS_COLUMNS, FewShotPlan, _diff, _tune, sampler_choice
 from hypermeta.experiments.pipeline import BOOTSTRAP_REPS, PAIRED_REPS, iqm_with_ci, paired_scores, score_matrix
+from hypermeta.experiments.tune import round0_size
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, pyplot, save_figure, seed_shortfall_line,
                                       test_seed_text, versions_text, wall_hours, write_markdown)
 
@@ -81,6 +82,10 @@ def choose_sampler(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str
     first = first_tune_trial(plan, [e["task"] for e in plan.tasks if e["task"] not in plan.selection_tasks])
     if first is None:
         note = [f"Recorded {choice['created']}{by}; no evaluation task's `tune` study has a trial yet."]
+    elif f"{first:%Y-%m-%d %H:%M} UTC" == choice["created"]:
+        note = [f"Recorded {choice['created']}{by}; the first trial of an evaluation task's `tune` study started in "
+                f"the same minute ({first:%H:%M:%S} UTC, its storage's record): the record's minutes do not resolve "
+                "which came first."]
     elif f"{first:%Y-%m-%d %H:%M} UTC" < choice["created"]:
         note = [f"**Recorded {choice['created']}{by}, after the first trial of an evaluation task's `tune` study** "
                 f"(started {first:%Y-%m-%d %H:%M:%S} UTC in the storage): the rule read the selection tasks only, "
@@ -95,7 +100,8 @@ def choose_sampler(plan: FewShotPlan, runs: pd.DataFrame) -> tuple[str, list[str
 
 
 def first_tune_trial(plan: FewShotPlan, tasks: list[str]) -> datetime | None:
-    """When the first trial of any of ``tasks``' ``tune`` studies started (UTC), or None."""
+    """When the first trial of any of ``tasks``' ``tune`` studies started (UTC), or None. Optuna stores naive
+    local times: this assumes the report is rendered in the time zone the trials ran in."""
     if not (plan.root / "studies.db").is_file():
         return None
     import optuna
@@ -103,7 +109,7 @@ def first_tune_trial(plan: FewShotPlan, tasks: list[str]) -> datetime | None:
     names = {plan.tune_study_name(t, s) for t in tasks for s in plan.samplers}
     starts = [s.datetime_start for s in optuna.get_all_study_summaries(plan.storage, include_best_trial=False)
               if s.study_name in names and s.datetime_start is not None]
-    return min(starts).astimezone(timezone.utc) if starts else None  # Optuna stores naive local times
+    return min(starts).astimezone(timezone.utc) if starts else None
 
 
 def recording_start(plan: FewShotPlan, created: str) -> dict | None:
@@ -272,14 +278,15 @@ def zero_shot_lines(plan: FewShotPlan, runs: pd.DataFrame, evaluation: list[str]
     if theirs is None:
         return []
     budgets = {e["task"]: int(e["timesteps"]) for e in plan.tasks}
-    theirs = theirs[theirs["method"].isin(ZERO_SHOT) & theirs["task"].isin(evaluation)
-                    & (theirs["timesteps"] == theirs["task"].map(budgets))]
+    theirs = theirs[theirs["task"].isin(evaluation) & (theirs["timesteps"] == theirs["task"].map(budgets))]
     default = _tune(plan, sampler)
     lines = ["## Tune against no trials at all (exploratory)", "",
              f"Not a target. `{default}` against meta-learner v2's zero-shot choices on the same evaluation tasks and "
              f"test seeds (their held-out runs, `{plan.cold_from}`): `winner` is its shipped prediction (with the OOD "
-             "fallback to best-fixed), `best-fixed` one configuration for every task; tune's round 0 holds both the "
-             "prediction without the fallback and best-fixed.", ""]
+             "fallback to best-fixed), `best-fixed` one configuration for every task"
+             + ("; tune's round 0 holds both the prediction without the fallback and best-fixed." if
+                round0_size(plan.tune_trials) >= 2 else "; tune's round 0 is the prediction without the fallback."),
+             ""]
     for method in ZERO_SHOT:
         tasks = [t for t in evaluation if not theirs[(theirs["task"] == t) & (theirs["method"] == method)].empty]
         if not tasks:

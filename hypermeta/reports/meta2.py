@@ -127,7 +127,7 @@ def deviations_section(data: _Data) -> list[str]:
               f"`{data.selection.get('commit') or 'unrecorded'}`.",
               f"- Cross-validation folds train ensembles of {data.selection['cv_ensemble']} member(s) (the plan "
               "does not fix it; the shipped weights have 5).",
-              f"- Paired CIs (targets, tables, the gap closed) use {PAIRED_REPS:,} bootstrap resamples since "
+              f"- Paired CIs (targets, tables, the gap closed, the SB3 confirmation) use {PAIRED_REPS:,} bootstrap resamples since "
               "2026-11-27 07:15 UTC; the interim reports before used 2,000, at which a bound moved by about +-0.003 "
               "between bootstrap seeds. The plan names no count. Measured on the interim data (06:29 UTC) before the "
               "switch: every verdict stays, bounds move by at most 0.009 (the gap closed's lower bound +0.008 -> "
