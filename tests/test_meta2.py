@@ -420,13 +420,26 @@ def test_the_report_scores_a_baseline_on_the_tasks_it_has_runs_on():
                                   ("rl-zoo", 0.5 + 0.01 * seed)):
                 if not (method == "rl-zoo" and task.startswith("frozenlake")):  # rl-zoo has no FrozenLake entry
                     rows.append({"method": method, "task": task, "seed": seed, "score": score + 0.1 * t})
-    data = SimpleNamespace(runs=pd.DataFrame(rows), contexts=["cartpole:gravity=12", "frozenlake:success_rate=0.6"])
+    data = SimpleNamespace(runs=pd.DataFrame(rows), contexts=["cartpole:gravity=12", "frozenlake:success_rate=0.6"],
+                           family=[])
     iqm = "\n".join(iqm_section(data))
     assert "| rl-zoo | 0.515 [" in iqm and "| 1 of 2 | 4 |" in iqm and "nan" not in iqm
     assert iqm.splitlines()[-1].startswith("| rl-zoo |")  # above base's 0.450, but on 1 task: listed last
     table = "\n".join(every_method_section(data))
     assert "| rl-zoo | 1 of 2 | -0.085 [" in table and table.endswith("| 23% |")  # (0.515 - 0.4) / (0.9 - 0.4)
     assert "| winner | 2 of 2 | +0.000 [+0.000, +0.000] (includes 0) | +0.200 [" in table and "| 40% |" in table
+    assert "family" not in table + iqm  # no held-out family: no section for it
+    # the held-out family gets its own tables, scored on its tasks only
+    rows += [{"method": m, "task": "lunarlander", "seed": seed, "score": v}
+             for seed in range(4) for m, v in (("base", 0.2), ("oracle", 0.7), ("best-fixed", 0.45), ("winner", 0.45))]
+    data = SimpleNamespace(runs=pd.DataFrame(rows), contexts=data.contexts, family=["lunarlander"])
+    table = "\n".join(every_method_section(data))
+    contexts, family = table.split("## Every method against best-fixed and base (held-out family)")
+    assert "| winner | 2 of 2 |" in contexts and "lunarlander" not in contexts
+    assert "| winner | 1 of 1 | +0.000 [+0.000, +0.000] (includes 0) | +0.250 [" in family and "| 50% |" in family
+    assert "rl-zoo" not in family  # no runs there
+    iqm = "\n".join(iqm_section(data)).split("## Every method on the held-out family (secondary)")[1]
+    assert "| winner | 0.450 [0.450, 0.450] | 1 of 1 | 4 |" in iqm and "| base | 0.200 [" in iqm
 
 
 def test_the_oracle_is_the_best_portfolio_mean_of_the_task_itself(tmp_path):
