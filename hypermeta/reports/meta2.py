@@ -10,6 +10,7 @@ CI that resamples tasks and seeds, and the minimum detectable difference at 80% 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -423,11 +424,14 @@ def breakdown_rows(runs: pd.DataFrame, tasks: list[str]) -> list[str]:
 def every_method_section(data: _Data) -> list[str]:
     """Every method and baseline against best-fixed and base, on the held-out contexts and on the held-out family,
     where both have runs (rl-zoo has no FrozenLake entry), with the share of the base-to-oracle gap it closes."""
-    lines = []
-    for name, group in (("held-out contexts", data.contexts), ("held-out family", data.family)):
-        if group:
-            lines += _every_method_rows(data.runs, name, group) + [""]
-    return lines[:-1]
+    return _per_group(data, _every_method_rows)
+
+
+def _per_group(data: _Data, rows: Callable[[pd.DataFrame, str, list[str]], list[str]]) -> list[str]:
+    """``rows(runs, name, tasks)`` for the held-out contexts, then the held-out family (each if it has tasks)."""
+    groups = [(n, g) for n, g in (("held-out contexts", data.contexts), ("held-out family", data.family)) if g]
+    return [line for i, (name, group) in enumerate(groups) for line in [*([""] if i else []),
+                                                                          *rows(data.runs, name, group)]]
 
 
 def _every_method_rows(runs: pd.DataFrame, name: str, group: list[str]) -> list[str]:
@@ -450,11 +454,7 @@ def _every_method_rows(runs: pd.DataFrame, name: str, group: list[str]) -> list[
 
 
 def iqm_section(data: _Data) -> list[str]:
-    lines = []
-    for name, group in (("held-out contexts", data.contexts), ("held-out family", data.family)):
-        if group:
-            lines += _iqm_rows(data.runs, name, group) + [""]
-    return lines[:-1]
+    return _per_group(data, _iqm_rows)
 
 
 def _iqm_rows(runs: pd.DataFrame, name: str, group: list[str]) -> list[str]:
