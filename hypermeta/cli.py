@@ -203,11 +203,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     if args.trials is None and args.time_budget is None:
         raise ValueError("give --trials N, --time-budget MINUTES, or both")
+    from hypermeta.meta.predict import predict_config
+
+    prediction = predict_config(args.task, args.weights, warn=False)
+    if prediction.prediction.out_of_distribution:  # said before any training: the user may want more trials
+        print("WARNING out of distribution: " + "; ".join(prediction.prediction.reasons) + ". Round 0's candidates "
+              "come from training tasks unlike this one, so the warm start helps less: on meta-learner v2's "
+              "held-out family, which is out of distribution, TPE's best of 10 trials beat the zero-shot choice "
+              "(studies/reports/meta2/report.md). Give this study more trials.")
     result = tune(args.task, args.trials or 10_000, args.timesteps, seeds_per_trial=args.seeds_per_trial,
                   runner=args.runner, storage=args.storage, study_name=args.study_name, predictor=args.weights,
                   time_budget_minutes=args.time_budget, progress=args.progress, sampler=args.sampler,
                   meta_data=args.meta_data, adapt_predictor=args.adapt_weights,
-                  heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
+                  heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, prediction=prediction)
     print(f"round 0 ({len(result.candidates)} warm candidates): " + ", ".join(label for label, _ in result.candidates))
     print(f"{result.trials} finished trials, {result.env_steps:,} environment steps, {result.train_seconds:.0f} s of "
           f"training (study {result.study.study_name!r} in {args.storage})")

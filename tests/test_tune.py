@@ -68,6 +68,29 @@ def test_cli_tune_writes_a_best_yaml_the_callback_applies(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0 and "round 0" in text and "2 finished trials" in text and "SB3 kwargs" in text
     assert HyperMetaCallback(str(out)).config == DQNConfig.load(out)
+    assert "out of distribution" not in text  # cartpole is a training family's default context
+
+
+def test_cli_tune_says_before_any_training_when_the_task_is_out_of_distribution(tmp_path, capsys, monkeypatch):
+    """The shipped weights flag LunarLander out of distribution (meta2's held-out family): tune says so, with the
+    advice, before its first trial; the prediction it warns about is the one round 0 uses (probed once)."""
+    import hypermeta.experiments.tune as tune_module
+    import hypermeta.meta.predict as predict
+
+    probes, real = [], predict.predict_config
+    monkeypatch.setattr(predict, "predict_config", lambda *a, **k: probes.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(tune_module, "predict_config", predict.predict_config)
+    trained = []
+
+    def first_study(*args, **kwargs):  # what was printed before any training; then stop
+        trained.append(capsys.readouterr().out)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune_module, "run_study", first_study)
+    with pytest.raises(KeyboardInterrupt):
+        main(["tune", "lunarlander", "--timesteps", "300", "--trials", "2", "--storage", f"sqlite:///{tmp_path}/t.db"])
+    assert probes == ["lunarlander"]
+    assert len(trained) == 1 and trained[0].startswith("WARNING out of distribution: ") and "more trials" in trained[0]
 
 
 def test_tune_killed_with_sigkill_in_round0_resumes_with_the_same_command(tmp_path, sigkill_when):

@@ -112,16 +112,17 @@ def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, ru
          time_budget_minutes: float | None = None, progress: bool = False, seed: int = 0,
          sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str | None = None,
          adapt_predictor: Any = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
-         grace_period: int = GRACE_PERIOD) -> TuneResult:
+         grace_period: int = GRACE_PERIOD, prediction: Any = None) -> TuneResult:
     """Run (or resume) the warm-started study of ``task`` until ``trials`` trials finished or the time budget
     is spent, and return its best configuration. Round 0 runs first, as one batch; TPE then starts from its
     results (its random start is the trials already finished). ``pruner``: None = the median pruner on the
     SB3 runner with TPE, none otherwise. ``adapt_predictor``: the network meta-learner of ``sampler="adapt"``
     (default: ``predictor``). ``heartbeat_interval``/``grace_period``: as in :func:`run_study` (a killed run's
-    trials are failed and retried once when the same call resumes it)."""
+    trials are failed and retried once when the same call resumes it). ``prediction``: ``predict_config(task,
+    predictor)``'s result when the caller has it already (it probes the task's features)."""
     if time_budget_minutes is not None and not time_budget_minutes > 0:
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
-    prediction = predict_config(task, predictor, warn=False)
+    prediction = prediction or predict_config(task, predictor, warn=False)
     proposer = make_proposer(sampler, prediction, meta_data, seed, adapt_predictor)  # fails before any training
     candidates = round0(task, limit=round0_size(trials), result=prediction)
     # the study tunes the schedules over the settings the predictor's data came from (its candidates use them)
