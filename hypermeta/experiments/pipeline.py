@@ -26,7 +26,7 @@ from hypermeta.experiments.measurement import Curve, Normalizer
 from hypermeta.experiments.runner import DEFAULT_RUNNER, Job, Runner, get_runner
 from hypermeta.space import DQNConfig
 
-#: Bootstrap resamples of every confidence interval, but for the reports' paired differences.
+#: Bootstrap resamples of every confidence interval except the reports' paired differences (PAIRED_REPS).
 BOOTSTRAP_REPS = 2000
 #: Bootstrap resamples of the reports' paired differences (their CIs decide targets): at rliable's usual 2,000 a CI
 #: bound moved by about +-0.003 between bootstrap seeds, as much as the few-shot interim report's margin above 0
