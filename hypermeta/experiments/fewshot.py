@@ -94,19 +94,24 @@ class FewShotPlan:
     def shared_runs(self) -> RunStore | None:
         """``cold_from``'s held-out test runs (made with the batched runner, as the shared tasks' runs here), from
         which the identical test runs of the shared tasks are copied instead of trained again."""
+        heldout = self._shared_heldout()
+        return None if heldout is None else RunStore(heldout / "runs.csv")
+
+    def shared_method_runs(self) -> pd.DataFrame | None:
+        """``cold_from``'s held-out test runs with their method labels (``winner``, ``best-fixed``, ...), as of its
+        last finished evaluation step; None without ``cold_from`` or before its first."""
+        heldout = self._shared_heldout()
+        path = None if heldout is None else heldout / "runs_by_method.csv"
+        return pd.read_csv(path) if path is not None and path.is_file() else None
+
+    def _shared_heldout(self) -> Path | None:
+        """``cold_from``'s held-out folder, where it shares cold studies with this plan."""
         if not self.shared_cold_studies():
             return None
         from hypermeta.experiments import meta2
         from hypermeta.experiments.matrix import MatrixPlan
 
-        return RunStore(meta2.Paths.of(MatrixPlan.load(self.cold_from)).heldout / "runs.csv")
-
-    def shared_method_runs(self) -> pd.DataFrame | None:
-        """``cold_from``'s held-out test runs with their method labels (``winner``, ``best-fixed``, ...), as of its
-        last finished evaluation step; None without ``cold_from`` or before its first."""
-        store = self.shared_runs()
-        path = None if store is None else store.path.with_name("runs_by_method.csv")
-        return pd.read_csv(path) if path is not None and path.is_file() else None
+        return meta2.Paths.of(MatrixPlan.load(self.cold_from)).heldout
 
     def shared_cold_studies(self) -> dict[str, tuple[str, str]]:
         """``{task: (storage, study name)}`` of the tasks whose cold study is ``cold_from``'s TPE study."""

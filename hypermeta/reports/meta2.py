@@ -429,9 +429,11 @@ def every_method_section(data: _Data) -> list[str]:
 
 def _per_group(data: _Data, rows: Callable[[pd.DataFrame, str, list[str]], list[str]]) -> list[str]:
     """``rows(runs, name, tasks)`` for the held-out contexts, then the held-out family (each if it has tasks)."""
-    groups = [(n, g) for n, g in (("held-out contexts", data.contexts), ("held-out family", data.family)) if g]
-    return [line for i, (name, group) in enumerate(groups) for line in [*([""] if i else []),
-                                                                          *rows(data.runs, name, group)]]
+    lines: list[str] = []
+    for name, group in (("held-out contexts", data.contexts), ("held-out family", data.family)):
+        if group:
+            lines += ([""] if lines else []) + rows(data.runs, name, group)
+    return lines
 
 
 def _every_method_rows(runs: pd.DataFrame, name: str, group: list[str]) -> list[str]:
