@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 
 def _load_config(path: str | None):
@@ -203,22 +205,28 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     if args.trials is None and args.time_budget is None:
         raise ValueError("give --trials N, --time-budget MINUTES, or both")
+    _check_writable(args.out, "--out")  # before hours of training, not after
     from hypermeta.meta.predict import predict_config
 
     prediction = predict_config(args.task, args.weights, warn=False)
     if prediction.prediction.out_of_distribution:  # said before any training: the user may want more trials
         print("WARNING out of distribution: " + "; ".join(prediction.prediction.reasons) + ". Round 0's candidates "
               "come from training tasks unlike this one, so the warm start helps less: on meta-learner v2's "
-              "held-out family, which is out of distribution, TPE's best of 10 trials beat the zero-shot choice "
+              "held-out family, which is out of distribution, even TPE's random start (its best of 10 trials) beat "
+              "the zero-shot choice "
               "(studies/reports/meta2/report.md). Give this study more trials.")
-    result = tune(args.task, args.trials or 10_000, args.timesteps, seeds_per_trial=args.seeds_per_trial,
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = tune(args.task, args.trials, args.timesteps, seeds_per_trial=args.seeds_per_trial,
                   runner=args.runner, storage=args.storage, study_name=args.study_name, predictor=args.weights,
                   time_budget_minutes=args.time_budget, progress=args.progress, sampler=args.sampler,
-                  meta_data=args.meta_data, adapt_predictor=args.adapt_weights,
-                  heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, prediction=prediction)
+                  meta_data=args.meta_data, adapt_predictor=args.adapt_weights, pruner=args.pruner,
+                  heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, prediction=prediction,
+                  n_evals=args.n_evals, eval_episodes=args.eval_episodes, reference=args.reference)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(f"round 0 ({len(result.candidates)} warm candidates): " + ", ".join(label for label, _ in result.candidates))
-    print(f"{result.trials} finished trials, {result.env_steps:,} environment steps, {result.train_seconds:.0f} s of "
-          f"training (study {result.study.study_name!r} in {args.storage})")
+    print(f"{result.trials} finished trials, {result.env_steps:,} environment steps, {result.train_seconds:.0f} s "
+          f"of training (the finished trials' own time; study {result.study.study_name!r} in {args.storage}); "
+          f"this command: {wall:.0f} s elapsed, {cpu:.0f} s of CPU")
     path = write_best(result.best, args.out)
     print(f"best configuration -> {path} (apply it with HyperMetaCallback({str(path)!r}); its tuning-seed score is "
           "optimistic: re-evaluate it with `hypermeta evaluate --config` on test seeds)")
@@ -228,14 +236,49 @@ def cmd_tune(args: argparse.Namespace) -> int:
     env = make_env(args.task)
     space = env.observation_space
     env.close()
-    kwargs = result.best.sb3_kwargs(space)
-    print("SB3 kwargs: " + json.dumps(kwargs, default=str))
+    print("SB3 kwargs (the YAML above is the source; the callback applies every schedule shape exactly):\n"
+          + "\n".join("    " + line for line in sb3_snippet(str(path), result.best, space)))
     zoo = zoo_policy_kwargs(space, result.best)
     if zoo:
         print("rl-zoo (image observations: put this entry in a Python hyperparameter file, `-conf`, that imports "
               "MinAtarCNN from hypermeta.networks):")
     print(yaml.safe_dump(result.best.to_zoo(args.env or args.task, args.timesteps, zoo), sort_keys=False), end="")
     return 0
+
+
+def sb3_snippet(path: str, config: Any, observation_space: Any) -> list[str]:
+    """Python lines that build SB3's DQN with ``config`` (saved at ``path``), for an ``env`` the user has: the
+    keyword arguments spelled out (classes imported, schedules as :class:`~hypermeta.ShapedSchedule`), then
+    ``learn`` with the callback that applies every schedule shape exactly."""
+    kwargs = config.sb3_kwargs(observation_space)
+    imports = {"from stable_baselines3 import DQN", "from hypermeta import HyperMetaCallback"}
+
+    def code(value: Any) -> str:
+        if isinstance(value, type):
+            imports.add(f"from {value.__module__} import {value.__qualname__}")
+            return value.__qualname__
+        if isinstance(value, dict):
+            return "dict(" + ", ".join(f"{k}={code(v)}" for k, v in value.items()) + ")"
+        if type(value).__name__ == "ShapedSchedule":
+            imports.add("from hypermeta import ShapedSchedule")
+        return repr(value)
+
+    body = [f"    {k}={code(v)}," for k, v in kwargs.items()]  # before the imports: code() adds to them
+    return [*sorted(imports), 'model = DQN("MlpPolicy", env,', *body, ")",
+            f"model.learn(total_timesteps=..., callback=HyperMetaCallback({path!r}))"]
+
+
+def _check_writable(path: str, flag: str) -> None:
+    """A one-line error now if ``path`` cannot be written later (a folder, or a folder we cannot create in)."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{flag} {path!r} is a folder; give a file path such as {str(target / 'best.yaml')!r}")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {path!r} cannot be written ({str(parent)!r} is not a writable folder); give "
+                         "another path")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -369,8 +412,6 @@ def cmd_meta2(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
-    import time
-
     import pandas as pd
 
     from hypermeta.meta.data import MetaTrainConfig, settings_from_frame, tasks_from_frame
@@ -448,14 +489,22 @@ def _add_heartbeat_args(p: argparse.ArgumentParser) -> None:
                    help="seconds without heartbeat after which a trial counts as dead (a killed run) and is retried once")
 
 
+def _add_scoring_args(p: argparse.ArgumentParser) -> None:
+    """How a run is scored: its evaluations and the return that normalises to 1."""
+    from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+
+    p.add_argument("--n-evals", type=positive_int, default=N_EVALS, help="evenly spaced evaluations per run")
+    p.add_argument("--eval-episodes", type=positive_int, default=EVAL_EPISODES, help="greedy episodes per evaluation")
+    p.add_argument("--reference", type=finite_float, help="return that normalises to 1 (default: the task's "
+                   "reference return, e.g. reward_threshold; needed for tasks without one)")
+
+
 def _add_measurement_args(p: argparse.ArgumentParser) -> None:
-    from hypermeta.experiments.defaults import DEFAULT_RUNNER, EVAL_EPISODES, N_EVALS, RUNNERS
+    from hypermeta.experiments.defaults import DEFAULT_RUNNER, RUNNERS
 
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
     p.add_argument("--timesteps", type=positive_int, required=True, help="training steps per run")
-    p.add_argument("--n-evals", type=positive_int, default=N_EVALS, help="evenly spaced evaluations per run")
-    p.add_argument("--eval-episodes", type=positive_int, default=EVAL_EPISODES, help="greedy episodes per evaluation")
-    p.add_argument("--reference", type=finite_float, help="return that normalises to 1 (default: reward_threshold)")
+    _add_scoring_args(p)
     p.add_argument("--workers", type=positive_int, default=1, help="processes on this machine")
     p.add_argument("--runner", choices=list(RUNNERS), default=DEFAULT_RUNNER,
                    help="sb3: one SB3 DQN per run; batched: the lock-step engine (see README)")
@@ -563,14 +612,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=positive_int, help="finished trials to reach")
     p.add_argument("--time-budget", type=finite_float, help="minutes; no new trial starts after it")
     p.add_argument("--seeds-per-trial", type=positive_int, default=1)
+    _add_scoring_args(p)
     p.add_argument("--runner", choices=list(RUNNERS), default=DEFAULT_RUNNER)
+    p.add_argument("--pruner", choices=PRUNERS, default="none",
+                   help="none (default: the few-shot benchmark measured tune without pruning) or median")
     p.add_argument("--storage", default=DEFAULT_STORAGE)
-    p.add_argument("--study-name", help="default: tune|TASK|T<timesteps>|m<seeds>")
+    p.add_argument("--study-name", help="default: tune|TASK|T<timesteps>|m<seeds>, plus |SAMPLER for adapt and "
+                   "metatpe")
     p.add_argument("--weights", help="meta-learner .safetensors for round 0 (default: the shipped weights)")
     p.add_argument("--sampler", choices=["tpe", "adapt", "metatpe"], default="tpe",
                    help="after round 0: Optuna TPE, the meta-learner's few-shot adapt step, or meta-learned TPE")
     p.add_argument("--adapt-weights", help="adapt: a network meta-learner whose few-shot step proposes the trials "
-                   "after round 0 (default: --weights; methods without networks cannot adapt)")
+                   "after round 0 (default: --weights if that method has networks, else the shipped network "
+                   "method's weights)")
     p.add_argument("--meta-data", help="metatpe: dataset CSV of the training tasks' trials "
                    "(`hypermeta matrix PLAN --export-only`)")
     p.add_argument("--out", default="best.yaml", help="where to write the best configuration (YAML)")

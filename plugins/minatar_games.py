@@ -11,7 +11,9 @@ ids work everywhere a task id does.
 
 Networks: the SB3 runner gives image observations MinAtar's reference Q-network (one 3x3 convolution with 16
 channels, 128 hidden units; :class:`hypermeta.networks.MinAtarCNN`); the batched engine trains the same network
-(same seeds, same actions and weights up to rounding), so ``--runner sb3`` and ``--runner batched`` both work.
+(same seeds, same actions and weights up to rounding), so ``--runner sb3`` and ``--runner batched`` both run.
+The engine's MinAtar learning curves are not validated against SB3's (``studies/reports/engine/minatar/
+fidelity.md`` misses one of its two targets): hypermeta's MinAtar results use the SB3 runner.
 
 Reference returns (what scores 1.0): MinAtar publishes learning curves, not a solved threshold, so
 :data:`REFERENCE_RETURNS` are hypermeta's own measurement (``hypermeta bench minatar --timesteps 100000 --seeds

@@ -88,6 +88,7 @@ CASES = [
     (["meta2", "report", "studies"], "plan file 'studies' does not exist"),
     (["fewshot", "missing.yaml"], "few-shot plan file 'missing.yaml' does not exist"),
     (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--sampler", "metatpe"], "needs --meta-data"),
+    (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--out", "."], "--out '.' is a folder"),
 ]
 
 

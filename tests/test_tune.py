@@ -61,14 +61,116 @@ def test_tpe_starts_from_round0s_results_not_from_a_random_start(tmp_path, monke
     assert make_sampler("tpe", 0)._n_startup_trials == 10  # Optuna's default, for cold studies
 
 
-def test_cli_tune_writes_a_best_yaml_the_callback_applies(tmp_path, capsys):
-    out = tmp_path / "best.yaml"
+def _printed_exports(text: str) -> tuple[str, dict]:
+    """The Python lines ``tune`` prints after "SB3 kwargs" (dedented) and the rl-zoo entry after them."""
+    lines = text.split("SB3 kwargs", 1)[1].splitlines()[1:]
+    end = next(i for i, line in enumerate(lines) if line.strip().startswith("model.learn("))
+    code = "\n".join(line[4:] for line in lines[:end + 1])
+    rest = [line for line in lines[end + 1:] if not line.startswith("rl-zoo (")]
+    return code, yaml.safe_load("\n".join(rest))
+
+
+def _check_exports(text: str, out, task: str, env_id: str, timesteps: int, storage: str):
+    """best.yaml is the study's best trial; the printed SB3 code builds a DQN with its values and the callback
+    that applies it; the printed rl-zoo entry has the same values. Returns best.yaml's configuration, the DQN
+    the snippet built and the rl-zoo entry."""
+    from hypermeta.tasks.families import make_env
+
+    study = optuna.load_study(study_name=None, storage=storage)
+    best = DQNConfig.load(out)
+    assert best == best_config_of(study) and HyperMetaCallback(str(out)).config == best
+    code, zoo = _printed_exports(text)
+    env = make_env(task)
+    scope = {"env": env}
+    exec(code.replace("total_timesteps=...", "total_timesteps=1"), scope)  # noqa: S102 - the printed snippet
+    model = scope["model"]
+    assert model.learning_rate(1.0) == pytest.approx(best.lr_initial)
+    assert (model.batch_size, model.exploration_initial_eps) == (best.batch_size, best.eps_initial)
+    (entry,) = zoo.values()
+    assert list(zoo) == [env_id] and entry["n_timesteps"] == timesteps
+    assert entry["learning_rate"] == pytest.approx(best.lr_initial) and entry["batch_size"] == best.batch_size
+    assert DQNConfig.from_dict(entry["callback"][0]["hypermeta.HyperMetaCallback"]["config"]) == best
+    env.close()
+    return best, model, entry
+
+
+def test_cli_tune_writes_a_best_yaml_the_callback_applies_and_prints_working_exports(tmp_path, capsys):
+    out, storage = tmp_path / "best.yaml", f"sqlite:///{tmp_path}/t.db"
     code = main(["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--runner", "batched",
-                 "--storage", f"sqlite:///{tmp_path}/t.db", "--out", str(out)])
+                 "--storage", storage, "--out", str(out)])
     text = capsys.readouterr().out
-    assert code == 0 and "round 0" in text and "2 finished trials" in text and "SB3 kwargs" in text
-    assert HyperMetaCallback(str(out)).config == DQNConfig.load(out)
+    assert code == 0 and "round 0" in text and "2 finished trials" in text and "s of CPU" in text
     assert "out of distribution" not in text  # cartpole is a training family's default context
+    _check_exports(text, out, "cartpole", "cartpole", 300, storage)
+
+
+def test_cli_tune_on_a_minatar_game_writes_a_schedule_train_uses(tmp_path, capsys):
+    """The issue's own command on MinAtar (SB3 runner, the CNN), at a tiny budget; its best.yaml drives `train`."""
+    from hypermeta.networks import MinAtarCNN
+
+    out, storage = tmp_path / "best.yaml", f"sqlite:///{tmp_path}/t.db"
+    code = main(["tune", "MinAtar/Breakout-v1", "--timesteps", "300", "--trials", "2", "--n-evals", "1",
+                 "--eval-episodes", "1", "--storage", storage, "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "2 finished trials" in text
+    best, model, entry = _check_exports(text, out, "MinAtar/Breakout-v1", "MinAtar/Breakout-v1", 300, storage)
+    assert isinstance(model.policy.q_net.features_extractor, MinAtarCNN)
+    assert "MinAtarCNN" in entry["policy_kwargs"] and "from hypermeta.networks import MinAtarCNN" in text
+    assert main(["train", "MinAtar/Breakout-v1", "--timesteps", "200", "--schedule", str(out),
+                 "--eval-episodes", "1"]) == 0
+    assert f"lr: {best.lr_schedule()}" in capsys.readouterr().out  # train used best.yaml's schedule
+
+
+def test_cli_tune_passes_scoring_and_pruner_options_to_the_study(tmp_path, monkeypatch):
+    """--reference (for tasks without a reference return), --n-evals and --eval-episodes reach the study; the
+    default pruner is none, as the few-shot benchmark measured tune."""
+    import hypermeta.experiments.tune as tune_module
+
+    seen = []
+
+    def first_study(spec, n_trials, **kwargs):
+        seen.append((spec, kwargs["pruner"]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune_module, "run_study", first_study)
+    argv = ["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--storage", f"sqlite:///{tmp_path}/t.db",
+            "--reference", "123.5", "--n-evals", "2", "--eval-episodes", "3"]
+    for extra, pruner in (([], "none"), (["--pruner", "median"], "median")):
+        with pytest.raises(KeyboardInterrupt):
+            main(argv + extra)
+        spec, used = seen.pop()
+        assert (spec.reference, spec.n_evals, spec.eval_episodes, used) == (123.5, 2, 3, pruner)
+
+
+def test_time_budget_stops_starting_trials_once_spent(tmp_path, monkeypatch):
+    """With only a time budget, round 0 runs and no later round starts once the budget is spent (a fake clock
+    jumps past it after round 0); the progress bar has no fixed total."""
+    import time as real_time
+
+    import hypermeta.experiments.tune as tune_module
+
+    clock = {"now": real_time.time()}
+    monkeypatch.setattr(tune_module, "time", type("Clock", (), {"time": staticmethod(lambda: clock["now"])}))
+    calls, real = [], tune_module.run_study
+
+    def spy(spec, n_trials, **kwargs):
+        calls.append(n_trials)
+        study = real(spec, n_trials, **kwargs)
+        clock["now"] += 3600  # an hour later: past the 10-minute budget
+        return study
+
+    monkeypatch.setattr(tune_module, "run_study", spy)
+    bars = []
+    import tqdm.auto
+
+    real_bar = tqdm.auto.tqdm
+    monkeypatch.setattr(tqdm.auto, "tqdm", lambda *a, **k: bars.append(k["total"]) or real_bar(*a, **k))
+    res = tune("cartpole", None, 300, storage=f"sqlite:///{tmp_path}/t.db", runner="batched",
+               time_budget_minutes=10, progress=True)
+    assert len(calls) == 1 and calls[0] == len(res.candidates) == res.trials  # round 0 only
+    assert bars == [None]  # one bar for the call, no total
+    with pytest.raises(ValueError, match="a number of trials, a time budget, or both"):
+        tune("cartpole", None, 300, storage=f"sqlite:///{tmp_path}/t.db")
 
 
 def test_cli_tune_says_before_any_training_when_the_task_is_out_of_distribution(tmp_path, capsys, monkeypatch):

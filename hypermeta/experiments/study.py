@@ -22,7 +22,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import optuna
@@ -478,7 +478,7 @@ def run_study(
     workers: int = 1,
     seed: int | None = 0,
     enqueue: Sequence[DQNConfig] = (),
-    progress: bool = False,
+    progress: bool | Callable[[int], None] = False,
     heartbeat_interval: int = HEARTBEAT_INTERVAL,
     grace_period: int = GRACE_PERIOD,
     runner: str = DEFAULT_RUNNER,
@@ -492,7 +492,9 @@ def run_study(
     Configurations in ``enqueue`` are tried first (once each, even across resumes). With ``batch_size`` > 1
     (what ``runner="batched"`` is for) each worker asks that many trials at once and trains them together,
     with TPE's ``constant_liar`` so a batch spreads out; resuming after a kill keeps every finished trial.
-    ``n_startup_trials``: TPE's random start (None: Optuna's default, 10 finished trials).
+    ``n_startup_trials``: TPE's random start (None: Optuna's default, 10 finished trials). ``progress``: True for
+    a progress bar of this call, or a function that is given the study's finished trials as they change (the
+    caller's own bar, as ``tune`` keeps one over several calls).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -511,7 +513,7 @@ def run_study(
     objective = Objective(spec, runner)  # computes the normaliser once, before any worker starts
 
     bar = None
-    if progress:
+    if progress is True:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_trials, desc=study_name, unit="trial")
@@ -520,6 +522,8 @@ def run_study(
         if bar is not None:
             bar.n = min(finished, n_trials)
             bar.refresh()
+        elif callable(progress):
+            progress(finished)
 
     try:
         if workers == 1:  # one torch thread per trial, as in worker processes (tiny networks: threads only cost)

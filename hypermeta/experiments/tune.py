@@ -19,7 +19,8 @@ from typing import Any
 
 import optuna
 
-from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH, DEFAULT_STORAGE, GRACE_PERIOD, HEARTBEAT_INTERVAL
+from hypermeta.experiments.defaults import (BATCHED_STUDY_BATCH, DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD,
+                                            HEARTBEAT_INTERVAL, N_EVALS)
 from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.predict import predict_config
@@ -107,34 +108,75 @@ def observed_trials(study: optuna.Study) -> list[tuple[DQNConfig, float]]:
             if t.value is not None and "config" in t.user_attrs]
 
 
-def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, runner: str = "sb3",
+#: ``tune(trials=None, time_budget_minutes=...)`` runs until the time budget is spent: at most this many trials.
+UNLIMITED_TRIALS = 10_000
+
+
+def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int = 1, runner: str = "sb3",
          storage: str = DEFAULT_STORAGE, study_name: str | None = None, predictor: Any = None,
          time_budget_minutes: float | None = None, progress: bool = False, seed: int = 0,
-         sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str | None = None,
+         sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str = "none",
          adapt_predictor: Any = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
-         grace_period: int = GRACE_PERIOD, prediction: Any = None) -> TuneResult:
+         grace_period: int = GRACE_PERIOD, prediction: Any = None, n_evals: int = N_EVALS,
+         eval_episodes: int = EVAL_EPISODES, reference: float | None = None) -> TuneResult:
     """Run (or resume) the warm-started study of ``task`` until ``trials`` trials finished or the time budget
-    is spent, and return its best configuration. Round 0 runs first, as one batch; TPE then starts from its
-    results (its random start is the trials already finished). ``pruner``: None = the median pruner on the
-    SB3 runner with TPE, none otherwise. ``adapt_predictor``: the network meta-learner of ``sampler="adapt"``
-    (default: ``predictor``). ``heartbeat_interval``/``grace_period``: as in :func:`run_study` (a killed run's
-    trials are failed and retried once when the same call resumes it). ``prediction``: ``predict_config(task,
-    predictor)``'s result when the caller has it already (it probes the task's features)."""
+    is spent (``trials=None``: until the time budget is spent), and return its best configuration. Round 0 runs
+    first, as one batch; TPE then starts from its results (its random start is the trials already finished).
+    ``pruner``: ``"none"`` (default, as the few-shot benchmark measured it) or ``"median"``. ``adapt_predictor``:
+    the network meta-learner of ``sampler="adapt"`` (default: ``predictor``). ``heartbeat_interval``/
+    ``grace_period``: as in :func:`run_study` (a killed run's trials are failed and retried once when the same
+    call resumes it). ``prediction``: ``predict_config(task, predictor)``'s result when the caller has it already
+    (it probes the task's features). ``n_evals``/``eval_episodes``/``reference``: how a trial is measured, as in
+    :class:`StudySpec` (``reference``: the return that normalises to 1, for tasks without a reference return).
+    With ``progress``, one bar counts the study's finished trials over the whole call."""
     if time_budget_minutes is not None and not time_budget_minutes > 0:
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
+    if trials is None and time_budget_minutes is None:
+        raise ValueError("give a number of trials, a time budget, or both")
+    if trials is not None and trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    limit = UNLIMITED_TRIALS if trials is None else trials
     prediction = prediction or predict_config(task, predictor, warn=False)
     proposer = make_proposer(sampler, prediction, meta_data, seed, adapt_predictor)  # fails before any training
-    candidates = round0(task, limit=round0_size(trials), result=prediction)
+    candidates = round0(task, limit=round0_size(limit), result=prediction)
     # the study tunes the schedules over the settings the predictor's data came from (its candidates use them)
     fixed = SPACE.untuned(candidates[0][1])
-    spec = StudySpec(task, timesteps, "schedule", seeds_per_trial, fixed=fixed)
+    spec = StudySpec(task, timesteps, "schedule", seeds_per_trial, n_evals, eval_episodes, reference, fixed=fixed)
     deadline = None if time_budget_minutes is None else time.time() + 60 * time_budget_minutes
     batch = max(len(candidates), BATCHED_STUDY_BATCH) if runner == "batched" else 1
     name = study_name or f"tune|{task}|T{timesteps}|m{seeds_per_trial}" + ("" if sampler == "tpe" else f"|{sampler}")
-    if pruner is None:
-        pruner = "none" if runner == "batched" or proposer is not None else "median"
-    common = dict(study_name=name, storage=storage, sampler="tpe", runner=runner, progress=progress, seed=seed,
-                  pruner=pruner, deadline=deadline, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    bar = None
+    if progress:  # one bar for the whole call (each run_study below would show its own phase only)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=trials, desc=name, unit="trial")  # no total when only the time budget bounds the study
+
+    def show(finished: int) -> None:
+        bar.n = finished
+        bar.refresh()
+
+    common = dict(study_name=name, storage=storage, sampler="tpe", runner=runner, progress=show if bar is not None else False,
+                  seed=seed, pruner=pruner, deadline=deadline, heartbeat_interval=heartbeat_interval,
+                  grace_period=grace_period)
+    try:
+        study = _run_rounds(spec, limit, candidates, proposer, runner, batch, deadline, common)
+    finally:
+        if bar is not None:
+            bar.close()
+    finished = finished_in_order(study)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
+        raise ValueError(f"no trial of study {name!r} completed"
+                         + (" within the time budget: give it more minutes" if deadline is not None else
+                            " (every trial diverged or was pruned): check the task and its --timesteps")
+                         + "; the same command resumes the study")
+    return TuneResult(study, best_config_of(study), candidates, len(finished),
+                      sum(t.user_attrs.get("env_steps", 0) for t in finished),
+                      sum(t.user_attrs.get("wall_time", 0.0) for t in finished))
+
+
+def _run_rounds(spec: StudySpec, trials: int, candidates: list[tuple[str, DQNConfig]], proposer: Any, runner: str,
+                batch: int, deadline: float | None, common: dict[str, Any]) -> optuna.Study:
+    """Round 0, then TPE or the proposer's rounds, until ``trials`` finished or the deadline passed."""
     study = run_study(spec, min(len(candidates), trials), enqueue=[c for _, c in candidates],
                       batch_size=min(batch, trials), **common)
     done = len(finished_in_order(study))
@@ -150,10 +192,7 @@ def tune(task: str, trials: int, timesteps: int, *, seeds_per_trial: int = 1, ru
                           batch_size=size if runner == "batched" else 1, **common)
         if len(finished_in_order(study)) == done:  # the round finished nothing (e.g. every trial diverged)
             break
-    finished = finished_in_order(study)
-    return TuneResult(study, best_config_of(study), candidates, len(finished),
-                      sum(t.user_attrs.get("env_steps", 0) for t in finished),
-                      sum(t.user_attrs.get("wall_time", 0.0) for t in finished))
+    return study
 
 
 def write_best(config: DQNConfig, path: str | Path) -> Path:
