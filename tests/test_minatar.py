@@ -140,3 +140,18 @@ def test_cnn_jobs_group_by_frame_shape_whatever_net_arch_in_batches_of_at_most_1
     assert [len(b) for b in BatchedRunner().batches(jobs)] == [16, 16, 8, 1]
     assert [len(b) for b in BatchedRunner(max_agents=64).batches(jobs)] == [16, 16, 8, 1]  # a larger value caps nothing
     assert [len(b) for b in BatchedRunner(max_agents=10).batches(jobs)] == [10, 10, 10, 10, 1]
+
+
+def test_reference_report_marks_the_budgets_where_the_base_does_not_beat_random(monkeypatch):
+    """The learning-curve table of `bench minatar`: mean +/- s.e. per evaluation, marked where the mean is not
+    more than 2 s.e. above the random policy (here 1.0): 1.00 +/- 0.00 is not; 6.00 +/- 0.58 is."""
+    import hypermeta.experiments.measurement as measurement
+    from hypermeta.experiments.bench import _curve_table
+    from hypermeta.experiments.measurement import Measurement
+
+    monkeypatch.setattr(measurement, "random_return", lambda game: 1.0)
+    runs = pd.DataFrame({"task": ["minatar-breakout"] * 3 + ["other"],
+                         "curve": ["[1.0, 5.0]", "[1.0, 7.0]", [1.0, 6.0], "[99.0, 99.0]"]})
+    lines = _curve_table(runs, ["minatar-breakout"], Measurement(100, n_evals=2))
+    assert lines[4] == "| family | 50 steps | 100 steps |"
+    assert lines[-1] == "| minatar-breakout | 1.00 +/- 0.00 *not above random* | 6.00 +/- 0.58 |"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -341,4 +342,28 @@ def run_minatar_reference(games: Sequence[str], timesteps: int, seeds: int, work
     lines += ["", f"Wall time of one process on one core while the machine ({os.cpu_count()} cores) also ran other "
               "jobs (the performance matrix on 2 worker processes), so throughput is a lower bound. Runs are "
               "cached in `reference_runs.csv`; rerunning the command re-renders this report from them."]
+    lines += ["", *_curve_table(runs, games, Measurement(timesteps))]
     return write_report(out, lines)
+
+
+def _curve_table(runs: pd.DataFrame, games: Sequence[str], measurement: Measurement) -> list[str]:
+    """The base configuration's learning curve per game (mean greedy return over the seeds at each evaluation,
+    +/- s.e.), with a mark where it is not more than 2 s.e. above the random policy: the budgets at which the
+    base clearly beats random."""
+    from hypermeta.experiments.measurement import random_return
+
+    steps = measurement.eval_steps
+    lines = ["## Learning curves: the budgets at which the base clearly beats random", "",
+             "Mean greedy return over the seeds at each evaluation (+/- s.e.); *not above random* marks an "
+             "evaluation whose mean is not more than 2 s.e. above the random policy's return.", "",
+             "| family | " + " | ".join(f"{s:,} steps" for s in steps) + " |",
+             "|---|" + "---:|" * len(steps)]
+    for game in games:
+        curves = np.array([json.loads(c) if isinstance(c, str) else list(c)
+                           for c in runs.loc[runs["task"] == game, "curve"]], dtype=float)
+        mean = curves.mean(0)
+        se = curves.std(0, ddof=1) / np.sqrt(len(curves)) if len(curves) > 1 else np.full(len(steps), np.nan)
+        rand = random_return(game)
+        cells = [f"{m:.2f} +/- {e:.2f}" + ("" if m - rand > 2 * e else " *not above random*") for m, e in zip(mean, se)]
+        lines.append(f"| {game} | " + " | ".join(cells) + " |")
+    return lines
