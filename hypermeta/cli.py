@@ -269,10 +269,15 @@ def sb3_snippet(path: str, config: Any, observation_space: Any) -> list[str]:
 
 
 def _check_writable(path: str, flag: str) -> None:
-    """A one-line error now if ``path`` cannot be written later (a folder, or a folder we cannot create in)."""
+    """A one-line error now if the file ``path`` cannot be written later: a folder, a read-only file, or a new
+    file where no folder can be created or written."""
     target = Path(path)
-    if target.is_dir():
+    if target.is_dir() or path.endswith(("/", os.sep)):
         raise ValueError(f"{flag} {path!r} is a folder; give a file path such as {str(target / 'best.yaml')!r}")
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            raise ValueError(f"{flag} {path!r} is not writable; give another path")
+        return
     parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -614,8 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds-per-trial", type=positive_int, default=1)
     _add_scoring_args(p)
     p.add_argument("--runner", choices=list(RUNNERS), default=DEFAULT_RUNNER)
-    p.add_argument("--pruner", choices=PRUNERS, default="none",
-                   help="none (default: the few-shot benchmark measured tune without pruning) or median")
+    p.add_argument("--pruner", choices=PRUNERS,
+                   help="default: the study's own when resuming it, else none (the few-shot benchmark measured "
+                   "tune without pruning)")
     p.add_argument("--storage", default=DEFAULT_STORAGE)
     p.add_argument("--study-name", help="default: tune|TASK|T<timesteps>|m<seeds>, plus |SAMPLER for adapt and "
                    "metatpe")

@@ -89,6 +89,7 @@ CASES = [
     (["fewshot", "missing.yaml"], "few-shot plan file 'missing.yaml' does not exist"),
     (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--sampler", "metatpe"], "needs --meta-data"),
     (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--out", "."], "--out '.' is a folder"),
+    (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--out", "new/"], "--out 'new/' is a folder"),
 ]
 
 

@@ -155,3 +155,5 @@ def test_reference_report_marks_the_budgets_where_the_base_does_not_beat_random(
     lines = _curve_table(runs, ["minatar-breakout"], Measurement(100, n_evals=2))
     assert lines[4] == "| family | 50 steps | 100 steps |"
     assert lines[-1] == "| minatar-breakout | 1.00 +/- 0.00 *not above random* | 6.00 +/- 0.58 |"
+    one = _curve_table(runs.iloc[:1], ["minatar-breakout"], Measurement(100, n_evals=2))
+    assert one[-1] == "| minatar-breakout | 1.00 | 5.00 |"  # one seed: no s.e., no mark

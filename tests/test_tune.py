@@ -95,6 +95,7 @@ def _check_exports(text: str, out, task: str, env_id: str, timesteps: int, stora
 
 
 def test_cli_tune_writes_a_best_yaml_the_callback_applies_and_prints_working_exports(tmp_path, capsys):
+    """The printed SB3 code runs once the user's env and total_timesteps are filled in."""
     out, storage = tmp_path / "best.yaml", f"sqlite:///{tmp_path}/t.db"
     code = main(["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--runner", "batched",
                  "--storage", storage, "--out", str(out)])
@@ -122,9 +123,11 @@ def test_cli_tune_on_a_minatar_game_writes_a_schedule_train_uses(tmp_path, capsy
 
 
 def test_cli_tune_passes_scoring_and_pruner_options_to_the_study(tmp_path, monkeypatch):
-    """--reference (for tasks without a reference return), --n-evals and --eval-episodes reach the study; the
-    default pruner is none, as the few-shot benchmark measured tune."""
+    """--reference (for tasks without a reference return), --n-evals and --eval-episodes reach the study. The
+    default pruner is none for a new study, as the few-shot benchmark measured tune, and the study's own when it
+    resumes one (studies of older versions were stored with the median pruner)."""
     import hypermeta.experiments.tune as tune_module
+    from hypermeta.experiments.study import StudySpec, open_study
 
     seen = []
 
@@ -133,13 +136,19 @@ def test_cli_tune_passes_scoring_and_pruner_options_to_the_study(tmp_path, monke
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tune_module, "run_study", first_study)
-    argv = ["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--storage", f"sqlite:///{tmp_path}/t.db",
+    storage = f"sqlite:///{tmp_path}/t.db"
+    argv = ["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--storage", storage,
             "--reference", "123.5", "--n-evals", "2", "--eval-episodes", "3"]
     for extra, pruner in (([], "none"), (["--pruner", "median"], "median")):
         with pytest.raises(KeyboardInterrupt):
             main(argv + extra)
         spec, used = seen.pop()
         assert (spec.reference, spec.n_evals, spec.eval_episodes, used) == (123.5, 2, 3, pruner)
+    assert not (tmp_path / "t.db").exists()  # looking for a stored pruner created nothing
+    open_study(StudySpec("cartpole", 300), "tune|cartpole|T300|m1", storage, pruner="median")
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert seen.pop()[1] == "median"
 
 
 def test_time_budget_stops_starting_trials_once_spent(tmp_path, monkeypatch):

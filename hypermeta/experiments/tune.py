@@ -21,7 +21,7 @@ import optuna
 
 from hypermeta.experiments.defaults import (BATCHED_STUDY_BATCH, DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD,
                                             HEARTBEAT_INTERVAL, N_EVALS)
-from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study
+from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study, stored_setting
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.predict import predict_config
 from hypermeta.space import DQNConfig
@@ -115,14 +115,15 @@ UNLIMITED_TRIALS = 10_000
 def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int = 1, runner: str = "sb3",
          storage: str = DEFAULT_STORAGE, study_name: str | None = None, predictor: Any = None,
          time_budget_minutes: float | None = None, progress: bool = False, seed: int = 0,
-         sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str = "none",
+         sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str | None = None,
          adapt_predictor: Any = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
          grace_period: int = GRACE_PERIOD, prediction: Any = None, n_evals: int = N_EVALS,
          eval_episodes: int = EVAL_EPISODES, reference: float | None = None) -> TuneResult:
     """Run (or resume) the warm-started study of ``task`` until ``trials`` trials finished or the time budget
     is spent (``trials=None``: until the time budget is spent), and return its best configuration. Round 0 runs
     first, as one batch; TPE then starts from its results (its random start is the trials already finished).
-    ``pruner``: ``"none"`` (default, as the few-shot benchmark measured it) or ``"median"``. ``adapt_predictor``:
+    ``pruner``: ``"none"`` or ``"median"``; None (default): the study's own when it exists (it resumes), else
+    ``"none"``, as the few-shot benchmark measured ``tune``. ``adapt_predictor``:
     the network meta-learner of ``sampler="adapt"`` (default: ``predictor``). ``heartbeat_interval``/
     ``grace_period``: as in :func:`run_study` (a killed run's trials are failed and retried once when the same
     call resumes it). ``prediction``: ``predict_config(task, predictor)``'s result when the caller has it already
@@ -145,6 +146,8 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     deadline = None if time_budget_minutes is None else time.time() + 60 * time_budget_minutes
     batch = max(len(candidates), BATCHED_STUDY_BATCH) if runner == "batched" else 1
     name = study_name or f"tune|{task}|T{timesteps}|m{seeds_per_trial}" + ("" if sampler == "tpe" else f"|{sampler}")
+    if pruner is None:
+        pruner = stored_setting(storage, name, "pruner") or "none"
     bar = None
     if progress:  # one bar for the whole call (each run_study below would show its own phase only)
         from tqdm.auto import tqdm
@@ -152,12 +155,12 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
         bar = tqdm(total=trials, desc=name, unit="trial")  # no total when only the time budget bounds the study
 
     def show(finished: int) -> None:
-        bar.n = finished
+        bar.n = finished if trials is None else min(finished, trials)
         bar.refresh()
 
-    common = dict(study_name=name, storage=storage, sampler="tpe", runner=runner, progress=show if bar is not None else False,
-                  seed=seed, pruner=pruner, deadline=deadline, heartbeat_interval=heartbeat_interval,
-                  grace_period=grace_period)
+    common = dict(study_name=name, storage=storage, sampler="tpe", runner=runner, seed=seed, pruner=pruner,
+                  progress=show if bar is not None else False, deadline=deadline,
+                  heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     try:
         study = _run_rounds(spec, limit, candidates, proposer, runner, batch, deadline, common)
     finally:
@@ -166,7 +169,8 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     finished = finished_in_order(study)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
         raise ValueError(f"no trial of study {name!r} completed"
-                         + (" within the time budget: give it more minutes" if deadline is not None else
+                         + (" within the time budget: give it more minutes"
+                            if deadline is not None and time.time() >= deadline else
                             " (every trial diverged or was pruned): check the task and its --timesteps")
                          + "; the same command resumes the study")
     return TuneResult(study, best_config_of(study), candidates, len(finished),
