@@ -66,6 +66,21 @@ def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path, network_weights, no_network
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 2
 
 
+def test_fewshot_runs_a_task_on_the_sb3_runner_as_its_minatar_games(tmp_path, network_weights):
+    """The committed plan's MinAtar games use the SB3 runner (one run at a time, `tune`'s proposer rounds of 4):
+    the same stages on a cartpole task at a tiny budget, two samplers side by side."""
+    plan = {"name": "tinysb3", "tasks": [{"task": "cartpole:gravity=12", "timesteps": 300, "runner": "sb3"}],
+            "samplers": ["tpe", "adapt"], "tune_trials": 3, "cold_trials": [2], "seeds_per_trial": 1,
+            "test_seeds": 1, "selection_tasks": [], "weights": network_weights}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    assert main(["fewshot", str(path), "--workers", "2", "--out-dir", str(tmp_path / "report")]) == 0
+    status = fewshot_progress(FewShotPlan.load(path)).iloc[0]
+    assert (status["runner"], status["cold"], status["tune-tpe"], status["tune-adapt"]) == ("sb3", 2, 3, 3)
+    runs = pd.read_csv(tmp_path / "runs_by_method.csv")
+    assert set(runs["method"]) == {"cold@2", "tune-tpe@3", "tune-adapt@3"} and set(runs["timesteps"]) == {300}
+
+
 @pytest.mark.parametrize("change,match", [
     ({"samplers": ["gp"]}, "unknown sampler"),
     ({"tasks": [{"task": "cartpole"}]}, "needs `task` and `timesteps`"),
