@@ -257,18 +257,6 @@ def study_spec(study: optuna.Study) -> StudySpec:
     return StudySpec(**fields)
 
 
-def stored_setting(storage: str, study_name: str, key: str) -> Any:
-    """The setting ``key`` (e.g. ``"pruner"``) a study was created with, or None when the study (or an SQLite
-    storage's file) does not exist yet; nothing is created."""
-    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
-        return None
-    try:
-        study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
-    except KeyError:  # no such study in this storage
-        return None
-    return study.user_attrs.get(key)
-
-
 def open_study(spec: StudySpec, study_name: str, storage: str | RDBStorage, sampler: str = "tpe",
                pruner: str = "median", sampler_seed: int | None = 0, constant_liar: bool = False,
                n_startup_trials: int | None = None, runner: str | None = None) -> optuna.Study:

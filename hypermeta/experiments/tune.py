@@ -21,7 +21,8 @@ import optuna
 
 from hypermeta.experiments.defaults import (BATCHED_STUDY_BATCH, DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD,
                                             HEARTBEAT_INTERVAL, N_EVALS)
-from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study, stored_setting
+from hypermeta.experiments.study import (StudySpec, best_config_of, check_storage_url, finished_in_order, run_study,
+                                         stored_study)
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.predict import predict_config
 from hypermeta.space import DQNConfig
@@ -146,8 +147,10 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     deadline = None if time_budget_minutes is None else time.time() + 60 * time_budget_minutes
     batch = max(len(candidates), BATCHED_STUDY_BATCH) if runner == "batched" else 1
     name = study_name or f"tune|{task}|T{timesteps}|m{seeds_per_trial}" + ("" if sampler == "tpe" else f"|{sampler}")
-    if pruner is None:
-        pruner = stored_setting(storage, name, "pruner") or "none"
+    if pruner is None:  # the study's own when it resumes one (older versions stored "median"), else none
+        check_storage_url(storage)  # a bad URL fails in one line before the storage is read
+        existing = stored_study(storage, name)
+        pruner = (existing.user_attrs.get("pruner") if existing is not None else None) or "none"
     bar = None
     if progress:  # one bar for the whole call (each run_study below would show its own phase only)
         from tqdm.auto import tqdm
