@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -202,10 +201,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     import yaml
 
     from hypermeta.experiments.tune import tune, write_best
+    from hypermeta.files import check_writable_file
 
     if args.trials is None and args.time_budget is None:
         raise ValueError("give --trials N, --time-budget MINUTES, or both")
-    _check_writable(args.out, "--out")  # before hours of training, not after
+    check_writable_file(args.out, "--out", "best.yaml")  # before hours of training, not after
     from hypermeta.meta.predict import predict_config
 
     prediction = predict_config(args.task, args.weights, warn=False)
@@ -266,24 +266,6 @@ def sb3_snippet(path: str, config: Any, observation_space: Any) -> list[str]:
     body = [f"    {k}={code(v)}," for k, v in kwargs.items()]  # before the imports: code() adds to them
     return [*sorted(imports), 'model = DQN("MlpPolicy", env,', *body, ")",
             f"model.learn(total_timesteps=..., callback=HyperMetaCallback({path!r}))"]
-
-
-def _check_writable(path: str, flag: str) -> None:
-    """A one-line error now if the file ``path`` cannot be written later: a folder, a read-only file, or a new
-    file where no folder can be created or written."""
-    target = Path(path)
-    if target.is_dir() or path.endswith(("/", os.sep)):
-        raise ValueError(f"{flag} {path!r} is a folder; give a file path such as {str(target / 'best.yaml')!r}")
-    if target.exists():
-        if not os.access(target, os.W_OK):
-            raise ValueError(f"{flag} {path!r} is not writable; give another path")
-        return
-    parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ValueError(f"{flag} {path!r} cannot be written ({str(parent)!r} is not a writable folder); give "
-                         "another path")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -50,6 +50,28 @@ def dataclass_from_yaml(cls: type[T], path: str | Path, what: str) -> T:
     return obj
 
 
+def check_writable_file(path: str | Path, what: str, example: str) -> None:
+    """A one-line ``ValueError`` now, before any long work, if the file ``path`` could not be written later: it
+    names a folder, a read-only file, or a new file whose nearest existing ancestor is a file or a folder that
+    cannot be written. ``what`` opens the message (``--out``); ``example`` is a file name to suggest in a folder."""
+    import os
+
+    target = Path(path).expanduser()
+    shown = f"{what} {str(path)!r}"
+    if target.is_dir() or str(path).endswith(("/", os.sep)):
+        raise ValueError(f"{shown} is a folder; give a file such as {str(target / example)!r}")
+    if target.exists():
+        if not os.access(target, os.W_OK):
+            raise ValueError(f"{shown} is not writable; give another path")
+        return
+    existing = next(p for p in target.parents if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir():
+        raise ValueError(f"{shown} cannot be written ({str(existing)!r} is a file, not a folder); give another path")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"{shown} cannot be written ({str(existing)!r} is not a writable folder); give another "
+                         "path")
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder: a kill leaves the old file or the
     new one, never half of one (the records a resumed run reads back)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -35,7 +34,7 @@ from hypermeta.experiments.defaults import (DEFAULT_STORAGE, EVAL_EPISODES, GRAC
                                             N_EVALS, PRUNERS, SAMPLERS)
 from hypermeta.experiments.measurement import DivergenceError, Measurement, Normalizer
 from hypermeta.experiments.runner import DEFAULT_RUNNER, Job, Runner, get_runner
-from hypermeta.files import read_yaml
+from hypermeta.files import check_writable_file, read_yaml
 from hypermeta.seeds import tuning_seeds, worker_seed
 from hypermeta.space import SPACE_VERSION, DQNConfig, get_space
 from hypermeta.tasks.families import make_env
@@ -183,14 +182,7 @@ def _check_sqlite_path(shown: str, database: str | None) -> None:
     if not database or database == ":memory:":
         raise ValueError(f"storage {shown}: an in-memory SQLite database cannot hold a resumable study; give a "
                          "file, sqlite:///studies/optuna.db")
-    path = Path(database).expanduser()
-    if path.is_dir():
-        raise ValueError(f"storage {shown}: {str(path)!r} is a directory; give a file such as {path / 'optuna.db'}")
-    existing = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
-    if not existing.is_dir() and existing != path:
-        raise ValueError(f"storage {shown}: {str(existing)!r} is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise ValueError(f"storage {shown}: {str(existing)!r} is not writable")
+    check_writable_file(database, f"storage {shown}:", "optuna.db")
 
 
 def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD) -> RDBStorage:
