@@ -349,13 +349,16 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     plan = FewShotPlan.load(args.plan)
     if args.tasks and (args.status or args.render_only):
         raise ValueError("--tasks chooses the tasks to run; --status and --render-only read every task: drop one")
+    if args.test_runs_only and (args.status or args.render_only):
+        raise ValueError("--test-runs-only runs test runs; --status and --render-only run nothing: drop one")
     if args.status:
         from hypermeta.experiments.fewshot import fewshot_progress, format_fewshot_progress
 
         print(format_fewshot_progress(plan, fewshot_progress(plan)))
         return 0
     if not args.render_only:
-        run_fewshot(plan, workers=args.workers, progress=args.progress, tasks=args.tasks)
+        run_fewshot(plan, workers=args.workers, progress=args.progress, tasks=args.tasks,
+                    test_runs_only=args.test_runs_only)
     print(f"report written to {render_fewshot_report(plan, args.out_dir)}")
     return 0
 
@@ -687,6 +690,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", metavar="PATTERN",
                    help="run only the evaluation tasks matching these shell-style patterns (quoted, e.g. 'cartpole*'), "
                    "after the selection tasks, which always run first; the report reads every finished task")
+    p.add_argument("--test-runs-only", action="store_true",
+                   help="with --tasks: only the test runs of those evaluation tasks, whose studies must be finished "
+                   "(e.g. on a machine with more cores; their studies' results do not depend on --workers then)")
     p.add_argument("--status", action="store_true",
                    help="print each task's finished trials, stored test runs and the CPU time the rest needs, then exit")
     p.add_argument("--progress", action="store_true")

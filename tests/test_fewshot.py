@@ -62,6 +62,22 @@ def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path, network_weights, no_network
     report = (out / "report.md").read_text()
     assert report.index("## Deviations and the run record") < report.index("## Targets")
     assert "Run in 2 start(s)" in report and "distinct test run(s) diverged" in report
+    # --test-runs-only: a finished task's missing test runs, with other workers, and no study touched
+    assert main(["fewshot", str(path), "--test-runs-only"]) == 2
+    assert "--test-runs-only needs --tasks" in capsys.readouterr().err
+    before.iloc[:-1].to_csv(tmp_path / "runs.csv", index=False)  # one test run lost
+    assert main(["fewshot", str(path), "--tasks", "cartpole*", "--test-runs-only", "--workers", "2",
+                 "--out-dir", str(out)]) == 0
+    after = pd.read_csv(tmp_path / "runs.csv")
+    assert len(after) == len(before) and after.iloc[-1]["config_key"] == before.iloc[-1]["config_key"]
+    assert fewshot_progress(FewShotPlan.load(path)).iloc[0][["cold", "tune-tpe", "tune-adapt"]].tolist() == [4, 3, 3]
+    last = json.loads((tmp_path / "manifest.json").read_text())["starts"][-1]
+    assert last["workers"] == 2 and last["only"] == "the test runs of cartpole:gravity=12 (studies finished before)"
+    report = (out / "report.md").read_text()
+    assert "only the test runs of cartpole:gravity=12" in report and "The workers changed" not in report
+    path.write_text(yaml.safe_dump({**plan, "tune_trials": 4}))
+    assert main(["fewshot", str(path), "--tasks", "cartpole*", "--test-runs-only"]) == 2
+    assert "'cartpole:gravity=12''s studies are not finished" in capsys.readouterr().err
     path.write_text(yaml.safe_dump({**plan, "test_seeds": 3}))  # another benchmark: its runs are not these
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 2
 

@@ -378,9 +378,11 @@ def run_fingerprint(plan: FewShotPlan) -> dict[str, Any]:
             "adapt_weights": _sha256(plan.adapt_weights), "cold_from": _sha256(plan.cold_from)}
 
 
-def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> dict[str, Any]:
+def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False, only: str | None = None
+                 ) -> dict[str, Any]:
     """``manifest.json``: the fingerprint of the first start, and every start's time and workers (the cold studies'
-    random start is workers x cold_batch trials). A start whose fingerprint differs is refused."""
+    random start is workers x cold_batch trials), and ``only`` what a start limited to test runs did. A start
+    whose fingerprint differs is refused."""
     from datetime import datetime, timezone
 
     path, now = plan.root / "manifest.json", run_fingerprint(plan)
@@ -392,7 +394,7 @@ def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False) -> 
                          "manifest.json); restore it, or move runs.csv, studies.db, choice.json and manifest.json "
                          "away to start again")
     manifest["starts"].append({"time": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "workers": workers,
-                               "commit": git_commit()})
+                               "commit": git_commit(), **({"only": only} if only else {})})
     write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -493,20 +495,49 @@ def merge_task_rows(path: Path, frame: pd.DataFrame, task: str) -> None:
     write_text_atomic(path, merged.to_csv(index=False))
 
 
-def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tasks: list[str] | None = None) -> Path:
+def check_test_runs_only(plan: FewShotPlan, entries: list[dict[str, Any]]) -> str:
+    """For ``--test-runs-only``: the selected tasks must be evaluation tasks whose studies are all finished (so
+    the run trains test runs and nothing that the workers could change), after the sampler choice. Returns what
+    the run record says the start did."""
+    if not (plan.root / "choice.json").is_file():
+        raise ValueError("--test-runs-only needs the default sampler chosen first (choice.json): run the benchmark "
+                         "without it until the selection tasks are done")
+    progress = fewshot_progress(plan).set_index("task")
+    names = [e["task"] for e in entries if e["task"] not in plan.selection_tasks]
+    if not names:
+        raise ValueError("--test-runs-only: --tasks matches only selection tasks; name evaluation tasks")
+    for task in names:
+        row = progress.loc[task]
+        if row["cold"] < row["cold_target"] or any(row[f"tune-{s}"] < plan.tune_trials for s in plan.samplers):
+            raise ValueError(f"--test-runs-only: {task!r}'s studies are not finished (see --status); run it without "
+                             "--test-runs-only")
+    return "the test runs of " + ", ".join(names) + " (studies finished before)"
+
+
+def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tasks: list[str] | None = None,
+                test_runs_only: bool = False) -> Path:
     """Run (or resume) the benchmark, or with ``tasks`` (shell-style patterns) its selection tasks and the matching
     evaluation tasks. The selection tasks run first; the default sampler is then chosen on them and recorded
     (``choice.json``) before any evaluation task's study starts. After every task its rows of
-    ``runs_by_method.csv`` and ``progress.csv`` (beside the plan) are replaced, other tasks' rows kept."""
+    ``runs_by_method.csv`` and ``progress.csv`` (beside the plan) are replaced, other tasks' rows kept.
+
+    ``test_runs_only`` (with ``tasks``): only the matching evaluation tasks, whose studies must be finished: their
+    test runs, for example on a machine with more cores; the run record notes it."""
     entries = select_tasks(plan, tasks)  # a bad pattern fails before any training
     for entry in plan.tasks:
         Normalizer.for_task(entry["task"])  # unknown tasks and missing references fail before any training
     check_inputs(plan)
+    only = None
+    if test_runs_only:
+        if tasks is None:
+            raise ValueError("--test-runs-only needs --tasks: the evaluation tasks whose test runs to train")
+        only = check_test_runs_only(plan, entries)
+        entries = [e for e in entries if e["task"] not in plan.selection_tasks]
     store = plan.root / "runs.csv"
     # files from before the run record: nothing shows what made them, or whether evaluation studies ran
     preexisting = not (plan.root / "manifest.json").is_file() and any(
         (plan.root / f).is_file() for f in ("runs.csv", "choice.json", "studies.db"))
-    commit = record_start(plan, workers, preexisting)["starts"][-1]["commit"]  # the code this run started with
+    commit = record_start(plan, workers, preexisting, only)["starts"][-1]["commit"]  # the code this run started with
     n_selection = sum(e["task"] in plan.selection_tasks for e in entries)
     evaluation = {e["task"] for e in plan.tasks if e["task"] not in plan.selection_tasks}
     existed = preexisting or (store.is_file() and bool(set(pd.read_csv(store, usecols=["task"])["task"]) & evaluation))
@@ -530,6 +561,6 @@ def run_fewshot(plan: FewShotPlan, workers: int = 1, progress: bool = False, tas
         # progress first: a task's rows in runs_by_method.csv are what marks it finished
         merge_task_rows(plan.root / "progress.csv", pd.DataFrame(rows, columns=PROGRESS_COLUMNS), entry["task"])
         merge_task_rows(plan.root / "runs_by_method.csv", runs, entry["task"])
-    if len(entries) == n_selection:  # only selection tasks ran: the choice is recorded all the same
+    if len(entries) == n_selection and not test_runs_only:  # only selection tasks ran: the choice is recorded
         record_choice(plan, pd.concat(selection_runs, ignore_index=True), existed, commit)
     return plan.root

@@ -136,7 +136,9 @@ def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
         manifest = json.loads(path.read_text())
         starts = manifest["starts"]
         lines.append(f"- Run in {len(starts)} start(s): " + "; ".join(
-            f"{s['time']}, {s['workers']} worker(s), commit `{s.get('commit') or 'unrecorded'}`" for s in starts)
+            f"{s['time']}, {s['workers']} worker(s), commit `{s.get('commit') or 'unrecorded'}`"
+            + (f", only {s['only']}" if s.get("only") else "")
+            for s in starts)
             + f". Cold studies' random start: workers x {plan.cold_batch} trials per batched task"
             + (f"; the cold studies shared with `{plan.cold_from}` were started by its `meta2 heldout`, whose "
                "workers its `heldout/settings.json` records, before this benchmark's sampler choice (which reads "
@@ -148,7 +150,7 @@ def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
             lines.append(f"- {manifest['copied_runs']} test run(s) were copied from `{plan.cold_from}`'s held-out "
                          "runs instead of trained again: the same jobs (task, configuration, test seed, budget) with "
                          "the same runner, e.g. a `cold@k` that is one of its `optuna-tpe@k` configurations.")
-        if len({s["workers"] for s in starts}) > 1:
+        if len({s["workers"] for s in starts if not s.get("only")}) > 1:  # "only": a start that ran no study
             lines.append("- **The workers changed between starts**, and with them the cold studies' random start.")
         if manifest["fingerprint"] != run_fingerprint(plan):
             lines.append("- **The plan, weights or dataset changed since the runs were made**: this report reads "
