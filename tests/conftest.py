@@ -14,7 +14,23 @@ import numpy as np
 import pytest
 import torch
 
+from hypermeta.experiments.runner import Runner
+
 torch.set_num_threads(1)  # tiny networks: threads only add overhead and noise on 2 cores
+
+
+class MarkerRunner(Runner):
+    """A runner for process tests (defined here so spawned workers can import it): each run touches
+    ``$HYPERMETA_TEST_MARKERS/<seed>`` and then sleeps 0.5 s."""
+
+    name = "marker"
+
+    def run(self, job, on_eval=None):
+        from hypermeta.experiments.measurement import Curve
+
+        Path(os.environ["HYPERMETA_TEST_MARKERS"], str(job.seed)).touch()
+        time.sleep(0.5)
+        return Curve([job.measurement.timesteps], [0.0])
 
 
 class NaNRewardEnv(gym.Env):

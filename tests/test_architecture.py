@@ -118,6 +118,25 @@ def test_every_registered_runner_resolves():
         get_runner("gpu")
 
 
+def test_run_many_stops_its_processes_when_the_caller_stops(tmp_path, monkeypatch):
+    """Ctrl-C, SIGTERM or an error while runs are read must not wait for every submitted run (a pool's own exit
+    does: hours of test runs whose results are thrown away)."""
+    import time
+
+    from conftest import MarkerRunner
+    from hypermeta.experiments.measurement import Measurement
+    from hypermeta.experiments.runner import Job
+    from hypermeta.space import DQNConfig
+
+    monkeypatch.setenv("HYPERMETA_TEST_MARKERS", str(tmp_path))
+    runs = MarkerRunner().run_many([Job("cartpole", "m", DQNConfig(), Measurement(100), s) for s in range(40)], 2)
+    next(runs)
+    runs.close()  # what the caller's exception does to the generator
+    started = len(list(tmp_path.iterdir()))
+    time.sleep(1.5)
+    assert started == len(list(tmp_path.iterdir())) < 10  # nothing ran after the stop; 40 with the pool's exit
+
+
 def test_every_cli_command_has_a_row_in_the_readme_table():
     import argparse
 

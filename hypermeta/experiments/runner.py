@@ -69,10 +69,28 @@ class Runner(ABC):
             for job in jobs:
                 yield job, _run_single_thread(self, job)
             return
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
             futures = {pool.submit(_run_single_thread, self, job): job for job in jobs}
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
+        except BaseException:  # Ctrl-C, SIGTERM, an error, or the caller stopped reading: stop the runs now
+            stop_pool(pool)
+            raise
+        pool.shutdown()
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool`` at once: queued jobs are cancelled and running ones killed (their results are not
+    wanted). ``ProcessPoolExecutor``'s own exit waits for every submitted job, which for a stopped evaluation is
+    hours of runs whose results would be thrown away; it has no public way to kill its processes before
+    Python 3.14 (``terminate_workers``)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(10)
 
 
 def _run_single_thread(runner: Runner, job: Job) -> Curve | DivergenceError:
