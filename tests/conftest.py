@@ -21,7 +21,7 @@ torch.set_num_threads(1)  # tiny networks: threads only add overhead and noise o
 
 class MarkerRunner(Runner):
     """A runner for process tests (defined here so spawned workers can import it): each run touches
-    ``$HYPERMETA_TEST_MARKERS/<seed>`` and then sleeps 0.5 s."""
+    ``$HYPERMETA_TEST_MARKERS/<seed>`` and then sleeps 1.5 s."""
 
     name = "marker"
 
@@ -29,7 +29,7 @@ class MarkerRunner(Runner):
         from hypermeta.experiments.measurement import Curve
 
         Path(os.environ["HYPERMETA_TEST_MARKERS"], str(job.seed)).touch()
-        time.sleep(0.5)
+        time.sleep(1.5)
         return Curve([job.measurement.timesteps], [0.0])
 
 
@@ -112,7 +112,7 @@ def postgres_url() -> str:
             except Exception:
                 if time.time() > deadline:
                     raise
-                time.sleep(0.5)
+                time.sleep(1.5)
         yield url
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],

@@ -134,7 +134,7 @@ def test_run_many_stops_its_processes_when_the_caller_stops(tmp_path, monkeypatc
     runs.close()  # what the caller's exception does to the generator
     started = len(list(tmp_path.iterdir()))
     time.sleep(1.5)
-    assert started == len(list(tmp_path.iterdir())) < 10  # nothing ran after the stop; 40 with the pool's exit
+    assert started == len(list(tmp_path.iterdir())) < 20  # nothing ran after the stop; 40 with the pool's exit
 
 
 def test_every_cli_command_has_a_row_in_the_readme_table():

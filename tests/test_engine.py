@@ -114,6 +114,8 @@ def test_runner_groups_shapes_and_runs_through_the_pipeline(tmp_path):
     assert sorted(len(b) for b in runner.batches(jobs)) == [1, 1, 1]  # shapes differ: three groups
     runs = run_jobs(jobs, runner="batched")
     assert list(runs["method"]) == ["a", "b", "c"] and runs["env_steps"].tolist() == [300, 300, 300]
+    parallel = run_jobs(jobs, runner="batched", workers=2).sort_values("method", ignore_index=True)  # a process pool
+    assert parallel["auc"].tolist() == runs["auc"].tolist()
 
 
 @pytest.mark.filterwarnings("error:Heartbeat of storage")  # the batch's heartbeats are hypermeta's own

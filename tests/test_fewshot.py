@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from hypermeta.cli import main
-from hypermeta.experiments.fewshot import FewShotPlan, fewshot_progress
+from hypermeta.experiments.fewshot import FewShotPlan, check_test_runs_only, fewshot_progress
 from hypermeta.seeds import test_seeds
 
 
@@ -75,9 +75,14 @@ def test_fewshot_end_to_end_on_a_tiny_plan(tmp_path, network_weights, no_network
     assert last["workers"] == 2 and last["only"] == "the test runs of cartpole:gravity=12 (studies finished before)"
     report = (out / "report.md").read_text()
     assert "only the test runs of cartpole:gravity=12" in report and "The workers changed" not in report
-    path.write_text(yaml.safe_dump({**plan, "tune_trials": 4}))
+    path.write_text(yaml.safe_dump({**plan, "tune_trials": 4}))  # another plan: refused as such
     assert main(["fewshot", str(path), "--tasks", "cartpole*", "--test-runs-only"]) == 2
-    assert "'cartpole:gravity=12''s studies are not finished" in capsys.readouterr().err
+    assert "were made with another plan" in capsys.readouterr().err
+    short = FewShotPlan.load(path)
+    record = (tmp_path / "manifest.json").rename(tmp_path / "record.json")  # none to compare: the studies refuse
+    with pytest.raises(ValueError, match="'cartpole:gravity=12''s studies are not finished"):
+        check_test_runs_only(short, short.tasks)
+    record.rename(tmp_path / "manifest.json")
     path.write_text(yaml.safe_dump({**plan, "test_seeds": 3}))  # another benchmark: its runs are not these
     assert main(["fewshot", str(path), "--out-dir", str(out)]) == 2
 

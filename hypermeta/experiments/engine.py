@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from hypermeta.experiments.fast_envs import make_fast_env
 from hypermeta.experiments.measurement import Curve, DivergenceError
-from hypermeta.experiments.runner import Job, OnEval, Runner
+from hypermeta.experiments.runner import Job, OnEval, Runner, pool_results
 from hypermeta.schedules import ShapedSchedule
 from hypermeta.seeds import eval_seed
 from hypermeta.space import NET_ARCHS
@@ -546,16 +546,10 @@ class BatchedRunner(Runner):
                 for batch in batches:
                     yield from zip(batch, train_group(batch, progress=None if bar is None else bar.update))
                 return
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_train_group_single_thread, batch): batch for batch in batches}
-                for fut in as_completed(futures):
-                    batch = futures[fut]
-                    if bar is not None:
-                        bar.update(sum(int(c.env_steps) if isinstance(c, Curve) else 0 for c in fut.result()))
-                    yield from zip(batch, fut.result())
+            for batch, curves in pool_results(_train_group_single_thread, batches, workers):
+                if bar is not None:
+                    bar.update(sum(int(c.env_steps) if isinstance(c, Curve) else 0 for c in curves))
+                yield from zip(batch, curves)
         finally:
             if bar is not None:
                 bar.close()

@@ -378,6 +378,19 @@ def run_fingerprint(plan: FewShotPlan) -> dict[str, Any]:
             "adapt_weights": _sha256(plan.adapt_weights), "cold_from": _sha256(plan.cold_from)}
 
 
+def check_fingerprint(plan: FewShotPlan) -> dict[str, Any]:
+    """The plan's :func:`run_fingerprint`, refused if ``manifest.json`` records another (the stored runs were made
+    with another plan, weights or dataset)."""
+    path, now = plan.root / "manifest.json", run_fingerprint(plan)
+    recorded = json.loads(path.read_text())["fingerprint"] if path.is_file() else now
+    if recorded != now:
+        changed = [k for k in now if now[k] != recorded.get(k)]
+        raise ValueError(f"the runs in {str(plan.root)!r} were made with another {' and '.join(changed)} (see "
+                         "manifest.json); restore it, or move runs.csv, studies.db, choice.json and manifest.json "
+                         "away to start again")
+    return now
+
+
 def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False, only: str | None = None
                  ) -> dict[str, Any]:
     """``manifest.json``: the fingerprint of the first start, and every start's time and workers (the cold studies'
@@ -385,14 +398,9 @@ def record_start(plan: FewShotPlan, workers: int, preexisting: bool = False, onl
     whose fingerprint differs is refused."""
     from datetime import datetime, timezone
 
-    path, now = plan.root / "manifest.json", run_fingerprint(plan)
+    path, now = plan.root / "manifest.json", check_fingerprint(plan)
     manifest = (json.loads(path.read_text()) if path.is_file()
                 else {"fingerprint": now, "starts": [], "preexisting": preexisting})
-    if manifest["fingerprint"] != now:
-        changed = [k for k in now if now[k] != manifest["fingerprint"].get(k)]
-        raise ValueError(f"the runs in {str(plan.root)!r} were made with another {' and '.join(changed)} (see "
-                         "manifest.json); restore it, or move runs.csv, studies.db, choice.json and manifest.json "
-                         "away to start again")
     manifest["starts"].append({"time": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "workers": workers,
                                "commit": git_commit(), **({"only": only} if only else {})})
     write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
@@ -499,6 +507,7 @@ def check_test_runs_only(plan: FewShotPlan, entries: list[dict[str, Any]]) -> st
     """For ``--test-runs-only``: the selected tasks must be evaluation tasks whose studies are all finished (so
     the run trains test runs and nothing that the workers could change), after the sampler choice. Returns what
     the run record says the start did."""
+    check_fingerprint(plan)  # a changed plan is refused as such, not as unfinished studies
     if not (plan.root / "choice.json").is_file():
         raise ValueError("--test-runs-only needs the default sampler chosen first (choice.json): run the benchmark "
                          "without it until the selection tasks are done")

@@ -18,7 +18,8 @@ import multiprocessing
 from abc import ABC, abstractmethod
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator, Sequence
+from functools import partial
+from typing import Callable, ClassVar, Iterator, Sequence, TypeVar
 
 from hypermeta.experiments.defaults import DEFAULT_RUNNER
 from hypermeta.experiments.measurement import Curve, DivergenceError, Measurement
@@ -31,6 +32,7 @@ RUNNERS: dict[str, str] = {
 }
 
 OnEval = Callable[[int, float], None]
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,21 @@ class Runner(ABC):
             for job in jobs:
                 yield job, _run_single_thread(self, job)
             return
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        try:
-            futures = {pool.submit(_run_single_thread, self, job): job for job in jobs}
-            for fut in as_completed(futures):
-                yield futures[fut], fut.result()
-        except BaseException:  # Ctrl-C, SIGTERM, an error, or the caller stopped reading: stop the runs now
-            stop_pool(pool)
-            raise
-        pool.shutdown()
+        yield from pool_results(partial(_run_single_thread, self), list(jobs), workers)
+
+
+def pool_results(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[tuple[T, R]]:
+    """``(item, fn(item))`` for every item as each finishes, in ``workers`` spawned processes. A stop (Ctrl-C,
+    SIGTERM, an error, or the caller closing this generator) stops the processes at once (:func:`stop_pool`)."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        for fut in as_completed(futures):
+            yield items[futures[fut]], fut.result()
+    except BaseException:  # the results of the runs still going are not wanted: stop them now
+        stop_pool(pool)
+        raise
+    pool.shutdown()
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
