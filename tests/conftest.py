@@ -33,6 +33,13 @@ class MarkerRunner(Runner):
         return Curve([job.measurement.timesteps], [0.0])
 
 
+def touch_and_sleep(marker: Path) -> Path:
+    """A job for process-pool tests (importable by spawned workers): touch ``marker``, then sleep 1.5 s."""
+    marker.touch()
+    time.sleep(1.5)
+    return marker
+
+
 class NaNRewardEnv(gym.Env):
     """Reward 1 for action 0, else 0; it turns NaN after 150 steps of episodes begun with an even seed."""
 

@@ -137,6 +137,31 @@ def test_run_many_stops_its_processes_when_the_caller_stops(tmp_path, monkeypatc
     assert started == len(list(tmp_path.iterdir())) < 20  # nothing ran after the stop; 40 with the pool's exit
 
 
+def test_only_hypermeta_parallel_makes_process_pools():
+    """A pool made elsewhere would bring back the wait on Ctrl-C that :func:`hypermeta.parallel.pool_results`
+    stops (``meta2 cv`` folds had one)."""
+    makers = {_module_name(p) for p in PACKAGE.rglob("*.py")
+              if any(isinstance(n, ast.Name) and n.id in ("ProcessPoolExecutor", "Pool") or
+                     isinstance(n, ast.Attribute) and n.attr in ("ProcessPoolExecutor", "Pool")
+                     for n in ast.walk(ast.parse(p.read_text())))}
+    assert makers == {"hypermeta.parallel"}
+
+
+def test_pool_results_stops_its_processes_when_the_caller_stops(tmp_path, monkeypatch):
+    """What ``meta2 cv`` relies on, outside any runner: closing the generator kills the running calls."""
+    import time
+
+    from conftest import touch_and_sleep
+    from hypermeta.parallel import pool_results
+
+    results = pool_results(touch_and_sleep, [tmp_path / str(i) for i in range(40)], 2)
+    next(results)
+    results.close()
+    started = len(list(tmp_path.iterdir()))
+    time.sleep(1.5)
+    assert started == len(list(tmp_path.iterdir())) < 20
+
+
 def test_every_cli_command_has_a_row_in_the_readme_table():
     import argparse
 

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 
 from hypermeta.experiments.fast_envs import make_fast_env
 from hypermeta.experiments.measurement import Curve, DivergenceError
-from hypermeta.experiments.runner import Job, OnEval, Runner, pool_results
+from hypermeta.experiments.runner import Job, OnEval, Runner
+from hypermeta.parallel import pool_results
 from hypermeta.schedules import ShapedSchedule
 from hypermeta.seeds import eval_seed
 from hypermeta.space import NET_ARCHS

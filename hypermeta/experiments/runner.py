@@ -14,15 +14,14 @@ Call order: the pipeline calls :meth:`Runner.run_many` once with every job still
 from __future__ import annotations
 
 import importlib
-import multiprocessing
 from abc import ABC, abstractmethod
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, ClassVar, Iterator, Sequence, TypeVar
+from typing import Callable, ClassVar, Iterator, Sequence
 
 from hypermeta.experiments.defaults import DEFAULT_RUNNER
 from hypermeta.experiments.measurement import Curve, DivergenceError, Measurement
+from hypermeta.parallel import pool_results
 from hypermeta.space import DQNConfig
 
 #: Runner name -> ``"module:Class"``; add a runner with one line here.
@@ -32,7 +31,6 @@ RUNNERS: dict[str, str] = {
 }
 
 OnEval = Callable[[int, float], None]
-T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -72,33 +70,6 @@ class Runner(ABC):
                 yield job, _run_single_thread(self, job)
             return
         yield from pool_results(partial(_run_single_thread, self), list(jobs), workers)
-
-
-def pool_results(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[tuple[T, R]]:
-    """``(item, fn(item))`` for every item as each finishes, in ``workers`` spawned processes. A stop (Ctrl-C,
-    SIGTERM, an error, or the caller closing this generator) stops the processes at once (:func:`stop_pool`)."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-        for fut in as_completed(futures):
-            yield items[futures[fut]], fut.result()
-    except BaseException:  # the results of the runs still going are not wanted: stop them now
-        stop_pool(pool)
-        raise
-    pool.shutdown()
-
-
-def stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Stop ``pool`` at once: queued jobs are cancelled and running ones killed (their results are not
-    wanted). ``ProcessPoolExecutor``'s own exit waits for every submitted job, which for a stopped evaluation is
-    hours of runs whose results would be thrown away; it has no public way to kill its processes before
-    Python 3.14 (``terminate_workers``)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in processes:
-        proc.terminate()
-    for proc in processes:
-        proc.join(10)
 
 
 def _run_single_thread(runner: Runner, job: Job) -> Curve | DivergenceError:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.meta.data import MetaTrainConfig, TaskData
+from hypermeta.parallel import pool_results
 
 CV_COLUMNS = ["method", "task", "score", "best_fixed", "oracle", "ood_score", "nearest_distance", "disagreement",
               "code", "fingerprint"]
@@ -113,11 +114,7 @@ def _run_folds(todo: list[tuple], workers: int) -> Iterator[dict]:
     if workers == 1:
         yield from (_fold_job(args) for args in todo)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from (f.result() for f in as_completed([pool.submit(_fold_job, args) for args in todo]))
+    yield from (row for _, row in pool_results(_fold_job, todo, workers))
 
 
 def cv_table(cv: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
