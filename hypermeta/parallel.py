@@ -1,6 +1,7 @@
-"""Process pools that stop at once: every parallel loop of hypermeta (runs, engine batches, CV folds) goes
-through :func:`pool_results`, so Ctrl-C, SIGTERM or an error never waits for hours of submitted work whose
-results would be thrown away. No hypermeta imports: any layer may use it."""
+"""Process pools that stop at once: every process pool of hypermeta (runs, engine batches, CV folds) is made by
+:func:`pool_results`, so Ctrl-C, SIGTERM or an error never waits for hours of submitted work whose results would
+be thrown away. (Study workers and side-by-side ``tune`` studies are one process each, stopped by their own
+loops.) No hypermeta imports: any layer may use it."""
 
 from __future__ import annotations
 

@@ -28,8 +28,7 @@ class MarkerRunner(Runner):
     def run(self, job, on_eval=None):
         from hypermeta.experiments.measurement import Curve
 
-        Path(os.environ["HYPERMETA_TEST_MARKERS"], str(job.seed)).touch()
-        time.sleep(1.5)
+        touch_and_sleep(Path(os.environ["HYPERMETA_TEST_MARKERS"], str(job.seed)))
         return Curve([job.measurement.timesteps], [0.0])
 
 

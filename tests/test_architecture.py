@@ -147,7 +147,7 @@ def test_only_hypermeta_parallel_makes_process_pools():
     assert makers == {"hypermeta.parallel"}
 
 
-def test_pool_results_stops_its_processes_when_the_caller_stops(tmp_path, monkeypatch):
+def test_pool_results_stops_its_processes_when_the_caller_stops(tmp_path):
     """What ``meta2 cv`` relies on, outside any runner: closing the generator kills the running calls."""
     import time
 
