@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -218,7 +219,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     wall, cpu = time.perf_counter(), time.process_time()
     result = tune(args.task, args.trials, args.timesteps, seeds_per_trial=args.seeds_per_trial,
                   runner=args.runner, storage=args.storage, study_name=args.study_name, predictor=args.weights,
-                  time_budget_minutes=args.time_budget, progress=args.progress, sampler=args.sampler,
+                  time_budget_minutes=args.time_budget, progress=_tune_progress(args), sampler=args.sampler,
                   meta_data=args.meta_data, adapt_predictor=args.adapt_weights, pruner=args.pruner,
                   heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, prediction=prediction,
                   n_evals=args.n_evals, eval_episodes=args.eval_episodes, reference=args.reference)
@@ -244,6 +245,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
               "MinAtarCNN from hypermeta.networks):")
     print(yaml.safe_dump(result.best.to_zoo(args.env or args.task, args.timesteps, zoo), sort_keys=False), end="")
     return 0
+
+
+def _tune_progress(args: argparse.Namespace) -> bool | str:
+    """tune's report of its trials: none with --quiet, a bar on a terminal (or with --progress), else a line per
+    finished trial."""
+    if args.quiet:
+        return False
+    return True if args.progress or sys.stdout.isatty() else "lines"
 
 
 def sb3_snippet(path: str, config: Any, observation_space: Any) -> list[str]:
@@ -620,7 +629,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(`hypermeta matrix PLAN --export-only`)")
     p.add_argument("--out", default="best.yaml", help="where to write the best configuration (YAML)")
     p.add_argument("--env", help="env id of the printed rl-zoo entry (default: the task)")
-    p.add_argument("--progress", action="store_true")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--progress", action="store_true",
+                       help="a progress bar even when not on a terminal (on a terminal it is the default)")
+    shown.add_argument("--quiet", action="store_true",
+                       help="print no progress (default: a bar on a terminal, else one line per finished trial)")
     _add_heartbeat_args(p)
     p.set_defaults(func=cmd_tune)
 
@@ -748,7 +761,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kills", type=positive_int, default=20, help="kill benchmark: SIGKILLs at random instants")
     p.add_argument("--seeds", type=positive_int, default=10, help="guard benchmark: training seeds per configuration")
     p.set_defaults(func=cmd_bench)
+
+    for name in ("features", "train", "study", "tune", "evaluate", "compare", "predict"):
+        sub.choices[name].add_argument(
+            "--max-episode-steps", type=positive_int,
+            help="episode cap of environments without a time limit (default 1000, "
+            "hypermeta.tasks.families.DEFAULT_MAX_EPISODE_STEPS; episodes cut by it end as truncated); environments "
+            "with a time limit keep their own")
     return parser
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """hypermeta's own warnings (e.g. the episode cap) as one line, ``WARNING ...`` on stderr, like the OOD one."""
+    import warnings
+
+    from hypermeta.tasks.families import EpisodeCapWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EpisodeCapWarning):
+            print(f"WARNING {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -764,7 +806,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        return args.func(args)
+        with _one_line_warnings():
+            if getattr(args, "max_episode_steps", None) is not None:
+                from hypermeta.tasks.families import set_max_episode_steps
+
+                set_max_episode_steps(args.max_episode_steps)  # worker processes inherit it
+            return args.func(args)
     except ValueError as exc:
         print(f"hypermeta {args.command}: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line
         return 2

@@ -60,7 +60,7 @@ CASES = [
     (["evaluate", "cartpole", "--timesteps", "100", "--baseline", "tuned"], "unknown baseline 'tuned'"),
     (["evaluate", "cartpole", "--timesteps", "100", "--baseline", "base", "--config", "range.yaml"],
      "give exactly one of"),
-    (["evaluate", "Blackjack-v1", "--timesteps", "100", "--baseline", "base"], "--reference R"),
+    (["evaluate", "CliffWalking-v1", "--timesteps", "100", "--baseline", "base"], "--reference R"),
     (["evaluate", "cartpole", "--timesteps", "100", "--baseline", "base", "--seeds", "0"], "--seeds: must be"),
     (["evaluate", "cartpole", "--timesteps", "100", "--config", "bad.yaml"], "bad.yaml:3:1"),
     (["evaluate", "cartpole", "--timesteps", "100", "--baseline", "base", "--reference", "nan"],

@@ -61,6 +61,21 @@ def reference_return(task_id: str) -> float:
     return float(ref)
 
 
+def check_task(task_id: str, reference: float | None = None) -> None:
+    """Refuse, in one line and before anything is written or trained, a task id that makes no environment, an
+    environment hypermeta cannot train on (its spaces), and a task that has no reference return when
+    ``reference`` is None."""
+    from hypermeta.tasks.features import check_spaces
+
+    env = make_env(task_id)
+    try:
+        check_spaces(env)
+    finally:
+        env.close()
+    if reference is None:
+        reference_return(task_id)
+
+
 @dataclass(frozen=True)
 class Normalizer:
     """Maps returns of one task to normalised scores."""

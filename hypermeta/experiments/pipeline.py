@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.measurement import Curve, Normalizer
+from hypermeta.experiments.measurement import Curve, Normalizer, check_task
 from hypermeta.experiments.runner import DEFAULT_RUNNER, Job, Runner, get_runner
 from hypermeta.space import DQNConfig
 
@@ -180,7 +180,8 @@ def evaluate_on_test_seeds(task: str, method: str, config: DQNConfig, measuremen
     return the runs and their IQM normalised AUC with its 95% CI (``hypermeta evaluate``)."""
     from hypermeta.seeds import test_seeds
 
-    Normalizer.for_task(task, reference)  # unknown task ids and missing references fail before training
+    check_task(task, reference)  # unknown task ids, unsupported spaces and missing references fail before training
+    Normalizer.for_task(task, reference)
     jobs = [Job(task, method, config, measurement, s, reference) for s in test_seeds(n_seeds)]
     runs = run_jobs(jobs, RunStore(out), workers=workers, progress=progress, runner=runner)
     return runs, summarize(runs, [method], [task], "auc").iloc[0]

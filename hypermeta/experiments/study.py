@@ -32,12 +32,11 @@ from optuna.trial import TrialState
 
 from hypermeta.experiments.defaults import (DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD, HEARTBEAT_INTERVAL,
                                             N_EVALS, PRUNERS, SAMPLERS)
-from hypermeta.experiments.measurement import DivergenceError, Measurement, Normalizer
+from hypermeta.experiments.measurement import DivergenceError, Measurement, Normalizer, check_task
 from hypermeta.experiments.runner import DEFAULT_RUNNER, Job, Runner, get_runner
 from hypermeta.files import check_writable_file, read_yaml
 from hypermeta.seeds import tuning_seeds, worker_seed
 from hypermeta.space import SPACE_VERSION, DQNConfig, get_space
-from hypermeta.tasks.families import make_env
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -485,8 +484,8 @@ def run_study(
     (what ``runner="batched"`` is for) each worker asks that many trials at once and trains them together,
     with TPE's ``constant_liar`` so a batch spreads out; resuming after a kill keeps every finished trial.
     ``n_startup_trials``: TPE's random start (None: Optuna's default, 10 finished trials). ``progress``: True for
-    a progress bar of this call, or a function that is given the study's finished trials as they change (the
-    caller's own bar, as ``tune`` keeps one over several calls).
+    a progress bar of this call, or a function that is given the number of the study's finished trials and the
+    study, as they change (the caller's own report, as ``tune`` keeps one over several calls).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -494,7 +493,7 @@ def run_study(
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    make_env(spec.task).close()  # bad task ids fail now
+    check_task(spec.task, spec.reference)  # bad task ids and missing references fail before the storage is made
     study_name = study_name or default_study_name(spec, sampler)
     rdb = make_storage(storage, heartbeat_interval, grace_period)
     study = open_study(spec, study_name, rdb, sampler, pruner, seed, constant_liar=batch_size > 1,
@@ -512,7 +511,7 @@ def run_study(
 
     def show(finished: int) -> None:
         if callable(progress):
-            progress(finished)
+            progress(finished, study)
         elif bar is not None:
             bar.n = min(finished, n_trials)
             bar.refresh()

@@ -12,6 +12,8 @@ is written as YAML (``HyperMetaCallback("best.yaml")`` applies it).
 from __future__ import annotations
 
 import json
+import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from hypermeta.experiments.defaults import (BATCHED_STUDY_BATCH, DEFAULT_STORAGE
                                             HEARTBEAT_INTERVAL, N_EVALS)
 from hypermeta.experiments.study import (StudySpec, best_config_of, check_storage_url, finished_in_order, run_study,
                                          stored_study)
+from hypermeta.experiments.measurement import check_task
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.predict import predict_config
 from hypermeta.space import DQNConfig
@@ -130,7 +133,9 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     call resumes it). ``prediction``: ``predict_config(task, predictor)``'s result when the caller has it already
     (it probes the task's features). ``n_evals``/``eval_episodes``/``reference``: how a trial is measured, as in
     :class:`StudySpec` (``reference``: the return that normalises to 1, for tasks without a reference return).
-    With ``progress``, one bar counts the study's finished trials over the whole call."""
+    ``progress``: True for one bar counting the study's finished trials over the whole call, ``"lines"`` for one
+    line per finished trial (:class:`TrialLines`, what ``hypermeta tune`` prints when not on a terminal), False
+    for nothing."""
     if time_budget_minutes is not None and not time_budget_minutes > 0:
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
     if trials is None and time_budget_minutes is None:
@@ -138,6 +143,8 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     if trials is not None and trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
     limit = UNLIMITED_TRIALS if trials is None else trials
+    check_storage_url(storage)  # every input that can be refused is refused before a study or file exists
+    check_task(task, reference)
     prediction = prediction or predict_config(task, predictor, warn=False)
     proposer = make_proposer(sampler, prediction, meta_data, seed, adapt_predictor)  # fails before any training
     candidates = round0(task, limit=round0_size(limit), result=prediction)
@@ -148,27 +155,17 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     batch = max(len(candidates), BATCHED_STUDY_BATCH) if runner == "batched" else 1
     name = study_name or f"tune|{task}|T{timesteps}|m{seeds_per_trial}" + ("" if sampler == "tpe" else f"|{sampler}")
     if pruner is None:  # the study's own when it resumes one (older versions stored "median"), else none
-        check_storage_url(storage)  # a bad URL fails in one line before the storage is read
         existing = stored_study(storage, name)
         pruner = (existing.user_attrs.get("pruner") if existing is not None else None) or "none"
-    bar = None
-    if progress:  # one bar for the whole call (each run_study below would show its own phase only)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=trials, desc=name, unit="trial")  # no total when only the time budget bounds the study
-
-    def show(finished: int) -> None:
-        bar.n = finished if trials is None else min(finished, trials)
-        bar.refresh()
-
+    report = _progress_report(progress, trials, name, deadline)
     common = dict(study_name=name, storage=storage, sampler="tpe", runner=runner, seed=seed, pruner=pruner,
-                  progress=show if bar is not None else False, deadline=deadline,
+                  progress=report or False, deadline=deadline,
                   heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     try:
         study = _run_rounds(spec, limit, candidates, proposer, runner, batch, deadline, common)
     finally:
-        if bar is not None:
-            bar.close()
+        if report is not None:
+            report.close()
     finished = finished_in_order(study)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
         raise ValueError(f"no trial of study {name!r} completed"
@@ -179,6 +176,92 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     return TuneResult(study, best_config_of(study), candidates, len(finished),
                       sum(t.user_attrs.get("env_steps", 0) for t in finished),
                       sum(t.user_attrs.get("wall_time", 0.0) for t in finished))
+
+
+def _progress_report(progress: bool | str, trials: int | None, name: str, deadline: float | None) -> Any:
+    if progress == "lines":
+        return TrialLines(trials, deadline)
+    if progress:
+        return TrialBar(trials, name)
+    if progress is not False:
+        raise ValueError(f"progress must be True, False or 'lines', got {progress!r}")
+    return None
+
+
+class TrialBar:
+    """A tqdm bar of the study's finished trials over a whole ``tune`` call (each ``run_study`` of it would show
+    its own phase only); no total when only a time budget bounds the study."""
+
+    def __init__(self, trials: int | None, name: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.trials = trials
+        self.bar = tqdm(total=trials, desc=name, unit="trial")
+
+    def __call__(self, finished: int, study: optuna.Study) -> None:
+        self.bar.n = finished if self.trials is None else min(finished, self.trials)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class TrialLines:
+    """One line per trial as it finishes: its value, the best so far, the time elapsed and an estimate of the time
+    left (this call's time per finished trial times the trials still to run, or the time budget left)::
+
+        trial 3 of 8 (#2): 0.4120, best 0.4550 (#0); 2m10s elapsed, about 3m37s left
+    """
+
+    def __init__(self, trials: int | None, deadline: float | None, file: Any = None) -> None:
+        self.trials, self.deadline, self.file = trials, deadline, file
+        self.start = time.time()
+        self.shown: set[int] | None = None  # trial numbers already finished or shown (None: not read yet)
+        self.last = -1
+
+    def __call__(self, finished: int, study: optuna.Study) -> None:
+        if finished == self.last:  # called at every poll: read the storage only when a trial finished
+            return
+        self.last = finished
+        done = finished_in_order(study)
+        if self.shown is None:  # a resumed study's earlier trials: counted, not shown
+            self.shown, self.before = {t.number for t in done}, len(done)
+            return
+        for i, trial in enumerate(done):
+            if trial.number not in self.shown:
+                self.shown.add(trial.number)
+                print(self.line(i + 1, trial, done[:i + 1], len(done)), file=self.file or sys.stdout, flush=True)
+
+    def line(self, count: int, trial: optuna.trial.FrozenTrial, done: list[optuna.trial.FrozenTrial],
+             finished: int) -> str:
+        """The line of the ``count``-th finished trial; the estimate uses all ``finished`` trials (a batch's trials
+        finish together)."""
+        of = "" if self.trials is None else f" of {self.trials}"
+        value = f"{trial.value:.4f}" if trial.state == optuna.trial.TrialState.COMPLETE else "pruned"
+        complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+        best = max(complete, key=lambda t: t.value) if complete else None
+        best_text = f"best {best.value:.4f} (#{best.number})" if best is not None else "no complete trial yet"
+        elapsed = time.time() - self.start
+        left = None
+        if self.trials is not None and finished > self.before:
+            left = elapsed / (finished - self.before) * max(self.trials - finished, 0)
+        if self.deadline is not None:
+            left = min(left if left is not None else math.inf, max(self.deadline - time.time(), 0.0))
+        left_text = "" if left is None or not math.isfinite(left) else f", about {_duration(left)} left"
+        return f"trial {count}{of} (#{trial.number}): {value}, {best_text}; {_duration(elapsed)} elapsed{left_text}"
+
+    def close(self) -> None:
+        pass
+
+
+def _duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; ``3725`` -> ``1h02m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _run_rounds(spec: StudySpec, trials: int, candidates: list[tuple[str, DQNConfig]], proposer: Any, runner: str,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable, ClassVar, Mapping
@@ -22,6 +24,23 @@ import gymnasium as gym
 import numpy as np
 
 ENTRY_POINT_GROUP = "hypermeta.plugins"
+
+#: Episodes of an environment without a time limit (no ``max_episode_steps`` in its spec and no ``TimeLimit``
+#: wrapper, e.g. ``CliffWalking-v1``) end after this many steps, as truncated (never terminal): else a greedy
+#: evaluation episode of a policy that walks into a wall never ends. The environment variable
+#: :data:`MAX_EPISODE_STEPS_VAR` (which ``--max-episode-steps`` sets, so worker processes see it too) overrides it.
+DEFAULT_MAX_EPISODE_STEPS = 1000
+MAX_EPISODE_STEPS_VAR = "HYPERMETA_MAX_EPISODE_STEPS"
+_CAP_WARNED_VAR = "HYPERMETA_EPISODE_CAP_WARNED"  # ids already warned about, in this process and its children
+
+
+class EpisodeCapWarning(UserWarning):
+    """hypermeta capped the episodes of an environment that has no time limit of its own."""
+
+
+# shown every time it is issued: cap_episodes itself says it once per environment id (Python's default "once per
+# code location" would hide it for every id after the first)
+warnings.simplefilter("always", EpisodeCapWarning)
 
 
 @dataclass(frozen=True)
@@ -263,8 +282,80 @@ def _unknown_env_error(env_id: str) -> ValueError:
     )
 
 
+def max_episode_steps() -> int:
+    """The episode cap of environments without a time limit: :data:`MAX_EPISODE_STEPS_VAR` if set, else
+    :data:`DEFAULT_MAX_EPISODE_STEPS`."""
+    text = os.environ.get(MAX_EPISODE_STEPS_VAR)
+    if text is None:
+        return DEFAULT_MAX_EPISODE_STEPS
+    try:
+        return check_max_episode_steps(int(text))
+    except ValueError:
+        raise ValueError(f"{MAX_EPISODE_STEPS_VAR} must be an integer >= 1, got {text!r}: fix or unset it") from None
+
+
+def check_max_episode_steps(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"max_episode_steps must be an integer >= 1, got {n!r}")
+    return int(n)
+
+
+def set_max_episode_steps(n: int | None) -> None:
+    """Set the episode cap of environments without a time limit for this process and the worker processes it
+    starts (None: back to :data:`DEFAULT_MAX_EPISODE_STEPS`). Environments with a time limit keep their own."""
+    if n is None:
+        os.environ.pop(MAX_EPISODE_STEPS_VAR, None)
+    else:
+        os.environ[MAX_EPISODE_STEPS_VAR] = str(check_max_episode_steps(n))
+
+
+def has_time_limit(env: gym.Env) -> bool:
+    """Whether ``env``'s episodes end by themselves after a number of steps: a ``TimeLimit`` wrapper in its
+    stack or a ``max_episode_steps`` in its spec."""
+    inner: Any = env
+    while isinstance(inner, gym.Wrapper):
+        if isinstance(inner, gym.wrappers.TimeLimit):
+            return True
+        inner = inner.env
+    return env.spec is not None and env.spec.max_episode_steps is not None
+
+
+class EpisodeCap(gym.wrappers.TimeLimit):
+    """gymnasium's ``TimeLimit`` that hypermeta put on an environment without a time limit: it says so once per
+    environment id (:class:`EpisodeCapWarning`), at the first reset, so an environment refused before it runs (its
+    spaces) makes no noise. A capped episode ends as truncated, never as terminal: SB3's replay buffer
+    (``handle_timeout_termination``) and the engine then bootstrap from its last observation."""
+
+    def __init__(self, env: gym.Env, max_episode_steps: int, name: str) -> None:
+        super().__init__(env, max_episode_steps)
+        self.name = name
+
+    def reset(self, **kwargs: Any):
+        if self.name is not None:
+            warned = set(filter(None, os.environ.get(_CAP_WARNED_VAR, "").split("\n")))
+            if self.name not in warned:
+                warnings.warn(f"{self.name} has no time limit: hypermeta ends its episodes after "
+                              f"{self._max_episode_steps} steps, as truncated (--max-episode-steps N to change it)",
+                              EpisodeCapWarning, stacklevel=2)
+                os.environ[_CAP_WARNED_VAR] = "\n".join(sorted(warned | {self.name}))
+            self.name = None
+        return super().reset(**kwargs)
+
+
+def cap_episodes(env: gym.Env, name: str) -> gym.Env:
+    """``env`` itself when it has a time limit, else ``EpisodeCap(env, max_episode_steps())``, which warns once per
+    ``name`` in this process and the worker processes it starts."""
+    return env if has_time_limit(env) else EpisodeCap(env, max_episode_steps(), name)
+
+
 def make_env(env_id: str | Task, **make_kwargs: Any) -> gym.Env:
-    """Create an environment from a task id, a :class:`Task` or a plain gymnasium id."""
+    """Create an environment from a task id, a :class:`Task` or a plain gymnasium id. An environment without a
+    time limit gets one (:func:`cap_episodes`), so that every episode hypermeta runs ends."""
+    env = _make_env(env_id, **make_kwargs)
+    return cap_episodes(env, env_id.id if isinstance(env_id, Task) else env_id)
+
+
+def _make_env(env_id: str | Task, **make_kwargs: Any) -> gym.Env:
     if isinstance(env_id, Task):
         return env_id.make_env(**make_kwargs)
     if not isinstance(env_id, str) or not env_id:

@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from hypermeta.tasks.families import Task, make_env
+from hypermeta.tasks.families import Task, has_time_limit, make_env, max_episode_steps
 
 #: Bumped whenever a feature is added, removed or computed differently.
 FEATURE_VERSION = "1"
@@ -29,7 +29,7 @@ FEATURE_DOCS: dict[str, str] = {
     "random_return_std": "log(1 + std) of the random policy's episode returns",
     "log_episode_length": "log of the random policy's mean episode length",
     "episode_length_cv": "coefficient of variation of the random policy's episode lengths",
-    "log_max_episode_steps": "log of the time limit (spec.max_episode_steps; the probe's cap when none)",
+    "log_max_episode_steps": "log of the time limit (spec.max_episode_steps; hypermeta's episode cap when none)",
     "terminated_fraction": "fraction of probed episodes that terminated (rather than being truncated)",
     "reward_mean": "symlog of the mean per-step reward",
     "reward_std": "log(1 + std) of the per-step reward",
@@ -114,6 +114,8 @@ def probe_features(
         env_or_task if isinstance(env_or_task, str) else str(env.spec.id if env.spec else type(env).__name__))
     try:
         check_spaces(env, "probe_features")
+        # a user's env without a time limit: its episodes end at the cap make_env would give it
+        episode_cap = None if has_time_limit(env) else max_episode_steps()
         obs_space, n_actions = env.observation_space, int(env.action_space.n)
         env.action_space.seed(seed)
         obs, _ = env.reset(seed=seed)
@@ -139,6 +141,7 @@ def probe_features(
             ep_len += 1
             steps += 1
             x = x_next
+            truncated = truncated or ep_len == episode_cap
             if terminated or truncated or steps >= max_steps:
                 returns.append(ep_return)
                 lengths.append(ep_len)
@@ -149,8 +152,8 @@ def probe_features(
                 if len(returns) < max_episodes and steps < max_steps:
                     x = _flatten_obs(obs_space, env.reset()[0])
                     observations.append(x)
-        values = _summarise(env, obs_space, n_actions, max_steps, np.array(observations), np.array(deltas),
-                            np.array(actions), np.array(rewards), np.array(returns), np.array(lengths),
+        values = _summarise(env, obs_space, n_actions, episode_cap or max_steps, np.array(observations),
+                            np.array(deltas), np.array(actions), np.array(rewards), np.array(returns), np.array(lengths),
                             terminated_flags, terminal_rewards)
     finally:
         if own_env:
@@ -158,7 +161,7 @@ def probe_features(
     return TaskFeatures(FEATURE_NAMES, values, name, seed, steps, time.perf_counter() - start)
 
 
-def _summarise(env, obs_space, n_actions, max_steps, obs, deltas, actions, rewards, returns, lengths,
+def _summarise(env, obs_space, n_actions, limit, obs, deltas, actions, rewards, returns, lengths,
                terminated_flags, terminal_rewards) -> np.ndarray:
     obs_std = obs.std(axis=0)
     scale = np.maximum(obs_std, 1e-6)
@@ -189,7 +192,7 @@ def _summarise(env, obs_space, n_actions, max_steps, obs, deltas, actions, rewar
         "random_return_std": math.log1p(float(returns.std())),
         "log_episode_length": math.log(mean_len),
         "episode_length_cv": float(lengths.std()) / mean_len,
-        "log_max_episode_steps": math.log(spec_limit or max_steps),
+        "log_max_episode_steps": math.log(spec_limit or limit),
         "terminated_fraction": float(np.mean(terminated_flags)),
         "reward_mean": symlog(float(rewards.mean())),
         "reward_std": math.log1p(float(rewards.std())),
