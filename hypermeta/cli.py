@@ -137,6 +137,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         out = Path(args.out or "studies/reports/engine/throughput.md")
         report = run_throughput_benchmark(args.tasks.split(","), args.timesteps, args.ks, out)
+    elif args.which == "fidelity" and args.plan:
+        return _bench_fidelity_plan(args)
     elif args.which == "fidelity":
         from hypermeta.experiments.engine_bench import run_fidelity_benchmark
 
@@ -160,6 +162,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         report = run_workers_benchmark(args.task, args.timesteps, args.trials, out)
     print(report)
+    return 0
+
+
+def _bench_fidelity_plan(args: argparse.Namespace) -> int:
+    """``bench fidelity --plan PLAN``: run (resume) the plan's jobs in ``--runners``, then render its report."""
+    from hypermeta.experiments.fidelity import FidelityPlan, render, run_plan
+
+    plan = FidelityPlan.load(args.plan)
+    runners = [] if args.render_only else args.runners.split(",")
+    unknown = [r for r in runners if r not in plan.runners]
+    if unknown:
+        raise ValueError(f"--runners: {unknown} not in the plan's runners {plan.runners}")
+    plan.jobs()  # an unknown configuration or task fails before any training
+    run_plan(plan, runners, workers=args.workers, progress=args.progress)
+    path = render(plan, Path(args.out or "studies/reports/engine/fidelity_full.md"))
+    print(f"report written to {path}")
     return 0
 
 
@@ -751,6 +769,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fidelity-tasks", default="cartpole:length=0.7@5000;acrobot:link_mass_2=1.5@5000;"
                    "frozenlake:success_rate=0.6@5000", help="fidelity benchmark: TASK@STEPS;TASK@STEPS;...")
     p.add_argument("--configs", type=positive_int, default=16, help="fidelity benchmark: Sobol configurations")
+    p.add_argument("--plan", help="fidelity benchmark: a pre-registered plan (studies/fidelity2/plan.yaml) instead of "
+                   "--fidelity-tasks/--configs/--seeds; report studies/reports/engine/fidelity_full.md")
+    p.add_argument("--runners", default="sb3,batched", help="fidelity --plan: the runners to run now (comma-separated)")
+    p.add_argument("--render-only", action="store_true", help="fidelity --plan: only render the report")
+    p.add_argument("--progress", action="store_true")
     p.add_argument("--workers", type=positive_int, default=1, help="fidelity benchmark: processes")
     p.add_argument("--task", default="CartPole-v1")
     p.add_argument("--timesteps", type=positive_int, default=20_000,

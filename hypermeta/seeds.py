@@ -10,6 +10,7 @@ tuning (study trials)     trial ``t`` with ``m`` seeds: ``t*m .. t*m+m-1``, belo
 test runs                 :data:`TEST_SEED_START` + ``0 .. n-1``       :func:`test_seeds`
 matrix (meta-training)    :data:`MATRIX_SEED_START` + 1000 * task index + ``0 .. n-1``   :func:`matrix_seeds`
 reference returns         :data:`REFERENCE_SEED_START` + ``0 .. n-1``  :func:`reference_seeds`
+engine fidelity runs      :data:`FIDELITY_SEED_START` + ``0 .. n-1``   :func:`fidelity_seeds`
 evaluation episodes       training seed + :data:`EVAL_SEED_OFFSET`      :func:`eval_seed`
 task-feature probe        :data:`FEATURE_SEED` (training and prediction alike)
 random-policy reference   :data:`RANDOM_SEED` (normalisation)
@@ -29,6 +30,8 @@ TEST_SEED_START = 10_000_000
 MATRIX_SEED_START = 5_000_000
 #: Runs that measure a family's reference return (what scores 1.0) use seeds from here up.
 REFERENCE_SEED_START = 20_000_000
+#: The engine's fidelity test at full budgets (studies/fidelity2/plan.yaml) uses seeds from here up.
+FIDELITY_SEED_START = 30_000_000
 #: Evaluation environments are seeded with ``seed + EVAL_SEED_OFFSET`` so they never replay training episodes.
 EVAL_SEED_OFFSET = 1_000_000
 #: The probe seed of every task's features (training data and prediction alike).
@@ -61,6 +64,13 @@ def test_seeds(n: int) -> list[int]:
     if n < 1:
         raise ValueError(f"the number of test seeds must be >= 1, got {n}")
     return [TEST_SEED_START + i for i in range(n)]
+
+
+def fidelity_seeds(n: int) -> list[int]:
+    """The first ``n`` seeds of the engine's fidelity test (both runners train each)."""
+    if n < 1:
+        raise ValueError(f"the number of fidelity seeds must be >= 1, got {n}")
+    return [FIDELITY_SEED_START + i for i in range(n)]
 
 
 test_seeds.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name

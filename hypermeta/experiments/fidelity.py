@@ -1,0 +1,246 @@
+"""The engine's pre-registered equivalence test at full budgets (``hypermeta bench fidelity --plan PLAN``).
+
+A plan (``studies/fidelity2/plan.yaml``) names contexts with their budgets, configurations (schedule fields over
+fixed DQN settings), seeds and the equivalence margin. Every job runs in both runners, each into its own resumable
+CSV beside the plan (``runs_sb3.csv``, ``runs_batched.csv``); the report pairs the runs job by job and tests
+equivalence per family and overall: the 90% CI of the mean paired difference (engine - SB3) inside +-margin (two
+one-sided tests at alpha 0.05).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hypermeta.experiments.measurement import Measurement
+from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence
+from hypermeta.experiments.runner import Job
+from hypermeta.files import read_yaml
+from hypermeta.seeds import fidelity_seeds
+from hypermeta.space import DQNConfig
+
+PLAN_KEYS = {"name", "fixed", "contexts", "configs", "portfolio_plan", "seeds", "n_evals", "eval_episodes", "runners",
+             "score", "margin", "targets"}
+BOOTSTRAP = 10_000
+
+
+@dataclass
+class FidelityPlan:
+    path: Path
+    name: str
+    fixed: dict[str, Any]
+    contexts: list[dict[str, Any]]
+    configs: list[str]
+    portfolio_plan: str
+    seeds: int
+    n_evals: int = 5
+    eval_episodes: int = 5
+    runners: list[str] = field(default_factory=lambda: ["sb3", "batched"])
+    score: str = "meta2"
+    margin: float = 0.03
+    targets: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FidelityPlan:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"fidelity plan file {str(path)!r} does not exist")
+        data = read_yaml(path, "fidelity plan file")
+        unknown = sorted(set(data) - PLAN_KEYS)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(PLAN_KEYS)}")
+        plan = cls(path=path, **data)
+        for ctx in plan.contexts:
+            if set(ctx) != {"task", "timesteps"}:
+                raise ValueError(f"{path}: each context needs exactly task and timesteps, got {ctx}")
+        return plan
+
+    def store(self, runner: str) -> RunStore:
+        return RunStore(self.path.parent / f"runs_{runner}.csv")
+
+    def configs_for(self, task: str) -> dict[str, DQNConfig]:
+        """The plan's configurations that exist for ``task`` (rl-zoo only where the env has an entry), as the
+        portfolio of ``portfolio_plan`` defines them over the plan's fixed settings; best-fixed is the portfolio
+        configuration with the best mean score over that plan's training tasks."""
+        from hypermeta.experiments.matrix import SCHEDULE_FIELDS, MatrixPlan
+
+        portfolio = MatrixPlan.load(self.portfolio_plan).portfolio_for(task)
+        base = DQNConfig.from_dict(self.fixed, source=f"{self.path} fixed")
+        out = {}
+        for name in self.configs:
+            source = portfolio.get(_best_fixed_key(self.portfolio_plan) if name == "best-fixed" else name)
+            if source is not None:
+                out[name] = base.replace(**{k: getattr(source, k) for k in SCHEDULE_FIELDS})
+            elif name != "rl-zoo":
+                raise ValueError(f"{self.path}: configuration {name!r} is not in {self.portfolio_plan}'s portfolio")
+        return out
+
+    def jobs(self) -> list[Job]:
+        """Context by context in the plan's order, then seed, then configuration."""
+        jobs = []
+        for ctx in self.contexts:
+            configs = self.configs_for(ctx["task"])
+            measurement = Measurement(int(ctx["timesteps"]), self.n_evals, self.eval_episodes)
+            jobs += [Job(ctx["task"], name, config, measurement, seed)
+                     for seed in fidelity_seeds(self.seeds) for name, config in configs.items()]
+        return jobs
+
+
+_BEST_FIXED: dict[str, str] = {}
+
+
+def _best_fixed_key(portfolio_plan: str) -> str:
+    """The portfolio configuration with the best mean normalised score over the training tasks of a matrix plan
+    (meta2's best-fixed), from its committed matrix."""
+    if portfolio_plan not in _BEST_FIXED:
+        from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
+
+        plan = MatrixPlan.load(portfolio_plan)
+        scores = matrix_scores(plan, RunStore(plan.runs_path).frame(), plan.train_tasks())
+        _BEST_FIXED[portfolio_plan] = str(scores.groupby("method")["score"].mean().idxmax())
+    return _BEST_FIXED[portfolio_plan]
+
+
+def run_plan(plan: FidelityPlan, runners: list[str], workers: int = 1, progress: bool = False) -> None:
+    """Run (or resume) the plan's jobs in each of ``runners``; each stores its rows as they finish."""
+    jobs = plan.jobs()
+    for runner in runners:
+        if runner not in plan.runners:
+            raise ValueError(f"runner {runner!r} is not in the plan's runners {plan.runners}")
+        from hypermeta.experiments.engine import BatchedRunner
+
+        run_jobs_scoring_divergence(jobs, plan.store(runner), workers=workers, progress=progress,
+                                    runner=BatchedRunner() if runner == "batched" else runner)
+
+
+def family_of(task: str) -> str:
+    return task.partition(":")[0].split("-")[0]
+
+
+def scored_runs(plan: FidelityPlan, runner: str) -> pd.DataFrame:
+    """The runner's stored runs of the plan's jobs, with ``score`` (the plan's normalisation), ``family`` and
+    ``diverged``."""
+    store = plan.store(runner)
+    rows = [{**row, "method": job.method} for job in plan.jobs() if (row := store.get(job)) is not None]
+    frame = pd.DataFrame(rows, columns=None if rows else ["task", "method", "seed", "auc", "curve", "wall_time"])
+    if frame.empty:
+        return frame.assign(score=[], family=[], diverged=[])
+    frame["diverged"] = frame["curve"].str.startswith('"diverged')
+    frame["family"] = frame["task"].map(family_of)
+    frame["score"] = frame["auc"] / frame["task"].map(_score_scale(plan, sorted(frame["task"].unique())))
+    return frame
+
+
+def _score_scale(plan: FidelityPlan, tasks: list[str]) -> dict[str, float]:
+    """What a normalised AUC is divided by: the best portfolio mean in meta2's matrix (training or held-out split),
+    1 for tasks in no matrix."""
+    from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
+
+    if plan.score != "meta2":
+        return {t: 1.0 for t in tasks}
+    matrix_plan = MatrixPlan.load(plan.portfolio_plan)
+    runs = RunStore(matrix_plan.runs_path).frame()
+    known = [t for t in tasks if t in set(matrix_plan.all_tasks())]
+    best = matrix_scores(matrix_plan, runs, known).groupby("task")["best_auc"].first() if known else {}
+    return {t: float(best[t]) if t in known and t in best else 1.0 for t in tasks}
+
+
+def paired(plan: FidelityPlan) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs of both runners joined job by job (``d`` = engine - SB3, ``same_curve``), and the runs that diverged in
+    either runner (left out of the pairs)."""
+    sb3, eng = scored_runs(plan, "sb3"), scored_runs(plan, "batched")
+    keys = ["task", "method", "seed"]
+    both = sb3.merge(eng, on=keys, suffixes=("_sb3", "_engine"))
+    if both.empty:
+        return both.assign(d=[], same_curve=[], family=[]), both
+    bad = both["diverged_sb3"] | both["diverged_engine"]
+    out = both[~bad].copy()
+    out["family"] = out["family_sb3"]
+    out["d"] = out["score_engine"] - out["score_sb3"]
+    out["same_curve"] = out["curve_sb3"] == out["curve_engine"]
+    return out, both[bad]
+
+
+def bootstrap_means(frame: pd.DataFrame, rng: np.random.Generator, n: int = BOOTSTRAP) -> np.ndarray:
+    """``n`` bootstrap means of ``d``, seeds resampled within each (task, configuration) stratum."""
+    total = np.zeros(n)
+    for _, g in frame.groupby(["task", "method"], sort=True):
+        d = g["d"].to_numpy()
+        total += d[rng.integers(0, len(d), (n, len(d)))].sum(axis=1)
+    return total / len(frame)
+
+
+def equivalence_table(pairs: pd.DataFrame, margin: float, seed: int = 0) -> pd.DataFrame:
+    """Per family and overall (the mean of the family means): mean d, 90% and 95% CIs, the TOST verdict, identical
+    curves, the rank agreement of configuration means and each runner's CPU seconds."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(seed)
+    rows, boots = [], []
+    for family, g in pairs.groupby("family", sort=False):
+        boot = bootstrap_means(g, rng)
+        boots.append(boot)
+        means = g.groupby("method")[["score_sb3", "score_engine"]].mean()
+        rho = spearmanr(means["score_sb3"], means["score_engine"]).statistic if len(means) > 2 else np.nan
+        rows.append(_row(family, g, boot, margin, rho, len(means)))
+    if rows:
+        overall = np.mean(boots, axis=0)
+        row = _row("overall", pairs, overall, margin, np.nan, pairs["method"].nunique())
+        row["mean"] = float(np.mean([r["mean"] for r in rows]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _row(family: str, g: pd.DataFrame, boot: np.ndarray, margin: float, rho: float, n_configs: int) -> dict:
+    lo90, hi90 = np.quantile(boot, [0.05, 0.95])
+    lo95, hi95 = np.quantile(boot, [0.025, 0.975])
+    return {"family": family, "contexts": g["task"].nunique(), "configs": n_configs, "runs": len(g),
+            "mean": float(g["d"].mean()), "ci90_low": lo90, "ci90_high": hi90, "ci95_low": lo95, "ci95_high": hi95,
+            "equivalent": bool(-margin < lo90 and hi90 < margin), "identical": int(g["same_curve"].sum()),
+            "spearman": rho, "cpu_sb3": float(g["wall_time_sb3"].sum()), "cpu_engine": float(g["wall_time_engine"].sum())}
+
+
+def render(plan: FidelityPlan, out: Path) -> Path:
+    """Write the report (markdown, the table as CSV) from the runs stored so far."""
+    from hypermeta.reports.common import write_report
+
+    pairs, dropped = paired(plan)
+    jobs = plan.jobs()
+    table = equivalence_table(pairs, plan.margin) if not pairs.empty else pd.DataFrame()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    stored = {r: len(scored_runs(plan, r)) for r in plan.runners}
+    lines = [f"# Engine fidelity at full budgets: the pre-registered equivalence test ({plan.name})", "",
+             f"Plan: `{plan.path}` (committed before any of its runs). Rendered {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+             f"with `hypermeta bench fidelity --plan {plan.path} --render-only`.", "",
+             f"Stored runs: " + ", ".join(f"{r} {n} of {len(jobs)}" for r, n in stored.items())
+             + f"; paired: {len(pairs)}; left out because a runner diverged: {len(dropped)}."
+             + ("" if all(n == len(jobs) for n in stored.values()) else
+                " **The plan is not complete: the verdicts below cover the families with pairs so far and are "
+                "interim.**"), "",
+             f"Margin +-{plan.margin}; equivalent = the 90% CI of the mean paired difference (engine - SB3) inside the "
+             "margin (two one-sided tests at alpha 0.05). Scores: " + ("meta2's normalisation (1 = the best portfolio "
+             "mean on the task in meta2's matrix; MinAtar: normalised AUC against its reference return)." if
+             plan.score == "meta2" else "normalised AUC."), ""]
+    if not table.empty:
+        lines += ["| family | contexts | configs | runs | engine - SB3 | 90% CI | 95% CI | equivalent | identical curves "
+                  "| Spearman of config means | CPU s SB3 | CPU s engine |",
+                  "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r.family} | {r.contexts} | {r.configs} | {r.runs} | {r.mean:+.4f} | [{r.ci90_low:+.4f}, "
+                  f"{r.ci90_high:+.4f}] | [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}] | {'yes' if r.equivalent else 'no'} | "
+                  f"{r.identical} ({r.identical / r.runs:.0%}) | {'' if np.isnan(r.spearman) else f'{r.spearman:.3f}'} | "
+                  f"{r.cpu_sb3:,.0f} | {r.cpu_engine:,.0f} |" for r in table.itertuples()]
+        lines.append("")
+    if not dropped.empty:
+        lines.append("Diverged (left out): " + "; ".join(
+            f"{r.task} {r.method} seed {r.seed} ({'SB3' if r.diverged_sb3 else ''}{' and ' if r.diverged_sb3 and r.diverged_engine else ''}"
+            f"{'engine' if r.diverged_engine else ''})" for r in dropped.itertuples()) + ".")
+        lines.append("")
+    lines.append(f"Files: `{out.with_suffix('.csv').name}` (the table); the runs in `{plan.store('sb3').path}` and "
+                 f"`{plan.store('batched').path}`.")
+    return write_report(out, lines)
