@@ -205,9 +205,36 @@ def _row(family: str, g: pd.DataFrame, boot: np.ndarray, margin: float, rho: flo
             "spearman": rho, "cpu_sb3": float(g["wall_time_sb3"].sum()), "cpu_engine": float(g["wall_time_engine"].sum())}
 
 
+def trace_lines(folder: Path) -> list[str]:
+    """The step-by-step traces (``studies/fidelity2/trace.py``) stored beside the plan, as a table: where the engine
+    and SB3 first part on one job, beside where SB3 parts from itself when started one ulp away."""
+    import json
+
+    traces = sorted(folder.glob("trace_*.json"))
+    if not traces:
+        return []
+    lines = ["## Where the runners part: one job per family, step by step", "",
+             "`studies/fidelity2/trace.py` trains one job (base schedules over the plan's settings, seed 10,000,000) "
+             "in both runners and compares, step by step, the observation, the action and the online network's "
+             "Q-values. `--ulp` compares SB3 with SB3 started one unit in the last place away instead: what a "
+             "difference of rounding size does by itself.", "",
+             "| trace | task | steps | first action difference | gap of the best two Q (SB3) | max abs Q difference "
+             "then | max abs Q difference by step 5,000 | curves identical |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for path in traces:
+        t = json.loads(path.read_text())
+        at = t.get("at_first_action_difference", {})
+        by5k = t["max_abs_q_difference_before"].get("5000")
+        lines.append(f"| `{path.name}` | `{t['task']}` | {t['steps']:,} | {t['first_action_difference'] or 'none'} | "
+                     f"{at.get('gap_between_best_two_actions', float('nan')):.2e} | "
+                     f"{at.get('max_abs_q_difference', float('nan')):.2e} | "
+                     f"{'' if by5k is None else f'{by5k:.1e}'} | {'yes' if t['identical_curves'] else 'no'} |")
+    return [*lines, ""]
+
+
 def render(plan: FidelityPlan, out: Path) -> Path:
     """Write the report (markdown, the table as CSV) from the runs stored so far."""
-    from hypermeta.reports.common import write_report
+    from hypermeta.experiments.engine_bench import _machine
+    from hypermeta.files import git_commit, write_report
 
     pairs, dropped = paired(plan)
     jobs = plan.jobs()
@@ -217,8 +244,8 @@ def render(plan: FidelityPlan, out: Path) -> Path:
     stored = {r: len(scored_runs(plan, r)) for r in plan.runners}
     lines = [f"# Engine fidelity at full budgets: the pre-registered equivalence test ({plan.name})", "",
              f"Plan: `{plan.path}` (committed before any of its runs). Rendered {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-             f"with `hypermeta bench fidelity --plan {plan.path} --render-only`.", "",
-             f"Stored runs: " + ", ".join(f"{r} {n} of {len(jobs)}" for r, n in stored.items())
+             f"with `hypermeta bench fidelity --plan {plan.path} --render-only` at commit {git_commit()} ({_machine()}).", "",
+             "Stored runs: " + ", ".join(f"{r} {n} of {len(jobs)}" for r, n in stored.items())
              + f"; paired: {len(pairs)}; left out because a runner diverged: {len(dropped)}."
              + ("" if all(n == len(jobs) for n in stored.values()) else
                 " **The plan is not complete: the verdicts below cover the families with pairs so far and are "
@@ -236,6 +263,7 @@ def render(plan: FidelityPlan, out: Path) -> Path:
                   f"{r.identical} ({r.identical / r.runs:.0%}) | {'' if np.isnan(r.spearman) else f'{r.spearman:.3f}'} | "
                   f"{r.cpu_sb3:,.0f} | {r.cpu_engine:,.0f} |" for r in table.itertuples()]
         lines.append("")
+    lines += trace_lines(plan.path.parent)
     if not dropped.empty:
         lines.append("Diverged (left out): " + "; ".join(
             f"{r.task} {r.method} seed {r.seed} ({'SB3' if r.diverged_sb3 else ''}{' and ' if r.diverged_sb3 and r.diverged_engine else ''}"
@@ -243,4 +271,5 @@ def render(plan: FidelityPlan, out: Path) -> Path:
         lines.append("")
     lines.append(f"Files: `{out.with_suffix('.csv').name}` (the table); the runs in `{plan.store('sb3').path}` and "
                  f"`{plan.store('batched').path}`.")
-    return write_report(out, lines)
+    write_report(out, lines)
+    return out

@@ -8,7 +8,8 @@ records at every step the observation the action was taken at, the action, and t
 that observation. The report (JSON, and printed) gives the first step where the observations differ, the first
 where the actions differ, the Q-values of both networks at that step (a near-tie flipped by rounding shows as a
 gap of ~1e-7 between the two best actions), and how the largest |Q_engine - Q_SB3| grew before it.
-``--float64`` runs SB3 itself twice, float32 and float64 (torch's default dtype), to show what rounding alone does.
+``--ulp`` runs SB3 itself twice instead, the second time with every initial weight moved by one unit in the last
+place (``torch.nextafter`` towards +inf): how far a difference of rounding size alone carries in SB3.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ META2_FIXED = dict(net_arch="small", batch_size=64, train_freq=4, subsample_step
                    learning_starts=1000, gamma=0.99, buffer_size=50000)
 
 
-def trace_sb3(job: Job) -> dict[str, np.ndarray]:
+def trace_sb3(job: Job, ulp: bool = False) -> dict[str, np.ndarray]:
     from stable_baselines3.common.callbacks import BaseCallback
 
     import hypermeta.experiments.sb3 as sb3
@@ -39,6 +40,13 @@ def trace_sb3(job: Job) -> dict[str, np.ndarray]:
     obs, acts, qs = [], [], []
 
     class Record(BaseCallback):
+        def _on_training_start(self) -> None:
+            if ulp:  # both networks start one ulp away from SB3's own initial weights
+                with torch.no_grad():
+                    for net in (self.model.q_net, self.model.q_net_target):
+                        for p in net.parameters():
+                            p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
+
         def _on_step(self) -> bool:  # before _store_transition: _last_obs is the observation the action was taken at
             o = np.asarray(self.model._last_obs, dtype=np.float32).reshape(1, -1)
             with torch.no_grad():
@@ -117,18 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("timesteps", type=int)
     p.add_argument("--seed", type=int, default=10_000_000)
     p.add_argument("--config", help="YAML/JSON configuration (default: the base schedules over meta2's settings)")
-    p.add_argument("--float64", action="store_true", help="SB3 float32 vs SB3 float64 instead of engine vs SB3")
+    p.add_argument("--ulp", action="store_true", help="SB3 vs SB3 started one ulp away, instead of engine vs SB3")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     config = DQNConfig.load(args.config) if args.config else DQNConfig.from_dict(META2_FIXED)
     job = Job(args.task, "trace", config, Measurement(args.timesteps), args.seed)
     start = time.process_time()
-    if args.float64:
-        a = trace_sb3(job)
-        torch.set_default_dtype(torch.float64)
-        b = trace_sb3(job)
-        names = ("sb3_float32", "sb3_float64")
+    if args.ulp:
+        a, b, names = trace_sb3(job), trace_sb3(job, ulp=True), ("sb3", "sb3_ulp")
     else:
         a, b, names = trace_sb3(job), trace_engine(job), ("sb3", "engine")
     report = {"task": args.task, "timesteps": args.timesteps, "seed": args.seed, "config": config.to_dict(),

@@ -1,0 +1,85 @@
+"""The engine's pre-registered equivalence test (``hypermeta bench fidelity --plan``): the plan runs in both runners,
+resumes, pairs job by job, and the TOST verdict follows the 90% CI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hypermeta.cli import main
+from hypermeta.experiments.fidelity import FidelityPlan, equivalence_table, paired
+
+PLAN = """name: tiny
+fixed: {net_arch: small, batch_size: 16, train_freq: 4, subsample_steps: 4, target_update_interval: 50,
+        learning_starts: 100, gamma: 0.99, buffer_size: 1000}
+contexts:
+  - {task: cartpole, timesteps: 400}
+  - {task: frozenlake, timesteps: 300}
+configs: [base, sb3-default, rl-zoo]
+portfolio_plan: PORTFOLIO
+seeds: 2
+n_evals: 2
+eval_episodes: 1
+score: auc
+margin: 0.03
+"""
+
+
+@pytest.fixture
+def plan_path(tmp_path):
+    from pathlib import Path
+
+    portfolio = Path(__file__).resolve().parents[1] / "studies" / "meta2" / "plan.yaml"
+    path = tmp_path / "plan.yaml"
+    path.write_text(PLAN.replace("PORTFOLIO", str(portfolio)))
+    return path
+
+
+def test_a_plan_runs_in_both_runners_resumes_and_renders_its_verdicts(plan_path, tmp_path, capsys):
+    plan = FidelityPlan.load(plan_path)
+    jobs = plan.jobs()
+    assert len(jobs) == 2 * 3 + 2 * 2  # rl-zoo has no FrozenLake entry
+    assert {j.seed for j in jobs} == {30_000_000, 30_000_001}
+    out = tmp_path / "report.md"
+    assert main(["bench", "fidelity", "--plan", str(plan_path), "--runners", "sb3,batched", "--out", str(out)]) == 0
+    assert len(pd.read_csv(tmp_path / "runs_sb3.csv")) == len(pd.read_csv(tmp_path / "runs_batched.csv")) == 10
+    pairs, dropped = paired(plan)
+    assert len(pairs) == 10 and dropped.empty
+    text = out.read_text()
+    assert "| cartpole | 1 | 3 | 6 |" in text and "| overall |" in text and "sb3 10 of 10" in text
+    before = (tmp_path / "runs_sb3.csv").read_text()
+    capsys.readouterr()
+    assert main(["bench", "fidelity", "--plan", str(plan_path), "--out", str(out)]) == 0  # resumes: nothing to train
+    assert (tmp_path / "runs_sb3.csv").read_text() == before
+
+
+def test_bad_plans_and_runners_are_refused_in_one_line(plan_path, tmp_path, capsys):
+    assert main(["bench", "fidelity", "--plan", str(plan_path), "--runners", "gpu"]) == 2
+    assert "--runners: ['gpu'] not in the plan's runners" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(plan_path.read_text().replace("configs: [base", "configs: [sobol-99, base"))
+    assert main(["bench", "fidelity", "--plan", str(bad)]) == 2
+    assert "configuration 'sobol-99' is not in" in capsys.readouterr().err
+    assert not (tmp_path / "runs_sb3.csv").exists()
+
+
+def _pairs(d: np.ndarray, families=("a", "b")) -> pd.DataFrame:
+    rows = []
+    for i, value in enumerate(d):
+        rows.append({"family": families[i % len(families)], "task": families[i % len(families)],
+                     "method": f"c{i % 3}", "seed": i, "d": value, "score_sb3": 0.5 + 0.1 * (i % 3),
+                     "score_engine": 0.5 + 0.1 * (i % 3) + value, "same_curve": value == 0,
+                     "wall_time_sb3": 1.0, "wall_time_engine": 0.2})
+    return pd.DataFrame(rows)
+
+
+def test_tost_calls_equivalent_only_when_the_90_percent_ci_is_inside_the_margin():
+    rng = np.random.default_rng(1)
+    close = equivalence_table(_pairs(rng.normal(0.0, 0.02, 240)), margin=0.03)
+    assert close["equivalent"].all() and list(close["family"]) == ["a", "b", "overall"]
+    assert (close["ci95_low"] <= close["ci90_low"]).all() and (close["ci90_high"] <= close["ci95_high"]).all()
+    shifted = equivalence_table(_pairs(rng.normal(0.029, 0.02, 240)), margin=0.03)
+    assert not shifted["equivalent"].any()  # the mean is inside the margin, but its CI is not
+    noisy = equivalence_table(_pairs(rng.normal(0.0, 0.3, 40)), margin=0.03)
+    assert not noisy["equivalent"].any()  # "not different" is not "equivalent"
