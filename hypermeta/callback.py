@@ -12,6 +12,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 
+from hypermeta.controller import CONTROL_FRACTION, RECENT, SIGNAL_NAMES, recent_rows, smooth_l1_mean
 from hypermeta.guard import DivergenceGuard, GuardSettings
 from hypermeta.schedules import ScaledSchedule
 from hypermeta.space import DQNConfig
@@ -137,14 +138,26 @@ class HyperMetaCallback(BaseCallback):
         ``check_every`` steps a healthy Q-network is snapshotted; a non-finite loss, weight or Q-value, or
         Q-values beyond what the rewards and gamma allow, roll the networks back, cut the lr schedule 10x
         and reset Adam's moments; after 3 interventions training stops with ``DivergenceError``.
+    :param controller: steer lr and epsilon during training from the run's own signals (meta-learner v3, see
+        :mod:`hypermeta.controller`): ``"rule"`` (the hand-written adaptive rule), ``"default"`` (the shipped
+        meta-learned controller, when one is shipped), a controller's ``.safetensors`` file or a
+        :class:`~hypermeta.controller.Controller`. Every 2% of the run it computes the signals, and the configuration's
+        schedules (or the prediction's) are moved by the controller's offsets until the next control step; the
+        signals and offsets are logged as ``hypermeta/signal/<name>`` and kept in ``callback.control.log``. The
+        guard's lr cut applies under the controller's offset. ``None`` (default): the schedules as they are.
     :raises TypeError: at training start, if the model is not a ``stable_baselines3.DQN``.
     :raises ValueError: at training start, if the action space is not Discrete.
     """
 
     def __init__(self, config: DQNConfig | dict[str, Any] | str | Path | None = None, verbose: int = 0, *,
                  predictor: Any = None, task: str | None = None, guard: bool | GuardSettings = False,
-                 fallback: bool = True) -> None:
+                 fallback: bool = True, controller: Any = None) -> None:
         super().__init__(verbose)
+        from hypermeta.controller import get_controller
+
+        self.controller = None if controller is None else get_controller(controller)  # bad names fail now
+        #: the run under the controller (:class:`~hypermeta.controller.RunControl`), made at the first training start
+        self.control: Any = None
         if config is not None and (predictor is not None or task is not None or not fallback):
             raise ValueError("give either config, or predictor/task/fallback to predict one, not both")
         self.config = None if config is None else as_config(config)
@@ -168,6 +181,8 @@ class HyperMetaCallback(BaseCallback):
             self._check_settings()
         self.model.lr_schedule = self._lr_schedule()
         self.model.exploration_schedule = self.config.exploration_schedule()
+        if self.controller is not None:
+            self._start_control()
         # SB3 applies both only after the first step / at the first train(); apply them now so the very
         # first actions and the logged lr already follow the schedule. The stored progress is stale after
         # DQN.load / learn(reset_num_timesteps=False) until the first step, so recompute it the SB3 way.
@@ -182,9 +197,56 @@ class HyperMetaCallback(BaseCallback):
     def _lr_schedule(self) -> Any:
         schedule = self.config.lr_schedule()
         scale = 1.0 if self.guard is None else self.guard.lr_scale
-        return schedule if scale == 1.0 else ScaledSchedule(schedule, scale)
+        schedule = schedule if scale == 1.0 else ScaledSchedule(schedule, scale)
+        if self.control is not None:  # under the controller's offset (the guard's cut inside it)
+            self.control.lr_schedule.base = schedule
+            return self.control.lr_schedule
+        return schedule
+
+    def _start_control(self) -> None:
+        """The first training start makes the run's control (its signals persist over later ``learn`` calls, which
+        only update the run's length); every training start installs its schedules."""
+        from hypermeta.controller import RunControl
+
+        total = int(self.model._total_timesteps)
+        if self.control is None:
+            features = None
+            if self.controller.uses_features:
+                from hypermeta.meta.predict import probe_env_factory
+                from hypermeta.seeds import FEATURE_SEED
+                from hypermeta.tasks.features import probe_features
+
+                env = probe_env_factory(self.training_env)()
+                try:
+                    features = probe_features(env, seed=FEATURE_SEED).values
+                finally:
+                    env.close()
+            self.control = RunControl(self.controller, self.model.lr_schedule, self.model.exploration_schedule,
+                                      total, self.model.learning_starts, self.model.gamma, features)
+        else:
+            self.control.signals.total = total
+            self.control.signals.interval = max(1, int(round(CONTROL_FRACTION * total)))
+        self.control.eps_schedule.base = self.model.exploration_schedule
+        self.model.lr_schedule = self._lr_schedule()
+        self.model.exploration_schedule = self.control.eps_schedule
+
+    def _steer(self) -> None:
+        """Feed this step to the run's signals; at a control step, compute them (TD loss and Q from the transitions
+        stored before this step) and move the schedules."""
+        rewards, dones = self.locals["rewards"], self.locals["dones"]
+        step = self.num_timesteps - len(rewards)
+        for r, d in zip(rewards, dones):  # one transition per env, in order
+            step += 1
+            self.control.on_step(step, float(r), bool(d))
+            if self.control.due(step):
+                td, q_max = _recent_td(self.model)
+                u_lr, u_eps = self.control.control(step, td, q_max)
+                for name, value in zip(SIGNAL_NAMES, self.control.log[-1][1]):
+                    self.logger.record(f"hypermeta/signal/{name}", float(value))
 
     def _on_step(self) -> bool:
+        if self.control is not None:
+            self._steer()
         if self.guard is not None and self.n_calls % self.guard.settings.check_every == 0:
             before = len(self.guard.interventions)
             self.guard.check(self.model, self.num_timesteps)  # raises DivergenceError when it gives up
@@ -219,3 +281,28 @@ class HyperMetaCallback(BaseCallback):
             print(f"HyperMetaCallback: predicted by {result.model.method} (nearest training task "
                   f"{self.prediction.nearest_task!r}): {self.prediction.config.to_dict()}")
         return self.prediction.config
+
+
+def _recent_td(model: DQN) -> tuple[float, float]:
+    """The controller's TD loss and ``max|Q|`` on the last stored transitions of ``model``'s replay buffer (those of
+    its first env), as the engine computes them (NaN, NaN when nothing is stored)."""
+    import numpy as np
+    import torch
+
+    buffer = model.replay_buffer
+    size = buffer.buffer_size if buffer.full else buffer.pos
+    if size == 0:
+        return math.nan, math.nan
+    rows = recent_rows(buffer.pos if not buffer.full else buffer.pos + buffer.buffer_size, buffer.buffer_size,
+                       min(RECENT, buffer.buffer_size - 1))
+    obs = buffer.observations[rows, 0]
+    nxt = buffer.next_observations[rows, 0]
+    with torch.no_grad():
+        obs_t, _ = model.policy.obs_to_tensor(obs)
+        nxt_t, _ = model.policy.obs_to_tensor(nxt)
+        q_all = model.q_net(obs_t)
+        next_q = model.q_net_target(nxt_t).max(dim=1).values.numpy()
+    done = buffer.dones[rows, 0] * (1 - buffer.timeouts[rows, 0])
+    target = buffer.rewards[rows, 0] + (1 - done) * model.gamma * next_q
+    q = q_all.numpy()[np.arange(len(rows)), buffer.actions[rows, 0].astype(np.int64).reshape(-1)]
+    return smooth_l1_mean(q, target.astype(np.float32)), float(np.abs(q_all.numpy()).max())

@@ -157,6 +157,8 @@ class _Agents:
         self.buffer = np.minimum([c.buffer_size for c in cfgs], self.T_end)  # never more rows than steps
         self.lr_sched = [c.lr_schedule() for c in cfgs]
         self.eps_sched = [c.exploration_schedule() for c in cfgs]
+        self.control = [self._run_control(k, j) for k, j in enumerate(jobs)]  # None: the schedules as they are
+        self.steered = any(c is not None for c in self.control)
         self.eps = np.array([s(1.0) for s in self.eps_sched])  # HyperMetaCallback sets it at training start
         self.eps_last = np.array([_settles_at(s, int(t)) for s, t in zip(self.eps_sched, self.T)])
         self.eval_steps = [set(j.measurement.eval_steps) for j in jobs]
@@ -184,6 +186,47 @@ class _Agents:
         self.failed: list[BaseException | None] = [None] * K
         self.healthy = np.ones(K, dtype=bool)  # failed[k] is None
         self.last_loss = np.zeros(K)
+
+    def _run_control(self, k: int, job: Job) -> Any:
+        """The run's :class:`~hypermeta.controller.RunControl` when the job has a controller: its schedules replace
+        the configuration's (the base under the controller's offsets)."""
+        if job.control is None:
+            return None
+        from hypermeta.controller import RunControl, get_controller
+
+        controller = get_controller(job.control)
+        features = None
+        if controller.uses_features:
+            from hypermeta.seeds import FEATURE_SEED
+            from hypermeta.tasks.features import probe_features
+
+            features = probe_features(job.task, seed=FEATURE_SEED).values
+        run = RunControl(controller, self.lr_sched[k], self.eps_sched[k], int(job.measurement.timesteps),
+                         job.config.learning_starts, job.config.gamma, features)
+        self.lr_sched[k], self.eps_sched[k] = run.lr_schedule, run.eps_schedule
+        return run
+
+    def steer(self, n: int, active: np.ndarray) -> None:
+        """Control step of the runs whose controller is due at step ``n``: the signals from the transitions stored
+        before this step's (SB3's callback runs before it stores the step), then the new offsets."""
+        from hypermeta.controller import RECENT, recent_rows, smooth_l1_mean
+
+        for k in np.flatnonzero(active):
+            run = self.control[k]
+            if run is None or not run.due(n):
+                continue
+            before = int(self.stored[k]) - 1
+            rows = recent_rows(before, int(self.buffer[k]), min(RECENT, int(self.buffer[k]) - 1))
+            td, q_max = math.nan, math.nan
+            if len(rows):
+                r = torch.from_numpy(rows)
+                obs, nxt = self.b_obs[k, r].float().unsqueeze(0), self.b_next[k, r].float().unsqueeze(0)
+                q_all = self.q_values(obs, self.flat[k:k + 1])[0]
+                next_q = self.q_values(nxt, self.target[k:k + 1])[0].max(dim=1).values
+                target = self.b_rew[k, r] + (1 - self.b_done[k, r]) * self.gamma[k, 0] * next_q
+                q = q_all.gather(1, self.b_act[k, r].unsqueeze(1)).squeeze(1)
+                td, q_max = smooth_l1_mean(q.numpy(), target.numpy()), float(q_all.abs().max())
+            run.control(n, td, q_max)
 
     # --- networks -----------------------------------------------------------------------------------------
     def _init_params(self) -> torch.Tensor:
@@ -289,6 +332,8 @@ class _Agents:
             next_obs[i] = obs if encode is None else encode(obs)
             rewards[i] = r
             terminated[i] = float(term)
+            if self.control[k] is not None:
+                self.control[k].on_step(int(self.stored[k]) + 1, float(r), bool(term or trunc))
             if term or trunc:
                 obs = self.envs[k].reset()[0]
             self.obs[k] = self._encode(obs) if (term or trunc) else next_obs[i]
@@ -452,6 +497,8 @@ def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = N
                 if due:
                     _evaluate(agents, due, n, curves, on_eval)
             progress_remaining = 1.0 - n / agents.T
+            if agents.steered:  # SB3's callbacks run before its _on_step (target update, epsilon)
+                agents.steer(n, active & agents.healthy)
             agents.update_target(np.flatnonzero(active & (n % agents.tui == 0)))
             for k in np.flatnonzero(active & (n <= agents.eps_last)):  # later values equal the last one
                 agents.eps[k] = agents.eps_sched[k](progress_remaining[k])

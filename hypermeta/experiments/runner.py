@@ -17,7 +17,7 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 from hypermeta.experiments.defaults import DEFAULT_RUNNER
 from hypermeta.experiments.measurement import Curve, DivergenceError, Measurement
@@ -38,7 +38,9 @@ class Job:
     """One training run: ``config`` on ``task`` with training seed ``seed``, measured by ``measurement``.
 
     ``method`` is only a label (several methods may share one run); ``reference`` overrides the task's
-    reference return for normalisation.
+    reference return for normalisation; ``control``: a controller (:mod:`hypermeta.controller`: an instance, or
+    ``"rule"``, ``"zero"``, ``"default"`` or a weights path) that steers the configuration's lr and epsilon during the
+    run (None: the schedules as they are).
     """
 
     task: str
@@ -47,6 +49,16 @@ class Job:
     measurement: Measurement
     seed: int
     reference: float | None = None
+    control: Any = None
+
+    @property
+    def control_key(self) -> str | None:
+        """What names the run's controller in its stored key (None without one)."""
+        if self.control is None:
+            return None
+        from hypermeta.controller import get_controller
+
+        return get_controller(self.control).key
 
 
 class Runner(ABC):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from stable_baselines3 import DQN
@@ -118,12 +118,14 @@ def run_curve(
     settings: Measurement,
     seed: int,
     on_eval: OnEval | None = None,
+    control: Any = None,
 ) -> Curve:
     """Train DQN (with :class:`~hypermeta.HyperMetaCallback`) and evaluate it ``settings.n_evals`` times.
 
     Every evaluation uses the same ``settings.eval_episodes`` episodes (seeded from ``seed``), so curve
     points differ by the policy only. ``on_eval(step, mean_return)`` may raise (e.g. ``optuna.TrialPruned``)
-    to stop early. Raises :class:`DivergenceError` on non-finite loss, weights, Q-values or returns.
+    to stop early. Raises :class:`DivergenceError` on non-finite loss, weights, Q-values or returns. ``control``:
+    a controller steering the schedules (``HyperMetaCallback(config, controller=control)``).
     """
     task_id = task.id if isinstance(task, Task) else task
     curve = Curve()
@@ -131,7 +133,7 @@ def run_curve(
     model = build_model(task_id, config, seed)
     try:
         cb = _CurveCallback(task_id, settings, seed, curve, on_eval)
-        model.learn(settings.timesteps, callback=[HyperMetaCallback(config), cb])
+        model.learn(settings.timesteps, callback=[HyperMetaCallback(config, controller=control), cb])
         if cb.pending:  # learn() stopped exactly at the last step before the final evaluation fired
             cb.evaluate()
     finally:
@@ -147,4 +149,4 @@ class SB3Runner(Runner):
     name = "sb3"
 
     def run(self, job: Job, on_eval: OnEval | None = None) -> Curve:
-        return run_curve(job.task, job.config, job.measurement, job.seed, on_eval)
+        return run_curve(job.task, job.config, job.measurement, job.seed, on_eval, job.control)
