@@ -452,6 +452,21 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_meta_control(args: argparse.Namespace) -> int:
+    from hypermeta.meta.es import meta_train
+
+    if not Path(args.plan).is_file():
+        raise ValueError(f"plan file {args.plan!r} does not exist")
+    state = meta_train(args.plan, args.out, workers=args.workers, generations=args.generations, progress=args.progress)
+    last = state.history[-1] if state.history else None
+    print(f"{state.generation} generations, {state.cpu_seconds / 3600:.2f} CPU hours"
+          + (f"; last mean fitness {last['mean_fitness']:.4f}" if last else ""))
+    for check in state.validation:
+        print(f"  validation after generation {check['generation']}: theta - zero {check['mean_difference']:+.4f} "
+              f"(s.e. {check['se_difference']:.4f})")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from hypermeta.meta.predict import predict_config
     from hypermeta.space import get_space
@@ -743,6 +758,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report: path (default studies/reports/meta2/report.md)")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_meta2)
+
+    p = sub.add_parser("meta-control", help="meta-train the in-run controller (meta-learner v3) by evolution "
+                       "strategies in the engine; resumable")
+    p.add_argument("plan", help="v3 plan YAML, e.g. studies/v3/plan.yaml (its meta_training section)")
+    p.add_argument("--out", help="folder of the state, runs and candidate weights (default: PLAN's folder/controller)")
+    p.add_argument("--workers", type=positive_int, default=1)
+    p.add_argument("--generations", type=positive_int, help="stop after this many generations (default: the plan's)")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_meta_control)
 
     p = sub.add_parser("predict", help="predict the lr and epsilon schedules of a task with the meta-learner")
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")

@@ -30,6 +30,7 @@ small MLPs.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -195,12 +196,7 @@ class _Agents:
         from hypermeta.controller import RunControl, get_controller
 
         controller = get_controller(job.control)
-        features = None
-        if controller.uses_features:
-            from hypermeta.seeds import FEATURE_SEED
-            from hypermeta.tasks.features import probe_features
-
-            features = probe_features(job.task, seed=FEATURE_SEED).values
+        features = _task_features(job.task) if controller.uses_features else None
         run = RunControl(controller, self.lr_sched[k], self.eps_sched[k], int(job.measurement.timesteps),
                          job.config.learning_starts, job.config.gamma, features)
         self.lr_sched[k], self.eps_sched[k] = run.lr_schedule, run.eps_schedule
@@ -516,6 +512,15 @@ def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = N
         curve.wall_time, curve.env_steps = wall / len(jobs), int(min(agents.stored[k], agents.T_end[k]))
         results.append(agents.failed[k] if agents.failed[k] is not None else curve)
     return results
+
+
+@functools.lru_cache(maxsize=256)
+def _task_features(task: str) -> np.ndarray:
+    """A task's features (probed once per process: a controller's meta-training runs each task many times)."""
+    from hypermeta.seeds import FEATURE_SEED
+    from hypermeta.tasks.features import probe_features
+
+    return probe_features(task, seed=FEATURE_SEED).values
 
 
 def _settles_at(schedule: Any, total: int) -> int:
