@@ -61,3 +61,14 @@ def test_a_tiny_meta_training_runs_validates_writes_its_candidate_and_resumes(tm
     assert again.generation == 3 and again.history[:2] == state.history
     assert len(pd.read_csv(out / "es_runs.csv")) == len(runs) + 16
     assert "3 generations" in capsys.readouterr().out
+
+
+def test_the_committed_v3_plan_parses_and_states_its_budget():
+    from hypermeta.files import read_yaml
+    from hypermeta.meta.es import ESSettings
+
+    plan = read_yaml(ROOT / "studies" / "v3" / "plan.yaml", "v3 plan file")
+    settings = ESSettings(**plan["meta_training"])
+    assert settings.cpu_hours <= 15 and settings.pairs >= 1
+    assert {"controller", "best-fixed", "hand-rule", "v2-winner", "v2-winner-no-fallback"} <= set(
+        plan["evaluation"]["methods"])
