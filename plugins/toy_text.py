@@ -1,4 +1,5 @@
-"""Toy-text families: ``FrozenLake-v1`` with varied slipperiness and hole penalty (one-hot observations)."""
+"""Toy-text families (one-hot observations): ``FrozenLake-v1`` with varied slipperiness and hole penalty, and
+``Taxi-v4`` with its rain and fickle-passenger switches."""
 
 from __future__ import annotations
 
@@ -30,3 +31,40 @@ class FrozenLakeFamily(TaskFamily):
         ctx = self.validate_context(context or {})
         return gym.make(self.env_id, is_slippery=True, success_rate=ctx["success_rate"],
                         reward_schedule=(1, ctx["hole_reward"], 0), **make_kwargs)
+
+
+class TaxiFamily(TaskFamily):
+    """``Taxi-v4`` with gymnasium's own ``is_rainy`` (moves go sideways with probability 0.2) and
+    ``fickle_passenger`` (the passenger may change destination once, with probability 0.3) switches, each 0 or 1:
+    four contexts. Meta-learner v3's held-out family (studies/v3/plan.yaml): no study has trained on it."""
+
+    name = "taxi"
+    env_id = "Taxi-v4"
+    description = "Pick up a passenger and drop them at their destination on a 5x5 grid; at most 200 steps."
+    context_space = {
+        "is_rainy": ContextParam(0.0, 0.0, 1.0, "1: rain makes moves slip sideways (probability 0.2)",
+                                 hard_low=0.0, hard_high=1.0),
+        "fickle_passenger": ContextParam(0.0, 0.0, 1.0, "1: the passenger may change destination once",
+                                         hard_low=0.0, hard_high=1.0),
+    }
+
+    def validate_context(self, context: Mapping[str, Any]) -> dict[str, float]:
+        ctx = super().validate_context(context)
+        for key, value in ctx.items():
+            if value not in (0.0, 1.0):
+                raise ValueError(f"taxi: context {key} is a switch, 0 or 1, got {value:g}")
+        return ctx
+
+    def sample_contexts(self, n: int, seed: int, features: list[str] | None = None) -> list[dict[str, float]]:
+        """``n`` contexts with the switches in ``features`` (all by default) drawn 0 or 1 with
+        ``numpy.random.default_rng(seed)``."""
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        keys = list(self.context_space) if features is None else features
+        return [{**self.default_context(), **{k: float(rng.integers(0, 2)) for k in keys}} for _ in range(n)]
+
+    def make_env(self, context: Mapping[str, Any] | None = None, **make_kwargs: Any) -> gym.Env:
+        ctx = self.validate_context(context or {})
+        return gym.make(self.env_id, is_rainy=bool(ctx["is_rainy"]), fickle_passenger=bool(ctx["fickle_passenger"]),
+                        **make_kwargs)

@@ -170,11 +170,17 @@ class MetaModel:
         self.thresholds["score"] = float(score)
         self.thresholds["score_uses_disagreement"] = float(uses_disagreement)
 
-    def predict(self, features: np.ndarray | Any, warn: bool = True, fallback: bool = True) -> Prediction:
+    def predict(self, features: np.ndarray | Any, warn: bool = True, fallback: bool | str = True) -> Prediction:
         """Predict a configuration for a task's features (a ``TaskFeatures`` or a vector in feature order).
 
         Out of distribution, the prediction is replaced by best-fixed when the model has it and ``fallback``
-        is true (``fallback=False`` gives the network's own prediction, as cross-validation needs)."""
+        is true (``fallback=False`` gives the network's own prediction, as cross-validation needs).
+        ``fallback="structure"`` (meta-learner v3's rule, registered in studies/v3/plan.yaml): replace it only
+        where the task's observation/action structure is unknown to the training tasks (no training task with the
+        same observation size, number of actions and binary-ness), whatever the OOD score says; the OOD flag and
+        its reasons are kept either way."""
+        if fallback not in (True, False, "structure"):
+            raise ValueError(f"fallback must be True, False or 'structure', got {fallback!r}")
         features = self._check_features(features)
         codes = self._member_codes(features)
         code = codes.mean(0)
@@ -195,6 +201,11 @@ class MetaModel:
             if disagreement > self.thresholds["disagreement"]:
                 reasons.append(f"the ensemble disagrees ({disagreement:.3f}, more than {OOD_DISAGREEMENT_FACTOR:g} "
                                "times the most seen on a training task)")
+        if fallback == "structure":
+            known = self.known_structure(features)
+            if not known:
+                reasons.append("its observation/action structure is unlike every training task's")
+            fallback = not known
         fallback = fallback and bool(reasons) and self.fallback is not None and self.method != "best-fixed"
         if fallback:
             code = self.fallback
@@ -205,6 +216,15 @@ class MetaModel:
             warnings.warn("out of distribution: " + "; ".join(reasons) + ". Consider a few trials "
                           "(`hypermeta tune`) or `adapt()`.", OutOfDistributionWarning, stacklevel=2)
         return pred
+
+    #: The features that describe a task's observation/action structure (the "structure" fallback rule).
+    STRUCTURE_FEATURES = ("log_obs_dim", "log_n_actions", "obs_is_binary")
+
+    def known_structure(self, features: np.ndarray | Any) -> bool:
+        """Whether some training task has the same observation size, number of actions and binary-ness."""
+        features = self._check_features(features)
+        idx = [self.feature_names.index(n) for n in self.STRUCTURE_FEATURES]
+        return bool(np.isclose(self.task_features[:, idx], features[idx], rtol=0, atol=1e-9).all(axis=1).any())
 
     def member_codes(self, features: np.ndarray | Any) -> np.ndarray:
         """Every ensemble member's predicted code for a task, shape ``(members, SPACE.dim)`` (one row for

@@ -95,7 +95,7 @@ def _attr(venv: Any, name: str) -> list[Any]:
 
 
 def predict_config(source: str | gym.Env | TaskFeatures | Any, predictor: MetaModel | str | Path | None = None,
-                   *, warn: bool = True, fallback: bool = True) -> PredictedConfig:
+                   *, warn: bool = True, fallback: bool | str = True) -> PredictedConfig:
     """Predict the configuration of a task from its features.
 
     :param source: a task or gymnasium id, a gymnasium env (probed as it is: pass one you own), an SB3
@@ -105,7 +105,8 @@ def predict_config(source: str | gym.Env | TaskFeatures | Any, predictor: MetaMo
     :param warn: issue :class:`OutOfDistributionWarning` when the task looks unlike every training task.
     :param fallback: out of distribution, apply best-fixed's configuration instead of the prediction when the
         weights have it (the shipped, pre-registered behaviour); ``False`` keeps the meta-learner's own prediction
-        (still flagged out of distribution).
+        (still flagged out of distribution); ``"structure"`` falls back only where the task's observation/action
+        structure is unknown to the training tasks (meta-learner v3's rule, :meth:`MetaModel.predict`).
     """
     model = load_predictor(predictor)
     if isinstance(source, TaskFeatures):
