@@ -145,14 +145,22 @@ class HyperMetaCallback(BaseCallback):
         schedules (or the prediction's) are moved by the controller's offsets until the next control step; the
         signals and offsets are logged as ``hypermeta/signal/<name>`` and kept in ``callback.control.log``. The
         guard's lr cut applies under the controller's offset. ``None`` (default): the schedules as they are.
+    :param init: a meta-learned Q-network start (:mod:`hypermeta.qstart`: a ``.safetensors`` file from
+        ``hypermeta meta-init FAMILY`` or a ``QStart``), loaded into ``q_net`` and ``q_net_target`` at the first
+        training start of a model that has not trained yet (``num_timesteps == 0``), so later ``learn`` calls and
+        loaded models keep their weights. A start made for other shapes is refused (``ValueError``, one line); one
+        made on another family warns.
     :raises TypeError: at training start, if the model is not a ``stable_baselines3.DQN``.
     :raises ValueError: at training start, if the action space is not Discrete.
     """
 
     def __init__(self, config: DQNConfig | dict[str, Any] | str | Path | None = None, verbose: int = 0, *,
                  predictor: Any = None, task: str | None = None, guard: bool | GuardSettings = False,
-                 fallback: bool = True, controller: Any = None) -> None:
+                 fallback: bool | str = True, controller: Any = None, init: Any = None) -> None:
         super().__init__(verbose)
+        from hypermeta.qstart import get_start
+
+        self.init = None if init is None else get_start(init)  # a missing or unsafe file fails now
         from hypermeta.controller import get_controller
 
         self.controller = None if controller is None else get_controller(controller)  # bad names fail now
@@ -174,6 +182,10 @@ class HyperMetaCallback(BaseCallback):
                 f"{type(self.model).__name__} model. Use it with stable_baselines3.DQN (or a DQN subclass)."
             )
         check_spaces(self.training_env, "HyperMetaCallback")
+        if self.init is not None and self.model.num_timesteps == 0:
+            from hypermeta.qstart import load_into_sb3
+
+            load_into_sb3(self.model, self.init, _family_of(self.training_env))
         if self.config is None:
             self.config = self._predict()
             self.logger.record("hypermeta/out_of_distribution", int(self.prediction.out_of_distribution))
@@ -306,3 +318,16 @@ def _recent_td(model: DQN) -> tuple[float, float]:
     target = buffer.rewards[rows, 0] + (1 - done) * model.gamma * next_q
     q = q_all.numpy()[np.arange(len(rows)), buffer.actions[rows, 0].astype(np.int64).reshape(-1)]
     return smooth_l1_mean(q, target.astype(np.float32)), float(np.abs(q_all.numpy()).max())
+
+
+def _family_of(venv: Any) -> str | None:
+    """The hypermeta family of a vec env's environments, when they carry a task id or a family's gymnasium id."""
+    from hypermeta.tasks.families import family_of_env_id
+
+    try:
+        task = venv.get_attr("hypermeta_task_id")[0]
+        return str(task).partition(":")[0]
+    except (AttributeError, IndexError):
+        spec = getattr(venv.envs[0], "spec", None) if hasattr(venv, "envs") else None
+        family = family_of_env_id(spec.id) if spec is not None else None
+        return None if family is None else family.name

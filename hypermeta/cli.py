@@ -86,6 +86,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check_timesteps(args.timesteps)
     check_seed(args.seed)
+    if args.controller is not None or args.init is not None:  # unknown names and unsafe files fail before training
+        from hypermeta.controller import get_controller
+        from hypermeta.qstart import get_start
+
+        if args.controller is not None:
+            get_controller(args.controller)
+        if args.init is not None:
+            get_start(args.init)
     if sum(map(bool, (args.schedule, args.base, args.weights))) > 1:
         raise ValueError("give one of --schedule FILE (a fixed configuration), --base (the base configuration) "
                          "or --weights FILE (a meta-learner); without any, the shipped meta-learner predicts")
@@ -113,7 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         model = train(args.task, config, args.timesteps, args.seed, n_envs=args.n_envs, progress_bar=args.progress,
-                      tensorboard_log=args.tensorboard, verbose=args.verbose, guard=not args.no_guard)
+                      tensorboard_log=args.tensorboard, verbose=args.verbose, guard=not args.no_guard,
+                      controller=args.controller, init=args.init)
     except DivergenceError as exc:
         print(f"hypermeta train: training stopped: {exc}", file=sys.stderr)
         return 1
@@ -467,6 +476,20 @@ def cmd_meta_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_meta_init(args: argparse.Namespace) -> int:
+    from hypermeta.meta.qstart_learning import MetaInitSettings, meta_init
+
+    settings = MetaInitSettings(iterations=args.iterations, inner_steps=args.inner_steps,
+                                tasks_per_iteration=args.tasks_per_iteration, step_size=args.step_size,
+                                outer_lr=args.outer_lr, seed=args.seed)
+    out = args.out or f"studies/v3/init/{args.family}-{args.method}"
+    start = meta_init(args.family, args.method, args.plan, out, settings, progress=args.progress)
+    print(f"{args.method} start of {args.family} ({start.obs_dim} inputs, hidden {list(start.hidden)}, "
+          f"{start.n_actions} actions; {start.manifest['cpu_seconds']:.0f} s of CPU) -> {out}.safetensors; use it with "
+          f"HyperMetaCallback(config, init={out + '.safetensors'!r}) or `hypermeta train --init`")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from hypermeta.meta.predict import predict_config
     from hypermeta.space import get_space
@@ -618,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", type=nonneg_int, default=0)
     p.add_argument("--no-guard", action="store_true",
                    help="train without the divergence guard (on by default: rolls back and cuts the lr on divergence)")
+    p.add_argument("--controller", help="steer lr and epsilon during training: 'rule' (hand-written), 'default' (the "
+                   "shipped meta-learned controller) or a controller .safetensors (meta-learner v3)")
+    p.add_argument("--init", help="a Q-network start (.safetensors from `hypermeta meta-init`) loaded before the first step")
     p.set_defaults(func=cmd_train)
 
     from hypermeta.experiments.defaults import DEFAULT_RUNNER, DEFAULT_STORAGE, PRUNERS, RUNNERS, SAMPLERS, TEST_SEEDS
@@ -767,6 +793,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=positive_int, help="stop after this many generations (default: the plan's)")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_meta_control)
+
+    p = sub.add_parser("meta-init", help="learn a Q-network start for a task family (Reptile, first-order MAML, or "
+                       "the transfer and multi-task baselines) in the engine; resumable")
+    p.add_argument("family", help="a training family of the matrix plan (cartpole, acrobot, frozenlake, mountaincar)")
+    p.add_argument("--method", choices=["reptile", "fomaml", "transfer", "multitask"], required=True)
+    p.add_argument("--plan", default="studies/meta2/plan.yaml", help="matrix plan: training contexts, settings, budgets")
+    p.add_argument("--out", help="artifact path without suffix (default studies/v3/init/FAMILY-METHOD)")
+    p.add_argument("--iterations", type=positive_int, default=40, help="meta-iterations (reptile, fomaml)")
+    p.add_argument("--inner-steps", type=positive_int, default=5000, help="steps of each inner DQN run")
+    p.add_argument("--tasks-per-iteration", type=positive_int, default=16, help="contexts per meta-iteration")
+    p.add_argument("--step-size", type=finite_float, default=0.5, help="reptile: outer step, annealed linearly to 0")
+    p.add_argument("--outer-lr", type=finite_float, default=1e-3, help="fomaml: Adam's outer learning rate")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="draws each iteration's contexts")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_meta_init)
 
     p = sub.add_parser("predict", help="predict the lr and epsilon schedules of a task with the meta-learner")
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")

@@ -170,7 +170,11 @@ class _Agents:
             env.action_space.seed(j.seed)
         # all of an agent's weights in one row of `flat` ([K, P]); layers are views into it
         self.layout: list[tuple[int, int, int, int]] = []  # (offset, fan_in, fan_out, bias offset) per layer
-        self.flat = self._init_params().requires_grad_(True)
+        flat = self._init_params()
+        for k, job in enumerate(jobs):  # a Q-network start replaces SB3's initialisation (drawn first, as SB3 does)
+            if job.init is not None:
+                flat[k] = torch.from_numpy(self._start(job.init))
+        self.flat = flat.requires_grad_(True)
         self.target = self.flat.detach().clone()
         self.m = torch.zeros_like(self.target)
         self.v = torch.zeros_like(self.target)
@@ -187,6 +191,17 @@ class _Agents:
         self.failed: list[BaseException | None] = [None] * K
         self.healthy = np.ones(K, dtype=bool)  # failed[k] is None
         self.last_loss = np.zeros(K)
+
+    def _start(self, init: Any) -> np.ndarray:
+        """A Q-network start in this group's flat layout (MLPs only)."""
+        from hypermeta.qstart import get_start
+
+        if self.image:
+            raise ValueError("the batched engine loads Q-network starts into MLPs only, not MinAtarCNN: use the SB3 "
+                             "runner")
+        start = get_start(init)
+        start.check(self.D, self.n_actions, tuple(self.hidden), "this job's env and net")
+        return start.to_flat()
 
     def _run_control(self, k: int, job: Job) -> Any:
         """The run's :class:`~hypermeta.controller.RunControl` when the job has a controller: its schedules replace
@@ -414,6 +429,31 @@ class _Agents:
             with torch.no_grad():
                 self.target[kk] = self.flat[kk]
 
+    def final_starts(self) -> list[Any]:
+        """Each agent's online network as a :class:`~hypermeta.qstart.QStart` (None where it failed), with the
+        gradient of its TD loss on the last :data:`~hypermeta.controller.RECENT` stored transitions (the target
+        network's targets) at those weights as ``manifest["query_grad"]`` (the flat layout)."""
+        from hypermeta.controller import RECENT, recent_rows
+        from hypermeta.qstart import QStart
+
+        sizes = [self.D, *self.hidden, self.n_actions]
+        out = []
+        for k in range(self.K):
+            if not self.healthy[k]:
+                out.append(None)
+                continue
+            rows = torch.from_numpy(recent_rows(int(self.stored[k]), int(self.buffer[k]),
+                                                min(RECENT, int(self.buffer[k]))))
+            params = self.flat[k:k + 1].detach().clone().requires_grad_(True)
+            obs, nxt = self.b_obs[k, rows].float().unsqueeze(0), self.b_next[k, rows].float().unsqueeze(0)
+            next_q = self.q_values(nxt, self.target[k:k + 1])[0].max(dim=1).values
+            target = self.b_rew[k, rows] + (1 - self.b_done[k, rows]) * self.gamma[k, 0] * next_q
+            q = self.forward(self.layers(params), obs)[0].gather(1, self.b_act[k, rows].unsqueeze(1)).squeeze(1)
+            grad = torch.autograd.grad(F.smooth_l1_loss(q, target), params)[0][0]
+            out.append(QStart.from_flat(self.flat[k].detach().numpy().copy(), sizes,
+                                        {"query_grad": grad.numpy().tolist()}))
+        return out
+
     def fail(self, k: int, error: BaseException) -> None:
         if self.failed[k] is None:
             self.failed[k] = error
@@ -469,11 +509,15 @@ class _Agents:
 
 
 def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = None,
-                progress: Callable[[int], None] | None = None) -> list[Curve | BaseException]:
+                progress: Callable[[int], None] | None = None,
+                final_weights: list | None = None) -> list[Curve | BaseException]:
     """Train ``jobs`` (one group: same shapes) in lock-step; a curve per job, or the error that stopped it.
 
     ``on_eval[i](step, mean_return)`` is called after each evaluation of job ``i`` and may raise (e.g.
-    ``optuna.TrialPruned``) to stop that job alone; ``progress(n)`` is told every ``n`` agent-steps done.
+    ``optuna.TrialPruned``) to stop that job alone; ``progress(n)`` is told every ``n`` agent-steps done;
+    ``final_weights``, when a list, gets each job's final online-network parameters (:class:`~hypermeta.qstart.QStart`
+    of an MLP, None for a failed job), and the replay buffers' last transitions' TD-loss gradient at them
+    (``QStart.manifest["query_grad"]``, the engine's flat layout: first-order MAML's outer gradient).
     """
     torch.set_grad_enabled(True)
     agents = _Agents(jobs)
@@ -504,6 +548,8 @@ def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = N
                 agents.train(learners, progress_remaining)
             if progress is not None:
                 progress(int(active.sum()))
+        if final_weights is not None:
+            final_weights.extend(agents.final_starts())
     finally:
         agents.close()
     wall = time.perf_counter() - start

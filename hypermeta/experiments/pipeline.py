@@ -37,17 +37,22 @@ RUN_COLUMNS = ["task", "method", "config_key", "seed", "timesteps", "n_evals", "
                "final_return", "final_score", "wall_time", "env_steps", "curve", "config"]
 
 
-def config_key(config: DQNConfig, control: str | None = None) -> str:
+def config_key(config: DQNConfig, control: str | None = None, init: str | None = None) -> str:
     """A short stable hash of a configuration (identical configurations share their runs), and of the controller
-    that steers it when there is one (runs without a controller keep the keys they always had)."""
-    data = config.to_dict() if control is None else {**config.to_dict(), "controller": control}
+    that steers it and the Q-network start it begins from when there are (runs without either keep the keys they
+    always had)."""
+    data = config.to_dict()
+    if control is not None:
+        data["controller"] = control
+    if init is not None:
+        data["init"] = init
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def job_key(job: Job) -> tuple:
     """Identical runs (same task, configuration and controller, seed and measurement) share one stored row."""
     m = job.measurement
-    return (job.task, config_key(job.config, job.control_key), job.seed, m.timesteps, m.n_evals, m.eval_episodes)
+    return (job.task, config_key(job.config, job.control_key, job.init_key), job.seed, m.timesteps, m.n_evals, m.eval_episodes)
 
 
 def run_row(job: Job, curve: Curve) -> dict:
@@ -55,7 +60,7 @@ def run_row(job: Job, curve: Curve) -> dict:
     normalizer = Normalizer.for_task(job.task, job.reference)
     m = job.measurement
     return {
-        "task": job.task, "method": job.method, "config_key": config_key(job.config, job.control_key),
+        "task": job.task, "method": job.method, "config_key": config_key(job.config, job.control_key, job.init_key),
         "seed": job.seed, "timesteps": m.timesteps, "n_evals": m.n_evals, "eval_episodes": m.eval_episodes,
         "auc": curve.auc(normalizer), "final_return": curve.returns[-1],
         "final_score": float(normalizer(curve.returns[-1])), "wall_time": curve.wall_time,
@@ -71,7 +76,7 @@ def diverged_row(job: Job, error: BaseException) -> dict:
     normalizer = Normalizer.for_task(job.task, job.reference)
     m = job.measurement
     return {
-        "task": job.task, "method": job.method, "config_key": config_key(job.config, job.control_key),
+        "task": job.task, "method": job.method, "config_key": config_key(job.config, job.control_key, job.init_key),
         "seed": job.seed, "timesteps": m.timesteps, "n_evals": m.n_evals, "eval_episodes": m.eval_episodes, "auc": 0.0,
         "final_return": normalizer.random, "final_score": 0.0, "wall_time": 0.0, "env_steps": 0,
         "curve": json.dumps(f"diverged: {error}"), "config": json.dumps(job.config.to_dict(), sort_keys=True),

@@ -40,7 +40,8 @@ class Job:
     ``method`` is only a label (several methods may share one run); ``reference`` overrides the task's
     reference return for normalisation; ``control``: a controller (:mod:`hypermeta.controller`: an instance, or
     ``"rule"``, ``"zero"``, ``"default"`` or a weights path) that steers the configuration's lr and epsilon during the
-    run (None: the schedules as they are).
+    run (None: the schedules as they are); ``init``: a Q-network start (:mod:`hypermeta.qstart`: a path or a
+    :class:`~hypermeta.qstart.QStart`) loaded before the first step (None: SB3's random initialisation).
     """
 
     task: str
@@ -50,6 +51,7 @@ class Job:
     seed: int
     reference: float | None = None
     control: Any = None
+    init: Any = None
 
     @property
     def control_key(self) -> str | None:
@@ -59,6 +61,15 @@ class Job:
         from hypermeta.controller import get_controller
 
         return get_controller(self.control).key
+
+    @property
+    def init_key(self) -> str | None:
+        """What names the run's Q-network start in its stored key (None without one)."""
+        if self.init is None:
+            return None
+        from hypermeta.qstart import get_start
+
+        return get_start(self.init).key
 
 
 class Runner(ABC):

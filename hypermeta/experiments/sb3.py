@@ -57,12 +57,14 @@ def train(
     callbacks: Sequence[BaseCallback] = (),
     verbose: int = 0,
     guard: bool = False,
+    controller: Any = None,
+    init: Any = None,
 ) -> DQN:
     """Train DQN with the :class:`HyperMetaCallback` applying ``config``'s schedules (and, with ``guard``,
-    its divergence guard)."""
+    its divergence guard; with ``controller``, steered during training; with ``init``, from a Q-network start)."""
     timesteps = check_timesteps(timesteps)
     model = build_model(env_id, config, seed, n_envs=n_envs, tensorboard_log=tensorboard_log, verbose=verbose)
-    callback = CallbackList([HyperMetaCallback(config, guard=guard), *callbacks])
+    callback = CallbackList([HyperMetaCallback(config, guard=guard, controller=controller, init=init), *callbacks])
     model.learn(timesteps, callback=callback, progress_bar=progress_bar)
     return model
 
@@ -119,13 +121,15 @@ def run_curve(
     seed: int,
     on_eval: OnEval | None = None,
     control: Any = None,
+    init: Any = None,
 ) -> Curve:
     """Train DQN (with :class:`~hypermeta.HyperMetaCallback`) and evaluate it ``settings.n_evals`` times.
 
     Every evaluation uses the same ``settings.eval_episodes`` episodes (seeded from ``seed``), so curve
     points differ by the policy only. ``on_eval(step, mean_return)`` may raise (e.g. ``optuna.TrialPruned``)
     to stop early. Raises :class:`DivergenceError` on non-finite loss, weights, Q-values or returns. ``control``:
-    a controller steering the schedules (``HyperMetaCallback(config, controller=control)``).
+    a controller steering the schedules (``HyperMetaCallback(config, controller=control)``); ``init``: a Q-network
+    start loaded before the first step (``HyperMetaCallback(config, init=init)``).
     """
     task_id = task.id if isinstance(task, Task) else task
     curve = Curve()
@@ -133,7 +137,7 @@ def run_curve(
     model = build_model(task_id, config, seed)
     try:
         cb = _CurveCallback(task_id, settings, seed, curve, on_eval)
-        model.learn(settings.timesteps, callback=[HyperMetaCallback(config, controller=control), cb])
+        model.learn(settings.timesteps, callback=[HyperMetaCallback(config, controller=control, init=init), cb])
         if cb.pending:  # learn() stopped exactly at the last step before the final evaluation fired
             cb.evaluate()
     finally:
@@ -149,4 +153,4 @@ class SB3Runner(Runner):
     name = "sb3"
 
     def run(self, job: Job, on_eval: OnEval | None = None) -> Curve:
-        return run_curve(job.task, job.config, job.measurement, job.seed, on_eval, job.control)
+        return run_curve(job.task, job.config, job.measurement, job.seed, on_eval, job.control, job.init)

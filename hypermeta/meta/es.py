@@ -179,6 +179,7 @@ def meta_train(plan_path: str | Path, out_dir: str | Path | None = None, workers
     settings = ESSettings(**plan.get("meta_training", {}))
     problem = Problem(plan["matrix_plan"])
     out = Path(out_dir) if out_dir is not None else plan_path.parent / "controller"
+    out.mkdir(parents=True, exist_ok=True)
     state_path, store = out / "es_state.json", RunStore(out / "es_runs.csv")
     state = ESState.load(state_path) if state_path.is_file() else ESState.fresh(problem.size())
     if len(state.theta) != problem.size():
