@@ -356,4 +356,7 @@ def get_controller(name: str | Path | Controller) -> Controller:
             raise ValueError("no meta-learned controller is shipped yet (meta-learner v3 is in progress); use "
                              "controller='rule' (the hand-written rule) or a .safetensors file")
         return LinearController.load(path)
+    if Path(name).suffix != ".safetensors":
+        raise ValueError(f"unknown controller {str(name)!r}: use 'rule', 'default', 'zero' or a controller's "
+                         ".safetensors file")
     return LinearController.load(name)
