@@ -462,7 +462,7 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_control(args: argparse.Namespace) -> int:
-    from hypermeta.meta.es import meta_train
+    from hypermeta.experiments.control_training import meta_train
 
     if not Path(args.plan).is_file():
         raise ValueError(f"plan file {args.plan!r} does not exist")
@@ -477,7 +477,7 @@ def cmd_meta_control(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_init(args: argparse.Namespace) -> int:
-    from hypermeta.meta.qstart_learning import MetaInitSettings, meta_init
+    from hypermeta.experiments.qstart_training import MetaInitSettings, meta_init
 
     settings = MetaInitSettings(iterations=args.iterations, inner_steps=args.inner_steps,
                                 tasks_per_iteration=args.tasks_per_iteration, step_size=args.step_size,

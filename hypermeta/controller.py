@@ -45,7 +45,6 @@ means and standard deviations (the training tasks').
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +79,7 @@ class ControlledSchedule:
 
     >>> s = ControlledSchedule(lambda p: 1e-3, "lr")
     >>> s(0.5), round(s.with_offset(0.5)(0.5), 12)
-    (0.001, 0.003162277660)
+    (0.001, 0.00316227766)
     """
 
     def __init__(self, base: Callable[[float], float], kind: str, offset: float = 0.0) -> None:
@@ -240,29 +239,18 @@ class LinearController(Controller):
 
     def save(self, path: str | Path) -> Path:
         """``PATH.safetensors`` (weights, feature standardisation) and ``PATH.json`` (metadata)."""
-        from safetensors.numpy import save_file
+        from hypermeta.files import save_arrays
 
-        path = Path(path).with_suffix("")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"weights": self.weights, "feature_mean": self.feature_mean, "feature_std": self.feature_std},
-                  str(path.with_suffix(".safetensors")))
-        path.with_suffix(".json").write_text(json.dumps({"kind": "linear", "signals": list(SIGNAL_NAMES),
-                                                         **self.meta}, indent=2) + "\n")
-        return path.with_suffix(".safetensors")
+        return save_arrays(path, {"weights": self.weights, "feature_mean": self.feature_mean,
+                                  "feature_std": self.feature_std},
+                           {"kind": "linear", "signals": list(SIGNAL_NAMES), **self.meta})
 
     @classmethod
     def load(cls, path: str | Path) -> LinearController:
         """Weights saved by :meth:`save` (safetensors: loading runs no code)."""
-        from safetensors.numpy import load_file
+        from hypermeta.files import load_arrays
 
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            raise ValueError(f"controller weights must be a .safetensors file, got {str(path)!r}")
-        if not path.is_file():
-            raise ValueError(f"controller weights {str(path)!r} do not exist")
-        tensors = load_file(str(path))
-        meta_path = path.with_suffix(".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        tensors, meta = load_arrays(path, "controller weights")
         if meta.get("signals", list(SIGNAL_NAMES)) != list(SIGNAL_NAMES):
             raise ValueError(f"{path} was trained on other signals ({meta['signals']}) than this hypermeta's")
         meta.pop("kind", None)

@@ -107,3 +107,34 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return (head + ("-dirty" if dirty else "")) or None  # dirty: the code differs (data files do not count)
+
+
+def save_arrays(path: str | Path, arrays: dict, manifest: dict) -> Path:
+    """``PATH.safetensors`` (numpy ``arrays``) and ``PATH.json`` (``manifest``), folders created; returns the
+    ``.safetensors`` path. Loading them back (:func:`load_arrays`) runs no code."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    path = Path(path).with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(arrays, str(path.with_suffix(".safetensors")))
+    path.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return path.with_suffix(".safetensors")
+
+
+def load_arrays(path: str | Path, what: str) -> tuple[dict, dict]:
+    """The arrays and manifest that :func:`save_arrays` wrote (an empty manifest when its JSON is missing); a
+    one-line ``ValueError`` naming ``what`` for a path that is not an existing ``.safetensors`` file."""
+    import json
+
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{what} must be a .safetensors file, got {str(path)!r}")
+    if not path.is_file():
+        raise ValueError(f"{what} {str(path)!r} does not exist")
+    manifest_path = path.with_suffix(".json")
+    return dict(load_file(str(path))), json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+

@@ -15,7 +15,6 @@ unchanged). MLP Q-networks only (flat observations).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,27 +76,16 @@ class QStart:
 
     # --- files ---------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        from safetensors.numpy import save_file
+        from hypermeta.files import save_arrays
 
-        path = Path(path).with_suffix("")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(self.state, str(path.with_suffix(".safetensors")))
         manifest = {**self.manifest, "obs_dim": self.obs_dim, "n_actions": self.n_actions, "hidden": list(self.hidden)}
-        path.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
-        return path.with_suffix(".safetensors")
+        return save_arrays(path, self.state, manifest)
 
     @classmethod
     def load(cls, path: str | Path) -> QStart:
-        from safetensors.numpy import load_file
+        from hypermeta.files import load_arrays
 
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            raise ValueError(f"a Q-network start must be a .safetensors file, got {str(path)!r}")
-        if not path.is_file():
-            raise ValueError(f"Q-network start {str(path)!r} does not exist")
-        manifest_path = path.with_suffix(".json")
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        return cls(dict(load_file(str(path))), manifest)
+        return cls(*load_arrays(path, "a Q-network start"))
 
     # --- checks ----------------------------------------------------------------------------------------------------
     def check(self, obs_dim: int, n_actions: int, hidden: tuple[int, ...], where: str) -> None:

@@ -12,8 +12,8 @@ import torch
 
 from hypermeta.experiments.measurement import Measurement
 from hypermeta.experiments.runner import Job
-from hypermeta.meta.es import adam_ascent
-from hypermeta.meta.qstart_learning import MetaInitSettings, meta_init, reptile_step
+from hypermeta.experiments.control_training import adam_ascent
+from hypermeta.experiments.qstart_training import MetaInitSettings, meta_init, reptile_step
 from hypermeta.qstart import QStart
 from hypermeta.space import DQNConfig
 

@@ -7,9 +7,7 @@ import os
 import signal
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 

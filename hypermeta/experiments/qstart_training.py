@@ -29,14 +29,17 @@ import numpy as np
 
 from hypermeta.files import write_text_atomic
 from hypermeta.qstart import QStart
+from hypermeta.seeds import META_INIT_SEED_START
 
 METHODS = ("reptile", "fomaml", "transfer", "multitask")
 #: Inner run of iteration i, slot j: seed ``SEED_START + 100 i + j``; the shared initialisation: ``SEED_START - 1``.
-SEED_START = 44_000_000
+SEED_START = META_INIT_SEED_START
 
 
 @dataclass
 class MetaInitSettings:
+    """How a start is meta-learned (``hypermeta meta-init``'s options; stored in the artifact's manifest)."""
+
     iterations: int = 40
     inner_steps: int = 5000
     tasks_per_iteration: int = 16
@@ -96,7 +99,7 @@ def meta_init(family: str, method: str, matrix_plan: str | Path, out: str | Path
     """Learn (or resume learning) the start of ``family`` by ``method``; writes ``OUT.safetensors`` + ``OUT.json``
     (and ``OUT.state.json`` while iterating). Returns the start."""
     from hypermeta.files import git_commit
-    from hypermeta.meta.es import Problem
+    from hypermeta.experiments.control_training import Problem
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -160,7 +163,7 @@ def _meta_iterate(problem: Any, pool: list[str], method: str, settings: MetaInit
                 new = reptile_step(theta.astype(np.float64), [f.to_flat().astype(np.float64) for f in finals], eps)
                 m, v = state["m"], state["v"]
             else:
-                from hypermeta.meta.es import adam_ascent
+                from hypermeta.experiments.control_training import adam_ascent
 
                 grad = np.mean([f.manifest["query_grad"] for f in finals], axis=0)
                 new, m, v = adam_ascent(theta.astype(np.float64), -grad, np.asarray(state["m"]), np.asarray(state["v"]),

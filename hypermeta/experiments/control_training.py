@@ -31,11 +31,11 @@ import pandas as pd
 
 from hypermeta.controller import SIGNAL_NAMES, LinearController
 from hypermeta.files import read_yaml, write_text_atomic
+from hypermeta.seeds import CONTROL_SEED_START, CONTROL_VALIDATION_SEED_START
 
 #: Seeds: generation g, task slot i trains on ``TRAIN_SEED_START + 100 g + i``; validation seed j is
 #: ``VALIDATION_SEED_START + j`` (both disjoint from every other study's, see hypermeta.seeds).
-TRAIN_SEED_START = 40_000_000
-VALIDATION_SEED_START = 42_000_000
+TRAIN_SEED_START, VALIDATION_SEED_START = CONTROL_SEED_START, CONTROL_VALIDATION_SEED_START
 
 
 @dataclass
