@@ -1,0 +1,59 @@
+"""The ``hypermeta`` command line: one module per command group, each adding its own subparsers.
+
+``info`` (families, space, config, features, predict), ``train``, ``search`` (study, tune, evaluate, compare),
+``lab`` (the pre-registered pipelines: collect, matrix, meta-train, fewshot, meta2, meta-control, meta-init,
+meta-report) and ``bench``. Every command imports what it needs inside itself, so ``hypermeta --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from hypermeta.cli import bench, info, lab, search, train
+from hypermeta.cli._common import _exit_on_sigterm, _one_line_warnings, _Parser, positive_int
+
+#: The order ``hypermeta --help`` lists the commands in.
+ORDER = ("families", "space", "config", "features", "train", "study", "tune", "evaluate", "compare", "collect",
+         "matrix", "meta-train", "fewshot", "meta2", "meta-control", "meta-init", "predict", "meta-report", "bench")
+#: Commands that make environments from a user's id: they take ``--max-episode-steps``.
+MAKE_ENVS = ("features", "train", "study", "tune", "evaluate", "compare", "predict")
+
+
+def build_parser():
+    """The whole parser: every command module's subparsers, in :data:`ORDER`."""
+    parser = _Parser(prog="hypermeta", description="The ``hypermeta`` command line. See README.md.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    adders = {name: add for module in (info, train, search, lab, bench) for name, add in module.PARSERS.items()}
+    for name in ORDER:
+        adders[name](sub)
+    for name in MAKE_ENVS:
+        sub.choices[name].add_argument(
+            "--max-episode-steps", type=positive_int,
+            help="episode cap of environments without a time limit (default 1000, "
+            "hypermeta.tasks.families.DEFAULT_MAX_EPISODE_STEPS; episodes cut by it end as truncated); environments "
+            "with a time limit keep their own")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with _one_line_warnings():
+            if getattr(args, "max_episode_steps", None) is not None:
+                from hypermeta.tasks.families import set_max_episode_steps
+
+                set_max_episode_steps(args.max_episode_steps)  # worker processes inherit it
+            return args.func(args)
+    except ValueError as exc:
+        print(f"hypermeta {args.command}: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line
+        return 2
+    except OSError as exc:  # an unreadable input or unwritable output path
+        print(f"hypermeta {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return 2
