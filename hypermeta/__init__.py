@@ -43,16 +43,16 @@ _EXPORTS: dict[str, str] = {
     "MetaTrainConfig": "hypermeta.meta.data",
     "predict_config": "hypermeta.meta.predict",
     # experiments: train, evaluate, studies
-    "Measurement": "hypermeta.experiments.measurement",
-    "Job": "hypermeta.experiments.runner",
-    "Runner": "hypermeta.experiments.runner",
-    "get_runner": "hypermeta.experiments.runner",
-    "train": "hypermeta.experiments.sb3",
-    "evaluate": "hypermeta.experiments.sb3",
-    "run_jobs": "hypermeta.experiments.pipeline",
-    "StudySpec": "hypermeta.experiments.study",
-    "run_study": "hypermeta.experiments.study",
-    "baseline_config": "hypermeta.experiments.baselines",
+    "Measurement": "hypermeta.engine.measurement",
+    "Job": "hypermeta.engine.runner",
+    "Runner": "hypermeta.engine.runner",
+    "get_runner": "hypermeta.engine.runner",
+    "train": "hypermeta.engine.sb3",
+    "evaluate": "hypermeta.engine.sb3",
+    "run_jobs": "hypermeta.engine.pipeline",
+    "StudySpec": "hypermeta.search.study",
+    "run_study": "hypermeta.search.study",
+    "baseline_config": "hypermeta.search.baselines",
 }
 
 __all__ = sorted(_EXPORTS)

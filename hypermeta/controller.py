@@ -12,7 +12,7 @@ where ``base_lr`` and ``base_eps`` are the configuration's own schedules (best-f
 Zero offsets are the base schedules exactly, so a controller whose weights are zero *is* the baseline it must beat.
 
 Both runners compute the same signals with the same formulas: the SB3 callback (:class:`hypermeta.HyperMetaCallback`
-with ``controller=``) and the batched engine (a :class:`~hypermeta.experiments.runner.Job` with ``control=``); the
+with ``controller=``) and the batched engine (a :class:`~hypermeta.engine.runner.Job` with ``control=``); the
 TD loss and Q-values come from each runner's own networks on the same stored transitions, so the two agree up to
 floating-point rounding while their trajectories agree.
 

@@ -11,8 +11,8 @@ test runs                 :data:`TEST_SEED_START` + ``0 .. n-1``       :func:`te
 matrix (meta-training)    :data:`MATRIX_SEED_START` + 1000 * task index + ``0 .. n-1``   :func:`matrix_seeds`
 reference returns         :data:`REFERENCE_SEED_START` + ``0 .. n-1``  :func:`reference_seeds`
 engine fidelity runs      :data:`FIDELITY_SEED_START` + ``0 .. n-1``   :func:`fidelity_seeds`
-controller meta-training  :data:`CONTROL_SEED_START` + 100 g + i; validation :data:`CONTROL_VALIDATION_SEED_START` + j   :mod:`hypermeta.experiments.control_training`
-Q-network start training  :data:`META_INIT_SEED_START` + 100 i + j         :mod:`hypermeta.experiments.qstart_training`
+controller meta-training  :data:`CONTROL_SEED_START` + 100 g + i; validation :data:`CONTROL_VALIDATION_SEED_START` + j   :mod:`hypermeta.lab.control_training`
+Q-network start training  :data:`META_INIT_SEED_START` + 100 i + j         :mod:`hypermeta.lab.qstart_training`
 evaluation episodes       training seed + :data:`EVAL_SEED_OFFSET`      :func:`eval_seed`
 task-feature probe        :data:`FEATURE_SEED` (training and prediction alike)
 random-policy reference   :data:`RANDOM_SEED` (normalisation)
@@ -34,11 +34,11 @@ MATRIX_SEED_START = 5_000_000
 REFERENCE_SEED_START = 20_000_000
 #: The engine's fidelity test at full budgets (studies/fidelity2/plan.yaml) uses seeds from here up.
 FIDELITY_SEED_START = 30_000_000
-#: The controller's ES meta-training (hypermeta.experiments.control_training): generation g, task slot i trains on CONTROL + 100 g + i;
+#: The controller's ES meta-training (hypermeta.lab.control_training): generation g, task slot i trains on CONTROL + 100 g + i;
 #: its validation runs on CONTROL_VALIDATION + j.
 CONTROL_SEED_START = 40_000_000
 CONTROL_VALIDATION_SEED_START = 42_000_000
-#: The Q-network starts' inner runs (hypermeta.experiments.qstart_training): iteration i, slot j on META_INIT + 100 i + j;
+#: The Q-network starts' inner runs (hypermeta.lab.qstart_training): iteration i, slot j on META_INIT + 100 i + j;
 #: their shared initialisation on META_INIT - 1.
 META_INIT_SEED_START = 44_000_000
 #: Evaluation environments are seeded with ``seed + EVAL_SEED_OFFSET`` so they never replay training episodes.

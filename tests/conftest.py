@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from hypermeta.experiments.runner import Runner
+from hypermeta.engine.runner import Runner
 
 torch.set_num_threads(1)  # tiny networks: threads only add overhead and noise on 2 cores
 
@@ -26,7 +26,7 @@ class MarkerRunner(Runner):
     name = "marker"
 
     def run(self, job, on_eval=None):
-        from hypermeta.experiments.measurement import Curve
+        from hypermeta.engine.measurement import Curve
 
         touch_and_sleep(Path(os.environ["HYPERMETA_TEST_MARKERS"], str(job.seed)))
         return Curve([job.measurement.timesteps], [0.0])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import hypermeta
-from hypermeta.experiments.runner import RUNNERS, Runner, get_runner
+from hypermeta.engine.runner import RUNNERS, Runner, get_runner
 from hypermeta.meta.method import METHODS, Method, get_method
 
 PACKAGE = Path(hypermeta.__file__).parent
@@ -62,14 +62,28 @@ def test_no_import_circles():
             visit(module, [])
 
 
+#: The layers, lowest first: a module may import its own layer and those below, never one above.
+LAYERS = ("core", "engine", "search", "lab", "reports", "cli")
+
+
+def _layer(module: str) -> str:
+    part = module.split(".")[1] if module.count(".") >= 1 else ""
+    return part if part in LAYERS else "core"  # hypermeta's top-level modules, tasks and meta
+
+
 def test_data_flows_one_way():
+    """lab -> search -> engine -> core (the reports render the lab's data; the CLI sits on top)."""
     graph = _import_graph()
     for module, deps in graph.items():
-        layer = module.split(".")[1] if "." in module else ""
-        if layer in ("tasks", "meta"):  # below the experiments and the reports
-            assert not {d for d in deps if d.startswith(("hypermeta.experiments", "hypermeta.reports"))}, module
-        if layer == "experiments":
-            assert not {d for d in deps if d.startswith("hypermeta.reports")}, module
+        above = {d for d in deps if LAYERS.index(_layer(d)) > LAYERS.index(_layer(module))}
+        assert not above, f"{module} ({_layer(module)}) imports {sorted(above)} from above it"
+
+
+def test_every_folder_has_a_docstring_saying_what_lives_there():
+    import ast as _ast
+
+    for init in PACKAGE.rglob("__init__.py"):
+        assert _ast.get_docstring(_ast.parse(init.read_text())), f"{init} has no docstring"
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["families"], ["space"], ["meta-train", "--help"]])
@@ -114,7 +128,7 @@ def test_every_registered_method_resolves_to_its_class(name):
 
 
 def test_every_registered_runner_resolves():
-    from hypermeta.experiments import defaults
+    from hypermeta.engine import defaults
 
     assert tuple(RUNNERS) == defaults.RUNNERS  # the CLI's cheap list of names is the registry's
     for name in RUNNERS:
@@ -130,8 +144,8 @@ def test_run_many_stops_its_processes_when_the_caller_stops(tmp_path, monkeypatc
     import time
 
     from conftest import MarkerRunner
-    from hypermeta.experiments.measurement import Measurement
-    from hypermeta.experiments.runner import Job
+    from hypermeta.engine.measurement import Measurement
+    from hypermeta.engine.runner import Job
     from hypermeta.space import DQNConfig
 
     monkeypatch.setenv("HYPERMETA_TEST_MARKERS", str(tmp_path))

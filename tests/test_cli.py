@@ -94,3 +94,12 @@ def test_evaluate_unknown_study_lists_existing_ones(capsys, tmp_path):
     storage = f"sqlite:///{tmp_path}/s.db"
     code, _, err = run(capsys, "evaluate", "cartpole", "--timesteps", "100", "--study", "nope", "--storage", storage)
     assert code == 2 and "no study named 'nope'" in err
+
+
+def test_train_compare_ends_with_a_measured_comparison_against_sb3s_default_schedules(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "cartpole:gravity=12", "--timesteps", "400", "--base", "--eval-episodes", "1",
+                 "--compare", "2"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("normalised AUC") and "SB3's default schedules" in last and "over the 2 seeds" in last
+    assert list(tmp_path.iterdir()) == []  # measured in memory, nothing written

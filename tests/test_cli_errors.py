@@ -129,7 +129,7 @@ def test_wrong_credentials_name_the_cause(postgres_url):
 
     url = make_url(postgres_url).set(username="nobody", password="wr0ng").render_as_string(hide_password=False)
     with pytest.raises(ValueError, match=r"nobody:\*\*\*@.*cannot connect \(.*nobody") as info:
-        from hypermeta.experiments.study import check_storage_url
+        from hypermeta.search.study import check_storage_url
 
         check_storage_url(url)
     assert "wr0ng" not in str(info.value)

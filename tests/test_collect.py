@@ -19,7 +19,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNorm
 from hypermeta import (FEATURE_NAMES, DQNConfig, HyperMetaCallback, MetaModel, MetaTrainConfig, OutOfDistributionWarning,
                        get_space, make_env, meta_train, predict_config, probe_features)
 from hypermeta.cli import main
-from hypermeta.experiments.collect import TaskDistribution, collect
+from hypermeta.lab.collect import TaskDistribution, collect
 from hypermeta.meta.data import tasks_from_frame
 from hypermeta.meta.method import METHODS
 from hypermeta.seeds import FEATURE_SEED

@@ -11,8 +11,8 @@ import torch
 
 from hypermeta.controller import (EPS_SPAN, LR_RANGE, SIGNAL_NAMES, ControlledSchedule, HandRule, LinearController,
                                   RunSignals, get_controller)
-from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.runner import Job
+from hypermeta.engine.measurement import Measurement
+from hypermeta.engine.runner import Job
 from hypermeta.schedules import ShapedSchedule
 from hypermeta.space import DQNConfig
 
@@ -78,8 +78,8 @@ def test_hand_rule_halves_lr_on_a_td_blow_up_and_raises_epsilon_while_nothing_is
 def test_engine_and_sb3_make_the_same_decisions_on_one_job(controller, monkeypatch):
     """Same job, same controller: the same control steps, signals and offsets (to rounding) while the curves agree."""
     import hypermeta.callback as callback
-    import hypermeta.experiments.engine as engine
-    from hypermeta.experiments.sb3 import SB3Runner
+    import hypermeta.engine.batched as engine
+    from hypermeta.engine.sb3 import SB3Runner
 
     job = Job("cartpole", "x", CONFIG, Measurement(2000, 2, 2), 3, control=controller)
     logs = {}
@@ -100,7 +100,7 @@ def test_engine_and_sb3_make_the_same_decisions_on_one_job(controller, monkeypat
 
 
 def test_the_zero_controller_trains_exactly_like_no_controller():
-    import hypermeta.experiments.engine as engine
+    import hypermeta.engine.batched as engine
 
     plain = engine.train_group([Job("cartpole", "x", CONFIG, Measurement(1500, 2, 2), 4)])[0]
     zero = engine.train_group([Job("cartpole", "x", CONFIG, Measurement(1500, 2, 2), 4, control="zero")])[0]
@@ -125,7 +125,7 @@ def test_callback_with_a_controller_survives_save_load_evalcallback_and_a_second
     from stable_baselines3.common.monitor import Monitor
 
     from hypermeta import HyperMetaCallback
-    from hypermeta.experiments.sb3 import build_model
+    from hypermeta.engine.sb3 import build_model
     from hypermeta.tasks.families import make_env
 
     model = build_model("cartpole", CONFIG, seed=0)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import hypermeta.experiments.engine as engine
+import hypermeta.engine.batched as engine
 from hypermeta import DQNConfig, Job, Measurement, get_runner, run_jobs
-from hypermeta.experiments.sb3 import SB3Runner, build_model
-from hypermeta.experiments.study import StudySpec, run_study
+from hypermeta.engine.sb3 import SB3Runner, build_model
+from hypermeta.search.study import StudySpec, run_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -155,7 +155,7 @@ def test_batches_follow_the_order_of_the_jobs_across_groups():
 @pytest.mark.parametrize("shape", ["linear", "cosine", "exponential", "constant"])
 @pytest.mark.parametrize("total,fraction", [(1000, 0.1), (30000, 0.37), (4097, 1.0), (60000, 0.012345)])
 def test_an_epsilon_schedule_keeps_its_value_from_the_step_it_settles_at(shape, total, fraction):
-    from hypermeta.experiments.engine import _settles_at
+    from hypermeta.engine.batched import _settles_at
     from hypermeta.schedules import ShapedSchedule
 
     schedule = ShapedSchedule(0.9, 0.03, shape, fraction)
@@ -186,7 +186,7 @@ def test_limit_heap_fragmentation_makes_glibc_serve_64_kib_blocks_by_mmap():
     import sys
 
     code = ("import ctypes, os; os.environ.pop('MALLOC_MMAP_THRESHOLD_', None)\n"
-            "from hypermeta.experiments.engine import limit_heap_fragmentation\n"
+            "from hypermeta.engine.batched import limit_heap_fragmentation\n"
             "libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = ctypes.c_void_p\n"
             "ok = limit_heap_fragmentation()\n"
             "offsets = [libc.malloc(100_000) % 4096 for _ in range(300)]\n"  # past the heap's free chunks

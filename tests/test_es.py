@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.cli import main
-from hypermeta.experiments.control_training import ESState, adam_ascent, centred_ranks, es_gradient
+from hypermeta.lab.control_training import ESState, adam_ascent, centred_ranks, es_gradient
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_a_tiny_meta_training_runs_validates_writes_its_candidate_and_resumes(tm
 
 def test_the_committed_v3_plan_parses_and_states_its_budget():
     from hypermeta.files import read_yaml
-    from hypermeta.experiments.control_training import ESSettings
+    from hypermeta.lab.control_training import ESSettings
 
     plan = read_yaml(ROOT / "studies" / "v3" / "plan.yaml", "v3 plan file")
     settings = ESSettings(**plan["meta_training"])

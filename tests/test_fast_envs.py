@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from hypermeta.experiments.fast_envs import make_fast_env
+from hypermeta.engine.fast_envs import make_fast_env
 from hypermeta.tasks.families import make_env
 
 
@@ -19,7 +19,7 @@ def _gymnasiums_own_time_limit(monkeypatch):
     import gymnasium.wrappers
     import gymnasium.wrappers.common as common
 
-    from hypermeta.experiments import fast_envs
+    from hypermeta.engine import fast_envs
 
     original = next(c for c in gymnasium.wrappers.TimeLimit.__mro__
                     if c.__module__ == "gymnasium.wrappers.common" and c.__name__ == "TimeLimit")
@@ -44,17 +44,17 @@ def test_only_int64_spaces_of_the_env_itself_get_the_shortcut(monkeypatch):
     shared = gym.spaces.Discrete(3)
     narrow = make_env("CartPole-v1")
     narrow.unwrapped.action_space = gym.spaces.Discrete(2, dtype=np.int32)  # int64 values are not its members
-    monkeypatch.setattr("hypermeta.experiments.fast_envs.make_env", lambda task: narrow)
+    monkeypatch.setattr("hypermeta.engine.fast_envs.make_env", lambda task: narrow)
     assert "contains" not in vars(make_fast_env("x").unwrapped.action_space)
     one, two = make_env("CartPole-v1"), make_env("CartPole-v1")
     one.unwrapped.action_space = two.unwrapped.action_space = shared  # a space shared by two envs ...
-    monkeypatch.setattr("hypermeta.experiments.fast_envs.make_env", lambda task: one)
+    monkeypatch.setattr("hypermeta.engine.fast_envs.make_env", lambda task: one)
     assert "contains" in vars(make_fast_env("x").unwrapped.action_space)
     assert "contains" not in vars(shared) and two.unwrapped.action_space is shared  # ... is left alone
 
 
 def test_other_gymnasium_code_keeps_its_own_steps(monkeypatch):
-    from hypermeta.experiments import fast_envs
+    from hypermeta.engine import fast_envs
 
     monkeypatch.setitem(fast_envs.CHECKED_SOURCES, "MountainCarEnv.step", "another version")
     fast_envs._unchanged.cache_clear()
@@ -176,7 +176,7 @@ def test_cartpole_steps_after_termination_like_gymnasiums():
 def test_the_wrapper_stack_is_replaced_only_where_it_is_gymnasiums_plain_one(monkeypatch):
     from gymnasium.error import ResetNeeded
 
-    from hypermeta.experiments import fast_envs
+    from hypermeta.engine import fast_envs
 
     env = make_fast_env("CartPole-v1")
     assert type(env).__name__ == "_Steps" and env.spec.id == "CartPole-v1"  # other attributes: the wrapped env's

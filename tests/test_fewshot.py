@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from hypermeta.cli import main
-from hypermeta.experiments.fewshot import FewShotPlan, check_test_runs_only, fewshot_progress
+from hypermeta.lab.fewshot import FewShotPlan, check_test_runs_only, fewshot_progress
 from hypermeta.seeds import test_seeds
 
 
@@ -120,7 +120,7 @@ def test_bad_plans_fail_in_one_line(tmp_path, change, match):
 def test_the_committed_plan_uses_meta2s_held_out_tasks_and_budgets():
     from pathlib import Path
 
-    from hypermeta.experiments.matrix import MatrixPlan
+    from hypermeta.lab.matrix import MatrixPlan
 
     root = Path(__file__).parent.parent / "studies"
     plan, meta2 = FewShotPlan.load(root / "tune" / "plan.yaml"), MatrixPlan.load(root / "meta2" / "plan.yaml")
@@ -132,7 +132,7 @@ def test_the_committed_plan_uses_meta2s_held_out_tasks_and_budgets():
             assert e["timesteps"] == meta2.budget(e["task"]) and e["runner"] == "batched", e
     assert {e["task"] for e in plan.tasks if e["runner"] == "sb3"} == {"minatar-breakout", "minatar-freeway"}
     # their cold studies are meta2's TPE studies, which must then be the same study: same untuned settings
-    from hypermeta.experiments import meta2 as stages
+    from hypermeta.lab import meta2 as stages
     from hypermeta.space import get_space
 
     assert plan.shared_cold_studies() == {t: stages.tpe_study(MatrixPlan.load(plan.cold_from), t) for t in heldout}
@@ -140,8 +140,8 @@ def test_the_committed_plan_uses_meta2s_held_out_tasks_and_budgets():
 
 
 def test_cold_studies_shared_with_a_meta2_plan_must_be_the_same_study(tmp_path, monkeypatch):
-    from hypermeta.experiments import meta2 as stages
-    from hypermeta.experiments.matrix import MatrixPlan
+    from hypermeta.lab import meta2 as stages
+    from hypermeta.lab.matrix import MatrixPlan
 
     other = {"name": "m2", "fixed": {"net_arch": "small", "gamma": 0.98}, "seed": 1, "train": {"cartpole": 1},
              "heldout_contexts": ["cartpole:gravity=12"], "heldout_family": [], "budgets": {"cartpole": 5000},
@@ -159,7 +159,7 @@ def test_cold_studies_shared_with_a_meta2_plan_must_be_the_same_study(tmp_path, 
     monkeypatch.setattr(FewShotPlan, "_find_shared_cold_studies", find)
     assert FewShotPlan.load(path).shared_runs().path == tmp_path / "heldout" / "runs.csv"  # its runs to copy
     assert shared == {"cartpole:gravity=12": stages.tpe_study(MatrixPlan.load(tmp_path / "m2.yaml"), "cartpole:gravity=12")}
-    from hypermeta.experiments import fewshot
+    from hypermeta.lab import fewshot
 
     seen = []
 
@@ -237,7 +237,7 @@ def test_the_few_shot_report_pairs_runs_by_seed():
 
 
 def test_metatpe_data_must_not_hold_the_benchmarks_own_tasks(tmp_path):
-    from hypermeta.experiments.fewshot import check_inputs
+    from hypermeta.lab.fewshot import check_inputs
 
     plan = {"name": "leak", "tasks": [{"task": "cartpole:gravity=12", "timesteps": 300},
                                       {"task": "acrobot", "timesteps": 300}],
@@ -256,7 +256,7 @@ def test_metatpe_data_must_not_hold_the_benchmarks_own_tasks(tmp_path):
 def test_the_default_is_recorded_before_any_evaluation_task_runs(tmp_path, monkeypatch):
     """The plan lists an evaluation task first; the run stage still runs the selection task first and writes
     choice.json before the evaluation task starts (no training: the stages are replaced)."""
-    import hypermeta.experiments.fewshot as fewshot
+    import hypermeta.lab.fewshot as fewshot
     from hypermeta import DQNConfig
 
     plan = {"name": "order", "tasks": [{"task": "cartpole", "timesteps": 300}, {"task": "acrobot", "timesteps": 300}],
@@ -283,7 +283,7 @@ def test_the_default_is_recorded_before_any_evaluation_task_runs(tmp_path, monke
     # a folder with runs from before the run record: the choice cannot claim it preceded them
     for name in ("manifest.json", "choice.json"):
         (tmp_path / name).unlink()
-    from hypermeta.experiments.pipeline import RUN_COLUMNS
+    from hypermeta.engine.pipeline import RUN_COLUMNS
 
     old = {c: 0 for c in RUN_COLUMNS} | {"task": "cartpole", "method": "cold@2", "config_key": "k", "curve": "[0]"}
     pd.DataFrame([old], columns=RUN_COLUMNS).to_csv(tmp_path / "runs.csv", index=False)
@@ -311,8 +311,8 @@ def test_records_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_status_counts_distinct_chosen_configurations_and_runs_cold_from_made(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from hypermeta.experiments import fewshot
-    from hypermeta.experiments.pipeline import config_key
+    from hypermeta.lab import fewshot
+    from hypermeta.engine.pipeline import config_key
     from hypermeta.space import DQNConfig
 
     plan = {"name": "fs", "samplers": ["tpe"], "tune_trials": 2, "cold_trials": [1, 2], "seeds_per_trial": 1,
@@ -341,7 +341,7 @@ def test_tasks_runs_the_selection_tasks_and_the_matching_ones_and_the_report_say
     """`fewshot PLAN --tasks PATTERN`: the selection task first, then the matching evaluation tasks only; every task's
     rows are written when it finishes, a later run adds the rest and keeps them, and the report until then is
     marked interim and reads the finished tasks only (no training: the stages are replaced)."""
-    import hypermeta.experiments.fewshot as fewshot
+    import hypermeta.lab.fewshot as fewshot
     from hypermeta import DQNConfig
 
     plan = {"name": "part", "samplers": ["tpe"], "tune_trials": 2, "cold_trials": [2, 32], "test_seeds": 3,
@@ -391,8 +391,8 @@ def test_samplers_tune_side_by_side_with_two_workers_as_one_by_one(tmp_path, net
     when run alone: the same best configuration and the same trials (separate storages, the same plan otherwise).
     Whether their trials' clock times overlap depends on how fast each process imports torch, so the live processes
     are counted, and the parent is checked to only read studies the processes finished."""
-    import hypermeta.experiments.fewshot as fewshot
-    from hypermeta.experiments.fewshot import tune_samplers
+    import hypermeta.lab.fewshot as fewshot
+    from hypermeta.lab.fewshot import tune_samplers
 
     import optuna
 
@@ -437,9 +437,9 @@ def test_samplers_tune_side_by_side_with_two_workers_as_one_by_one(tmp_path, net
 
 
 def test_copied_runs_are_recorded_when_copied_even_if_the_run_is_killed_later(tmp_path, monkeypatch):
-    import hypermeta.experiments.fewshot as fewshot
+    import hypermeta.lab.fewshot as fewshot
     from hypermeta import DQNConfig
-    from hypermeta.experiments.pipeline import RunStore
+    from hypermeta.engine.pipeline import RunStore
 
     plan = {"name": "copy", "samplers": ["tpe"], "tune_trials": 2, "cold_trials": [2], "test_seeds": 2,
             "selection_tasks": ["acrobot"], "tasks": [{"task": "acrobot", "timesteps": 300},
@@ -516,8 +516,8 @@ def test_the_report_counts_retried_trials_that_did_not_keep_their_seeds(tmp_path
 def test_a_failing_side_by_side_tune_study_stops_the_others_with_a_one_line_error(tmp_path, network_weights):
     from optuna.trial import TrialState
 
-    from hypermeta.experiments.fewshot import tune_samplers
-    from hypermeta.experiments.study import stored_study
+    from hypermeta.lab.fewshot import tune_samplers
+    from hypermeta.search.study import stored_study
 
     plan = {"name": "fail", "tasks": [{"task": "cartpole", "timesteps": 300_000}], "samplers": ["tpe", "metatpe"],
             "tune_trials": 4, "cold_trials": [2], "seeds_per_trial": 2, "weights": network_weights}  # no meta_data

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from hypermeta.cli import main
-from hypermeta.experiments.fidelity import FidelityPlan, equivalence_table, paired
+from hypermeta.lab.fidelity import FidelityPlan, equivalence_table, paired
 
 PLAN = """name: tiny
 fixed: {net_arch: small, batch_size: 16, train_freq: 4, subsample_steps: 4, target_update_interval: 50,

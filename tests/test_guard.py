@@ -9,7 +9,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
 from hypermeta import DQNConfig, HyperMetaCallback
-from hypermeta.experiments.sb3 import build_model
+from hypermeta.engine.sb3 import build_model
 from hypermeta.guard import DivergenceError, GuardSettings, health
 
 DIVERGES = DQNConfig(lr_initial=1e-2, target_update_interval=1, gamma=0.999, train_freq=1, subsample_steps=1,

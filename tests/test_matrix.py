@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import hypermeta.experiments.engine as engine
-from hypermeta.experiments.matrix import MatrixPlan, collect_matrix
+import hypermeta.engine.batched as engine
+from hypermeta.lab.matrix import MatrixPlan, collect_matrix
 from hypermeta.seeds import TEST_SEED_START, matrix_seeds
 
 
@@ -55,8 +55,8 @@ def test_collection_resumes_without_redoing_runs(tmp_path, monkeypatch):
 
 def test_status_counts_stored_runs_and_estimates_the_rest(tmp_path, capsys):
     from hypermeta.cli import main
-    from hypermeta.experiments.matrix import format_progress, matrix_progress
-    from hypermeta.experiments.pipeline import RunStore
+    from hypermeta.lab.matrix import format_progress, matrix_progress
+    from hypermeta.engine.pipeline import RunStore
 
     plan = tiny_plan(tmp_path)
     collect_matrix(plan, n_tasks=1)  # the default context: 4 configurations x 2 seeds
@@ -74,7 +74,7 @@ def test_status_counts_stored_runs_and_estimates_the_rest(tmp_path, capsys):
     assert progress.loc[("heldout", "cartpole"), "s_per_run"] == train["s_per_run"]  # estimated from the family's runs
     # the time per run comes from the family's latest runs (file order): older, slower ones do not count
     slow_then_fast = runs.assign(wall_time=[100.0] * 4 + [2.0] * (len(runs) - 4))
-    import hypermeta.experiments.matrix as matrix
+    import hypermeta.lab.matrix as matrix
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(matrix, "RECENT_RUNS", len(runs) - 4)

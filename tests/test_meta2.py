@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from hypermeta import DQNConfig, MetaModel, MetaTrainConfig, meta_train
-from hypermeta.experiments.matrix import MatrixPlan, collect_matrix, matrix_dataset, matrix_scores
-from hypermeta.experiments.pipeline import RunStore, paired_difference, run_row
+from hypermeta.lab.matrix import MatrixPlan, collect_matrix, matrix_dataset, matrix_scores
+from hypermeta.engine.pipeline import RunStore, paired_difference, run_row
 from hypermeta.guard import DivergenceError
 from hypermeta.meta.data import SPACE, TaskData, best_fixed_code
 from hypermeta.meta.selection import auroc, cv_table, cv_winner, loto_cv, ood_threshold, portfolio_score
@@ -250,7 +250,7 @@ def tiny_plan(tmp_path) -> MatrixPlan:
 
 
 def fake_runs(plan: MatrixPlan, tasks: list[str], auc: dict[str, float]) -> pd.DataFrame:
-    from hypermeta.experiments.measurement import Curve
+    from hypermeta.engine.measurement import Curve
 
     rows = []
     for job in plan.jobs(tasks):
@@ -280,7 +280,7 @@ def test_matrix_scores_normalise_per_task_and_skip_incomplete_tasks(tmp_path):
 
 
 def test_a_diverged_matrix_run_scores_as_random_and_is_not_retried(tmp_path, monkeypatch):
-    import hypermeta.experiments.engine as engine
+    import hypermeta.engine.batched as engine
 
     plan = tiny_plan(tmp_path)
 
@@ -300,7 +300,7 @@ def test_meta2_stages_end_to_end_on_a_tiny_plan(tmp_path):
     """matrix -> cv -> train -> heldout on 4 training tasks of 5,000 steps: the selection, weights with their
     OOD threshold and the plan's fixed settings, and test runs of every configuration on the test seeds."""
     from hypermeta.cli import main
-    from hypermeta.experiments import meta2
+    from hypermeta.lab import meta2
     from hypermeta.seeds import test_seeds
 
     plan = {"name": "tiny", "fixed": {"net_arch": "small", "learning_starts": 100}, "seed": 1,
@@ -443,7 +443,7 @@ def test_the_report_scores_a_baseline_on_the_tasks_it_has_runs_on():
 
 
 def test_the_oracle_is_the_best_portfolio_mean_of_the_task_itself(tmp_path):
-    from hypermeta.experiments.meta2 import named_schedules, oracle_config
+    from hypermeta.lab.meta2 import named_schedules, oracle_config
 
     plan = tiny_plan(tmp_path)
     task = plan.heldout_contexts[0]
@@ -457,7 +457,7 @@ def test_the_oracle_is_the_best_portfolio_mean_of_the_task_itself(tmp_path):
 
 
 def test_tasks_without_signal_are_listed_not_silently_dropped(tmp_path):
-    from hypermeta.experiments.matrix import matrix_gaps
+    from hypermeta.lab.matrix import matrix_gaps
 
     plan = tiny_plan(tmp_path)
     tasks = plan.train_tasks()[:2]
@@ -481,7 +481,7 @@ def test_float_parsing_noise_does_not_change_the_data_fingerprint():
 
 
 def test_a_selection_recomputed_with_float_rounding_is_the_same_selection():
-    from hypermeta.experiments.meta2 import same_selection
+    from hypermeta.lab.meta2 import same_selection
 
     a = {"winner": "k-nearest", "ood_thresholds": {"k-nearest": 0.06323099570229854}, "table": [{"cv_score": 0.7}],
          "created": "2026-11-26 14:53 UTC", "heldout_runs_existed": False}
@@ -596,7 +596,7 @@ def test_push_right_solves_a_strong_engine_context_and_not_the_default():
 
 
 def test_the_planned_mdd_matches_the_bootstrap():
-    from hypermeta.experiments.pipeline import planned_mdd
+    from hypermeta.engine.pipeline import planned_mdd
 
     rng = np.random.default_rng(0)
     n, k, task_var, seed_var = 16, 10, 0.01, 0.25
@@ -730,7 +730,7 @@ def test_runner_agreement_pairs_the_same_runs_of_both_runners():
 
 
 def test_score_matrix_refuses_what_it_cannot_pair_instead_of_dropping_it():
-    from hypermeta.experiments.pipeline import score_matrix
+    from hypermeta.engine.pipeline import score_matrix
 
     runs = pd.DataFrame({"method": "a", "task": ["x", "x", "y", "y"], "seed": [0, 1, 0, 1], "auc": [0.1, 0.2, 0.3, 0.4]})
     assert score_matrix(runs, "a", ["y", "x"]).tolist() == [[0.3, 0.1], [0.4, 0.2]]  # tasks in the order asked

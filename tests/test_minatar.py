@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from hypermeta import DQNConfig, get_family, make_env, probe_features
-from hypermeta.experiments.measurement import reference_return
-from hypermeta.experiments.sb3 import build_model
+from hypermeta.engine.measurement import reference_return
+from hypermeta.engine.sb3 import build_model
 from hypermeta.networks import MinAtarCNN
 from hypermeta_plugins.minatar_games import GAMES, MAX_EPISODE_STEPS
 
@@ -64,10 +64,10 @@ def test_the_batched_engine_trains_minatars_cnn_like_sb3(monkeypatch, learn_reco
     """Same seed -> the engine's agent takes SB3's actions and reaches SB3's weights with MinAtarCNN too."""
     import torch
 
-    import hypermeta.experiments.engine as engine
-    from hypermeta.experiments.measurement import Measurement
-    from hypermeta.experiments.runner import Job
-    from hypermeta.experiments.sb3 import SB3Runner
+    import hypermeta.engine.batched as engine
+    from hypermeta.engine.measurement import Measurement
+    from hypermeta.engine.runner import Job
+    from hypermeta.engine.sb3 import SB3Runner
 
     config = DQNConfig(learning_starts=100, batch_size=16, train_freq=4, target_update_interval=50,
                        lr_initial=1e-3, eps_fraction=0.5)
@@ -103,7 +103,7 @@ def test_the_batched_engine_trains_minatars_cnn_like_sb3(monkeypatch, learn_reco
 def test_the_batched_engine_refuses_images_it_has_no_network_for():
     import gymnasium as gym
 
-    from hypermeta.experiments.engine import _image_shape
+    from hypermeta.engine.batched import _image_shape
 
     with pytest.raises(ValueError, match="boolean images.*--runner sb3"):
         _image_shape(gym.spaces.Box(0, 255, (84, 84, 3), np.uint8))
@@ -130,9 +130,9 @@ def test_reference_returns_are_the_committed_measurement():
 
 
 def test_cnn_jobs_group_by_frame_shape_whatever_net_arch_in_batches_of_at_most_16():
-    from hypermeta.experiments.engine import MAX_AGENTS, BatchedRunner
-    from hypermeta.experiments.measurement import Measurement
-    from hypermeta.experiments.runner import Job
+    from hypermeta.engine.batched import MAX_AGENTS, BatchedRunner
+    from hypermeta.engine.measurement import Measurement
+    from hypermeta.engine.runner import Job
 
     jobs = [Job("minatar-breakout", "x", DQNConfig(net_arch=("small", "medium")[s % 2]), Measurement(100), s)
             for s in range(40)] + [Job("minatar-freeway", "x", DQNConfig(), Measurement(100), 0)]
@@ -145,9 +145,9 @@ def test_cnn_jobs_group_by_frame_shape_whatever_net_arch_in_batches_of_at_most_1
 def test_reference_report_marks_the_budgets_where_the_base_does_not_beat_random(monkeypatch):
     """The learning-curve table of `bench minatar`: mean +/- s.e. per evaluation, marked where the mean is not
     more than 2 s.e. above the random policy (here 1.0): 1.00 +/- 0.00 is not; 6.00 +/- 0.58 is."""
-    import hypermeta.experiments.measurement as measurement
-    from hypermeta.experiments.bench import _curve_table
-    from hypermeta.experiments.measurement import Measurement
+    import hypermeta.engine.measurement as measurement
+    from hypermeta.lab.bench import _curve_table
+    from hypermeta.engine.measurement import Measurement
 
     monkeypatch.setattr(measurement, "random_return", lambda game: 1.0)
     runs = pd.DataFrame({"task": ["minatar-breakout"] * 3 + ["other"],

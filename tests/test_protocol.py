@@ -13,13 +13,13 @@ from scipy.stats import trim_mean
 from scipy import stats
 
 from hypermeta import DQNConfig, get_space
-from hypermeta.experiments.baselines import RL_ZOO, SB3_DEFAULT, baseline_config
+from hypermeta.search.baselines import RL_ZOO, SB3_DEFAULT, baseline_config
 from hypermeta import Job, Measurement, run_jobs
-from hypermeta.experiments.measurement import Normalizer, random_return
-from hypermeta.experiments.pipeline import RunStore, iqm_with_ci, summarize
-from hypermeta.experiments.comparison import ComparisonSpec
+from hypermeta.engine.measurement import Normalizer, random_return
+from hypermeta.engine.pipeline import RunStore, iqm_with_ci, summarize
+from hypermeta.search.comparison import ComparisonSpec
 from hypermeta.reports.comparison import compare
-from hypermeta.experiments.study import StudySpec, best_config_of, make_storage, open_study
+from hypermeta.search.study import StudySpec, best_config_of, make_storage, open_study
 from hypermeta.seeds import TEST_SEED_START, test_seeds
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,7 +67,7 @@ def test_run_jobs_stores_per_seed_rows_and_resumes_without_retraining(tmp_path, 
     assert len(curve) == 2 and row["final_return"] == curve[-1]
     assert row["auc"] == pytest.approx(np.mean(Normalizer.for_task("CartPole-v1")(np.array(curve))))
 
-    from hypermeta.experiments.sb3 import SB3Runner
+    from hypermeta.engine.sb3 import SB3Runner
 
     monkeypatch.setattr(SB3Runner, "run", lambda self, job, on_eval=None: pytest.fail("a stored run was trained again"))
     again = run_jobs(jobs, RunStore(tmp_path / "runs.csv"))

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.runner import Job
-from hypermeta.experiments.control_training import adam_ascent
-from hypermeta.experiments.qstart_training import MetaInitSettings, meta_init, reptile_step
+from hypermeta.engine.measurement import Measurement
+from hypermeta.engine.runner import Job
+from hypermeta.lab.control_training import adam_ascent
+from hypermeta.lab.qstart_training import MetaInitSettings, meta_init, reptile_step
 from hypermeta.qstart import QStart
 from hypermeta.space import DQNConfig
 
@@ -41,7 +41,7 @@ def test_first_order_maml_on_quadratic_tasks_converges_to_the_mean_of_their_opti
 
 
 def _start_for(task: str, seed: int = 0, shift: float = 0.25) -> QStart:
-    from hypermeta.experiments.sb3 import build_model
+    from hypermeta.engine.sb3 import build_model
 
     model = build_model(task, CONFIG, seed)
     return QStart({k: v.numpy() + shift for k, v in model.q_net.state_dict().items()}, {"family": task.split(":")[0]})
@@ -51,7 +51,7 @@ def test_the_callback_loads_a_start_into_both_networks_once(tmp_path):
     from stable_baselines3 import DQN
 
     from hypermeta import HyperMetaCallback
-    from hypermeta.experiments.sb3 import build_model
+    from hypermeta.engine.sb3 import build_model
 
     start = _start_for("cartpole")
     path = start.save(tmp_path / "cartpole-test")
@@ -71,7 +71,7 @@ def test_the_callback_loads_a_start_into_both_networks_once(tmp_path):
 
 def test_a_start_of_other_shapes_is_refused_and_another_family_warns():
     from hypermeta import HyperMetaCallback
-    from hypermeta.experiments.sb3 import build_model
+    from hypermeta.engine.sb3 import build_model
 
     start = _start_for("cartpole")
     with pytest.raises(ValueError, match="fits observations of size 4, 2 actions .* this model has 6, 3"):
@@ -84,8 +84,8 @@ def test_a_start_of_other_shapes_is_refused_and_another_family_warns():
 
 
 def test_engine_and_sb3_train_the_same_from_a_start():
-    import hypermeta.experiments.engine as engine
-    from hypermeta.experiments.sb3 import SB3Runner
+    import hypermeta.engine.batched as engine
+    from hypermeta.engine.sb3 import SB3Runner
 
     start = _start_for("cartpole", seed=9)
     job = Job("cartpole", "x", CONFIG, Measurement(1200, 2, 2), 4, init=start)
@@ -96,7 +96,7 @@ def test_engine_and_sb3_train_the_same_from_a_start():
     torch.set_num_threads(1)
     assert engine.train_group([job])[0].returns == SB3Runner().run(job).returns
     plain = Job("cartpole", "x", CONFIG, Measurement(1200, 2, 2), 4)
-    from hypermeta.experiments.pipeline import job_key
+    from hypermeta.engine.pipeline import job_key
 
     assert job_key(plain) != job_key(job)  # a start is part of the stored run's key
 

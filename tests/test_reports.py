@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hypermeta.experiments.collect import TaskDistribution
-from hypermeta.experiments.comparison import ComparisonSpec
+from hypermeta.lab.collect import TaskDistribution
+from hypermeta.search.comparison import ComparisonSpec
 from hypermeta.reports.comparison import render_comparison
 from hypermeta.reports.meta import render_meta_report
 

@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 
 from hypermeta import DQNConfig, get_space
 from hypermeta import Measurement
-from hypermeta.experiments.measurement import DivergenceError, Normalizer
-from hypermeta.experiments.sb3 import run_curve
-from hypermeta.experiments.study import StudySpec, make_storage, open_study, run_study
+from hypermeta.engine.measurement import DivergenceError, Normalizer
+from hypermeta.engine.sb3 import run_curve
+from hypermeta.search.study import StudySpec, make_storage, open_study, run_study
 from hypermeta.seeds import TEST_SEED_START, tuning_seeds
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -97,9 +97,10 @@ def test_batched_tpe_starts_once_a_batch_has_finished(monkeypatch, tmp_path):
     10 would leave a worker's second batch random too)."""
     import optuna
 
-    from hypermeta.experiments import meta2, study as study_module
-    from hypermeta.experiments.matrix import MatrixPlan
-    from hypermeta.experiments.study import make_sampler
+    from hypermeta.lab import meta2
+    from hypermeta.search import study as study_module
+    from hypermeta.lab.matrix import MatrixPlan
+    from hypermeta.search.study import make_sampler
 
     def after_eight(n_startup):
         study = optuna.create_study(sampler=make_sampler("tpe", 0, True, n_startup), direction="maximize")
@@ -252,7 +253,7 @@ def test_every_sampler_runs_a_study_over_the_full_space(tmp_path, sampler):
 def test_moved_retries_counts_retries_that_trained_on_their_own_numbers_seeds():
     """A retry that trained on the seeds of the trial it retries is not counted; one that trained on the seeds of
     its own number (every retry before 2026-11-27) is; trials that retry nothing never are."""
-    from hypermeta.experiments.study import retried_trial_number
+    from hypermeta.search.study import retried_trial_number
     from hypermeta.reports.common import moved_retries
 
     study = optuna.create_study()

@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 
 from hypermeta import DQNConfig, HyperMetaCallback, load_default, predict_config
 from hypermeta.cli import main
-from hypermeta.experiments.study import best_config_of
-from hypermeta.experiments.tune import ROUND0, round0, tune
+from hypermeta.search.study import best_config_of
+from hypermeta.search.tune import ROUND0, round0, tune
 from hypermeta.seeds import tuning_seeds
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -44,8 +44,8 @@ def test_tune_tries_round0_first_then_tpe_and_resumes(tmp_path):
 
 
 def test_tpe_starts_from_round0s_results_not_from_a_random_start(tmp_path, monkeypatch):
-    import hypermeta.experiments.tune as tune_module
-    from hypermeta.experiments.study import make_sampler
+    import hypermeta.search.tune as tune_module
+    from hypermeta.search.study import make_sampler
 
     calls, real = [], tune_module.run_study
 
@@ -126,8 +126,8 @@ def test_cli_tune_passes_scoring_and_pruner_options_to_the_study(tmp_path, monke
     """--reference (for tasks without a reference return), --n-evals and --eval-episodes reach the study. The
     default pruner is none for a new study, as the few-shot benchmark measured tune, and the study's own when it
     resumes one (studies of older versions were stored with the median pruner)."""
-    import hypermeta.experiments.tune as tune_module
-    from hypermeta.experiments.study import StudySpec, open_study
+    import hypermeta.search.tune as tune_module
+    from hypermeta.search.study import StudySpec, open_study
 
     seen = []
 
@@ -156,7 +156,7 @@ def test_time_budget_stops_starting_trials_once_spent(tmp_path, monkeypatch):
     jumps past it after round 0); the progress bar has no fixed total."""
     import time as real_time
 
-    import hypermeta.experiments.tune as tune_module
+    import hypermeta.search.tune as tune_module
 
     clock = {"now": real_time.time()}
     monkeypatch.setattr(tune_module, "time", type("Clock", (), {"time": staticmethod(lambda: clock["now"])}))
@@ -185,7 +185,7 @@ def test_time_budget_stops_starting_trials_once_spent(tmp_path, monkeypatch):
 def test_cli_tune_says_before_any_training_when_the_task_is_out_of_distribution(tmp_path, capsys, monkeypatch):
     """The shipped weights flag LunarLander out of distribution (meta2's held-out family): tune says so, with the
     advice, before its first trial; the prediction it warns about is the one round 0 uses (probed once)."""
-    import hypermeta.experiments.tune as tune_module
+    import hypermeta.search.tune as tune_module
     import hypermeta.meta.predict as predict
 
     probes, real = [], predict.predict_config
@@ -253,7 +253,7 @@ def _meta_tasks(optima, n_tasks=6, seed=0, trials=67):
 def test_metatpe_proposes_near_the_region_good_on_similar_tasks_and_weighs_them_more():
     import numpy as np
 
-    from hypermeta.experiments.proposers import MetaTPEProposer
+    from hypermeta.search.proposers import MetaTPEProposer
     from hypermeta.meta.data import SPACE
 
     near, far = np.full(SPACE.dim, 0.2), np.full(SPACE.dim, 0.8)
@@ -275,7 +275,7 @@ def test_metatpe_proposes_near_the_region_good_on_similar_tasks_and_weighs_them_
 
 
 def test_adapt_proposer_moves_away_from_the_observed_configs(network_weights):
-    from hypermeta.experiments.proposers import AdaptProposer
+    from hypermeta.search.proposers import AdaptProposer
     from hypermeta.meta.predict import predict_config
 
     import numpy as np
@@ -301,7 +301,7 @@ def _other_settings(weights: str, folder) -> str:
 
 
 def test_tune_with_a_proposer_runs_rounds_and_names_its_study(tmp_path, network_weights, no_network_weights):
-    from hypermeta.experiments.tune import tune
+    from hypermeta.search.tune import tune
 
     storage = f"sqlite:///{tmp_path / 't.db'}"
     with pytest.raises(ValueError, match="needs a meta-learner with networks.*--adapt-weights"):  # before any run
@@ -329,8 +329,8 @@ def test_adapt_with_the_shipped_default_takes_the_shipped_network_methods_step()
     the best CV score beside it, trained on the same settings, and `--sampler adapt` takes its few-shot step."""
     import json as _json
 
-    from hypermeta.experiments.proposers import AdaptProposer
-    from hypermeta.experiments.tune import make_proposer
+    from hypermeta.search.proposers import AdaptProposer
+    from hypermeta.search.tune import make_proposer
     from hypermeta.meta.model import MetaModel, default_adapt_weights_path, default_weights_path
 
     default = MetaModel.load(default_weights_path())

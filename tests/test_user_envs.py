@@ -68,9 +68,9 @@ def test_a_capped_episode_is_truncated_not_terminal_in_both_runners_replay():
         _, _, terminated, truncated, _ = env.step(0)  # up, into the wall
         assert not terminated and truncated == (t == 19)
 
-    from hypermeta.experiments.engine import _Agents
-    from hypermeta.experiments.measurement import Measurement
-    from hypermeta.experiments.runner import Job
+    from hypermeta.engine.batched import _Agents
+    from hypermeta.engine.measurement import Measurement
+    from hypermeta.engine.runner import Job
     from hypermeta.space import DQNConfig
 
     agents = _Agents([Job("CliffWalking-v1", "m", DQNConfig(learning_starts=100), Measurement(60, 1, 1), 0)])

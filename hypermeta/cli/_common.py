@@ -21,7 +21,7 @@ def _add_fallback_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_heartbeat_args(p: argparse.ArgumentParser) -> None:
-    from hypermeta.experiments.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL
+    from hypermeta.engine.defaults import GRACE_PERIOD, HEARTBEAT_INTERVAL
 
     p.add_argument("--heartbeat-interval", type=positive_int, default=HEARTBEAT_INTERVAL,
                    help="seconds between a running trial's heartbeats in the storage")
@@ -31,7 +31,7 @@ def _add_heartbeat_args(p: argparse.ArgumentParser) -> None:
 
 def _add_scoring_args(p: argparse.ArgumentParser) -> None:
     """How a run is scored: its evaluations and the return that normalises to 1."""
-    from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+    from hypermeta.engine.defaults import EVAL_EPISODES, N_EVALS
 
     p.add_argument("--n-evals", type=positive_int, default=N_EVALS, help="evenly spaced evaluations per run")
     p.add_argument("--eval-episodes", type=positive_int, default=EVAL_EPISODES, help="greedy episodes per evaluation")
@@ -40,7 +40,7 @@ def _add_scoring_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_measurement_args(p: argparse.ArgumentParser) -> None:
-    from hypermeta.experiments.defaults import DEFAULT_RUNNER, RUNNERS
+    from hypermeta.engine.defaults import DEFAULT_RUNNER, RUNNERS
 
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
     p.add_argument("--timesteps", type=positive_int, required=True, help="training steps per run")

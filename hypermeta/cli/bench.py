@@ -10,21 +10,21 @@ from hypermeta.cli._common import positive_int
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.bench import (run_guard_benchmark, run_kill_stress, run_overhead_benchmark,
+    from hypermeta.lab.bench import (run_guard_benchmark, run_kill_stress, run_overhead_benchmark,
                                              run_workers_benchmark)
 
     out = Path(args.out or f"studies/reports/{args.which}.md")
     if args.which == "overhead":
         report = run_overhead_benchmark(args.task, args.timesteps, args.repeats, out)
     elif args.which == "engine":
-        from hypermeta.experiments.engine_bench import run_throughput_benchmark
+        from hypermeta.lab.engine_bench import run_throughput_benchmark
 
         out = Path(args.out or "studies/reports/engine/throughput.md")
         report = run_throughput_benchmark(args.tasks.split(","), args.timesteps, args.ks, out)
     elif args.which == "fidelity" and args.plan:
         return _bench_fidelity_plan(args)
     elif args.which == "fidelity":
-        from hypermeta.experiments.engine_bench import run_fidelity_benchmark
+        from hypermeta.lab.engine_bench import run_fidelity_benchmark
 
         out = Path(args.out or "studies/reports/engine/fidelity.md")
         tasks = dict(item.rsplit("@", 1) for item in args.fidelity_tasks.split(";"))
@@ -33,7 +33,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.which == "guard":
         report = run_guard_benchmark(args.task, args.timesteps, args.seeds, out)
     elif args.which == "minatar":
-        from hypermeta.experiments.bench import run_minatar_reference
+        from hypermeta.lab.bench import run_minatar_reference
         from hypermeta.tasks.families import get_family
 
         out = Path(args.out or "studies/reports/minatar/reference.md")
@@ -51,7 +51,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench_fidelity_plan(args: argparse.Namespace) -> int:
     """``bench fidelity --plan PLAN``: run (resume) the plan's jobs in ``--runners``, then render its report."""
-    from hypermeta.experiments.fidelity import FidelityPlan, render, run_plan
+    from hypermeta.lab.fidelity import FidelityPlan, render, run_plan
 
     plan = FidelityPlan.load(args.plan)
     runners = [] if args.render_only else args.runners.split(",")

@@ -11,7 +11,7 @@ from hypermeta.cli._common import _load_config, nonneg_int, positive_int, finite
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.collect import TaskDistribution, collect, export_dataset, summary
+    from hypermeta.lab.collect import TaskDistribution, collect, export_dataset, summary
 
     dist = TaskDistribution.load(args.distribution)
     if args.runner:
@@ -31,7 +31,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.matrix import MatrixPlan, collect_matrix, matrix_summary
+    from hypermeta.lab.matrix import MatrixPlan, collect_matrix, matrix_summary
 
     plan = MatrixPlan.load(args.plan)
     if args.list:
@@ -40,8 +40,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             print(f"{split:<9} {plan.budget(task):>7} steps  {task}")
         return 0
     if args.status:
-        from hypermeta.experiments.matrix import format_progress, matrix_progress
-        from hypermeta.experiments.pipeline import RunStore
+        from hypermeta.lab.matrix import format_progress, matrix_progress
+        from hypermeta.engine.pipeline import RunStore
 
         print(format_progress(matrix_progress(plan, RunStore(plan.runs_path).frame())))
         return 0
@@ -49,7 +49,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         runs = collect_matrix(plan, runner=args.runner, workers=args.workers, n_tasks=args.tasks,
                               progress=args.progress, split=args.split, max_agents=args.max_agents)
         print(f"matrix {plan.runs_path}: {matrix_summary(runs)}")
-    from hypermeta.experiments.matrix import export_matrix_dataset
+    from hypermeta.lab.matrix import export_matrix_dataset
 
     frame, path = export_matrix_dataset(plan)
     print(f"dataset {path}: {frame['task'].nunique() if len(frame) else 0} complete training tasks, {len(frame)} rows")
@@ -81,7 +81,7 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
 
 
 def cmd_fewshot(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.fewshot import FewShotPlan, run_fewshot
+    from hypermeta.lab.fewshot import FewShotPlan, run_fewshot
     from hypermeta.reports.fewshot import render_fewshot_report
 
     plan = FewShotPlan.load(args.plan)
@@ -90,7 +90,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     if args.test_runs_only and (args.status or args.render_only):
         raise ValueError("--test-runs-only runs test runs; --status and --render-only run nothing: drop one")
     if args.status:
-        from hypermeta.experiments.fewshot import fewshot_progress, format_fewshot_progress
+        from hypermeta.lab.fewshot import fewshot_progress, format_fewshot_progress
 
         print(format_fewshot_progress(plan, fewshot_progress(plan)))
         return 0
@@ -102,8 +102,8 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
 
 
 def cmd_meta2(args: argparse.Namespace) -> int:
-    from hypermeta.experiments import meta2
-    from hypermeta.experiments.matrix import MatrixPlan
+    from hypermeta.lab import meta2
+    from hypermeta.lab.matrix import MatrixPlan
 
     plan = MatrixPlan.load(args.plan)
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
@@ -140,7 +140,7 @@ def cmd_meta2(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_control(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.control_training import meta_train
+    from hypermeta.lab.control_training import meta_train
 
     if not Path(args.plan).is_file():
         raise ValueError(f"plan file {args.plan!r} does not exist")
@@ -155,7 +155,7 @@ def cmd_meta_control(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_init(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.qstart_training import MetaInitSettings, meta_init
+    from hypermeta.lab.qstart_training import MetaInitSettings, meta_init
 
     settings = MetaInitSettings(iterations=args.iterations, inner_steps=args.inner_steps,
                                 tasks_per_iteration=args.tasks_per_iteration, step_size=args.step_size,
@@ -169,7 +169,7 @@ def cmd_meta_init(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_report(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.collect import TaskDistribution
+    from hypermeta.lab.collect import TaskDistribution
     from hypermeta.reports.meta import meta_report
 
     dist = TaskDistribution.load(args.distribution)
@@ -181,7 +181,7 @@ def cmd_meta_report(args: argparse.Namespace) -> int:
 
 
 def _add_collect(sub: Any) -> None:
-    from hypermeta.experiments.defaults import RUNNERS
+    from hypermeta.engine.defaults import RUNNERS
 
     p = sub.add_parser("collect", help="run the training studies of a task distribution and export the dataset")
     p.add_argument("distribution", help="task distribution YAML, e.g. studies/meta/tasks.yaml")
@@ -196,7 +196,7 @@ def _add_collect(sub: Any) -> None:
 
 
 def _add_matrix(sub: Any) -> None:
-    from hypermeta.experiments.defaults import RUNNERS
+    from hypermeta.engine.defaults import RUNNERS
 
     p = sub.add_parser("matrix", help="run (or resume) the performance matrix of a meta-learner v2 plan")
     p.add_argument("plan", help="plan YAML, e.g. studies/meta2/plan.yaml")
@@ -254,7 +254,7 @@ def _add_fewshot(sub: Any) -> None:
 
 
 def _add_meta2(sub: Any) -> None:
-    from hypermeta.experiments.defaults import RUNNERS
+    from hypermeta.engine.defaults import RUNNERS
 
     p = sub.add_parser("meta2", help="meta-learner v2 after the matrix: cv (select), train, ship, heldout, report")
     p.add_argument("stage", choices=["cv", "train", "ship", "heldout", "report"])
@@ -304,7 +304,7 @@ def _add_meta_init(sub: Any) -> None:
 
 
 def _add_meta_report(sub: Any) -> None:
-    from hypermeta.experiments.defaults import RUNNERS
+    from hypermeta.engine.defaults import RUNNERS
 
     p = sub.add_parser("meta-report", help="zero-shot predictions vs baselines and Optuna on the held-out tasks")
     p.add_argument("distribution", help="task distribution YAML, e.g. studies/meta/tasks.yaml")

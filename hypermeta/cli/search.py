@@ -12,20 +12,20 @@ from hypermeta.cli._common import _add_heartbeat_args, _add_scoring_args, _add_m
 
 
 def _spec_from_args(args: argparse.Namespace):
-    from hypermeta.experiments.study import StudySpec
+    from hypermeta.search.study import StudySpec
 
     return StudySpec(args.task, args.timesteps, args.space, args.seeds_per_trial, args.n_evals,
                      args.eval_episodes, args.reference)
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH
+    from hypermeta.engine.defaults import BATCHED_STUDY_BATCH
 
     return args.batch or (BATCHED_STUDY_BATCH if args.runner == "batched" else 1)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.study import best_config_of, load_enqueue_file, run_study
+    from hypermeta.search.study import best_config_of, load_enqueue_file, run_study
 
     spec = _spec_from_args(args)
     enqueue = load_enqueue_file(args.enqueue) if args.enqueue else []
@@ -49,7 +49,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     import yaml
 
-    from hypermeta.experiments.tune import tune, write_best
+    from hypermeta.search.tune import tune, write_best
     from hypermeta.files import check_writable_file
 
     if args.trials is None and args.time_budget is None:
@@ -126,9 +126,9 @@ def sb3_snippet(path: str, config: Any, observation_space: Any) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.baselines import named_config
-    from hypermeta.experiments.measurement import Measurement
-    from hypermeta.experiments.pipeline import evaluate_on_test_seeds
+    from hypermeta.search.baselines import named_config
+    from hypermeta.engine.measurement import Measurement
+    from hypermeta.engine.pipeline import evaluate_on_test_seeds
 
     method, config = named_config(args.task, config_file=args.config, baseline=args.baseline, study=args.study,
                                   storage=args.storage)
@@ -142,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hypermeta.experiments.comparison import ComparisonSpec
+    from hypermeta.search.comparison import ComparisonSpec
     from hypermeta.reports.comparison import compare
 
     spec = ComparisonSpec.load(args.spec)
@@ -154,7 +154,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_study(sub: Any) -> None:
-    from hypermeta.experiments.defaults import DEFAULT_STORAGE, PRUNERS, SAMPLERS
+    from hypermeta.engine.defaults import DEFAULT_STORAGE, PRUNERS, SAMPLERS
 
     p = sub.add_parser("study", help="run or resume an Optuna study over the search space")
     _add_measurement_args(p)
@@ -175,7 +175,7 @@ def _add_study(sub: Any) -> None:
 
 
 def _add_tune(sub: Any) -> None:
-    from hypermeta.experiments.defaults import DEFAULT_RUNNER, DEFAULT_STORAGE, PRUNERS, RUNNERS
+    from hypermeta.engine.defaults import DEFAULT_RUNNER, DEFAULT_STORAGE, PRUNERS, RUNNERS
 
     p = sub.add_parser("tune", help="tune a new task quickly: a study warm-started by the meta-learner")
     p.add_argument("task", help="task id (cartpole:gravity=15) or gymnasium id (CartPole-v1)")
@@ -212,7 +212,7 @@ def _add_tune(sub: Any) -> None:
 
 
 def _add_evaluate(sub: Any) -> None:
-    from hypermeta.experiments.defaults import DEFAULT_STORAGE, TEST_SEEDS
+    from hypermeta.engine.defaults import DEFAULT_STORAGE, TEST_SEEDS
 
     p = sub.add_parser("evaluate", help="re-train one configuration on fresh test seeds")
     _add_measurement_args(p)
@@ -227,7 +227,7 @@ def _add_evaluate(sub: Any) -> None:
 
 
 def _add_compare(sub: Any) -> None:
-    from hypermeta.experiments.defaults import RUNNERS
+    from hypermeta.engine.defaults import RUNNERS
 
     p = sub.add_parser("compare", help="run a comparison file (studies, baselines, test runs) and write its report")
     p.add_argument("spec", help="comparison YAML, e.g. studies/baselines.yaml")

@@ -12,8 +12,8 @@ from hypermeta.cli._common import _load_config, _add_fallback_arg, nonneg_int, p
 def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from hypermeta.experiments.measurement import check_timesteps
-    from hypermeta.experiments.sb3 import evaluate, train
+    from hypermeta.engine.measurement import check_timesteps
+    from hypermeta.engine.sb3 import evaluate, train
     from hypermeta.seeds import check_seed
     from hypermeta.tasks.features import check_spaces
     from hypermeta.tasks.families import make_env
@@ -65,7 +65,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"saved model to {args.save}")
     returns = evaluate(model, args.task, args.eval_episodes, args.seed)
     print(f"mean return over {len(returns)} evaluation episodes: {np.mean(returns):.2f} +/- {np.std(returns):.2f}")
+    if args.compare:
+        _print_comparison(args, config)
     return 0
+
+
+def _print_comparison(args: argparse.Namespace, config: Any) -> None:
+    """``--compare N``: the configuration against SB3's default schedules, measured on N test seeds in the engine."""
+    from hypermeta.search.baselines import compare_with_sb3_default
+
+    print(f"measuring it against SB3's default schedules (lr 1e-4, epsilon 1 -> 0.05 over 10%) on the same DQN "
+          f"settings, {args.compare} test seeds each, in the batched engine ...")
+    c = compare_with_sb3_default(args.task, config, args.timesteps, args.compare)
+    print(f"normalised AUC (0 = random policy, 1 = the task's reference return): these schedules {c['config']:.3f}, "
+          f"SB3's default schedules {c['sb3_default']:.3f}; difference {c['diff']:+.3f} [{c['ci_low']:+.3f}, "
+          f"{c['ci_high']:+.3f}] (paired, 95% bootstrap CI over the {args.compare} seeds)")
 
 
 def _add_train(sub: Any) -> None:
@@ -87,6 +101,8 @@ def _add_train(sub: Any) -> None:
                    help="train without the divergence guard (on by default: rolls back and cuts the lr on divergence)")
     p.add_argument("--controller", help="steer lr and epsilon during training: 'rule' (hand-written), 'default' (the "
                    "shipped meta-learned controller) or a controller .safetensors (meta-learner v3)")
+    p.add_argument("--compare", type=positive_int, metavar="N",
+                   help="then measure the schedules against SB3's default ones on N test seeds (batched engine)")
     p.add_argument("--init", help="a Q-network start (.safetensors from `hypermeta meta-init`) loaded before the first step")
     p.set_defaults(func=cmd_train)
 

@@ -2,7 +2,7 @@
 
 Data: one row per finished study trial on a *training task* (task id, the task's features, the
 configuration's code in the ``schedule`` space, the normalised objective), see
-:mod:`hypermeta.experiments.collect`.
+:mod:`hypermeta.lab.collect`.
 
 Network: :class:`SchedulePredictor` maps standardised task features to a code of the ``schedule`` space
 with bounded outputs (sigmoid for numbers, softmax over each unordered choice), so every output decodes

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.measurement import Measurement, Normalizer
-from hypermeta.experiments.pipeline import BOOTSTRAP_REPS, summarize
+from hypermeta.engine.measurement import Measurement, Normalizer
+from hypermeta.engine.pipeline import BOOTSTRAP_REPS, summarize
 from hypermeta.seeds import TEST_SEED_START
 
 
@@ -153,7 +153,7 @@ def write_markdown(path: Path, lines: Sequence[str]) -> Path:
 def moved_retries(study: Any, seeds_per_trial: int, first: int | None = None) -> int:
     """Retried trials of ``study`` (among its ``first`` finished ones, or all) that trained on other tuning seeds
     than the trial they retry: every retry did before 2026-11-27, when retries began to keep their seeds."""
-    from hypermeta.experiments.study import finished_in_order, retried_trial_number
+    from hypermeta.search.study import finished_in_order, retried_trial_number
     from hypermeta.seeds import tuning_seeds
 
     trials = finished_in_order(study)[:first] if first is not None else study.get_trials(deepcopy=False)

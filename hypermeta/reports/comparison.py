@@ -1,5 +1,5 @@
 """The comparison report (``hypermeta compare``): renders ``report.md`` and its plots from the runs and the
-spec; the run stage is :mod:`hypermeta.experiments.comparison`."""
+spec; the run stage is :mod:`hypermeta.search.comparison`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from hypermeta.experiments.baselines import RL_ZOO_SOURCE
-from hypermeta.experiments.comparison import ComparisonSpec, run_comparison
-from hypermeta.experiments.measurement import Measurement
+from hypermeta.search.baselines import RL_ZOO_SOURCE
+from hypermeta.search.comparison import ComparisonSpec, run_comparison
+from hypermeta.engine.measurement import Measurement
 from hypermeta.reports.common import (fmt_ci, generated_line, iqm_text, plot_learning_curves, plot_score_distributions,
                                       pyplot, save_figure, score_text, test_seed_text, write_markdown)
-from hypermeta.experiments.pipeline import summarize
+from hypermeta.engine.pipeline import summarize
 
 
 def compare(spec: ComparisonSpec, workers: int = 1, progress: bool = False) -> Path:

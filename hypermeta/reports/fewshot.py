@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.fewshot import PROGRESS_COLUMNS, FewShotPlan, _diff, _tune, sampler_choice
-from hypermeta.experiments.pipeline import BOOTSTRAP_REPS, PAIRED_REPS, iqm_with_ci, paired_scores, score_matrix
-from hypermeta.experiments.tune import round0_size
+from hypermeta.lab.fewshot import PROGRESS_COLUMNS, FewShotPlan, _diff, _tune, sampler_choice
+from hypermeta.engine.pipeline import BOOTSTRAP_REPS, PAIRED_REPS, iqm_with_ci, paired_scores, score_matrix
+from hypermeta.search.tune import round0_size
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, pyplot, save_figure, seed_shortfall_line,
                                       test_seed_text, versions_text, wall_hours, write_markdown)
 
@@ -125,7 +125,7 @@ def recording_start(plan: FewShotPlan, created: str) -> dict | None:
 def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
     """First in the report: what the run record says about how the runs were made, and what departs from the
     plan (its own dated notes are in the plan file's comments)."""
-    from hypermeta.experiments.fewshot import run_fingerprint
+    from hypermeta.lab.fewshot import run_fingerprint
 
     lines = ["## Deviations and the run record", "", f"The plan's own dated notes are in `{plan.path}`."]
     path = plan.root / "manifest.json"
@@ -169,7 +169,7 @@ def deviation_lines(plan: FewShotPlan, runs: pd.DataFrame) -> list[str]:
 
 def retried_seed_lines(plan: FewShotPlan, tasks: list[str], what: str) -> list[str]:
     """Retried trials of the tasks' cold and tune studies that trained on other seeds than the trial they retry."""
-    from hypermeta.experiments.study import stored_study
+    from hypermeta.search.study import stored_study
     from hypermeta.reports.common import moved_retries, moved_retries_line
 
     counts = {}
@@ -326,8 +326,8 @@ def optimism_lines(plan: FewShotPlan, runs: pd.DataFrame, progress: pd.DataFrame
 def origin_lines(plan: FewShotPlan, tasks: list[str], sampler: str) -> list[str]:
     """Exploratory: whether the default tune study's choice was one of round 0's candidates (the meta-learner's)
     or a trial its sampler proposed after round 0."""
-    from hypermeta.experiments.study import best_trial_of, retried_trial_number, stored_study
-    from hypermeta.experiments.tune import round0_size
+    from hypermeta.search.study import best_trial_of, retried_trial_number, stored_study
+    from hypermeta.search.tune import round0_size
 
     size = round0_size(plan.tune_trials)
     origins = {}

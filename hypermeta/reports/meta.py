@@ -1,5 +1,5 @@
 """The held-out report (``hypermeta meta-report``): renders ``report.md`` and its plots from the runs, the
-zero-shot predictions and the task distribution; the run stage is :mod:`hypermeta.experiments.heldout`."""
+zero-shot predictions and the task distribution; the run stage is :mod:`hypermeta.lab.heldout`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.baselines import BASELINES
-from hypermeta.experiments.collect import TaskDistribution
-from hypermeta.experiments.heldout import HELDOUT_SAMPLER, run_heldout
+from hypermeta.search.baselines import BASELINES
+from hypermeta.lab.collect import TaskDistribution
+from hypermeta.lab.heldout import HELDOUT_SAMPLER, run_heldout
 from hypermeta.reports.common import (aggregate, fmt_ci, generated_line, iqm_text, pyplot, save_figure, score_text,
                                       test_seed_text, write_markdown)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
-from hypermeta.experiments.meta2 import (SB3_CONFIRM_SEEDS, TPE_BATCH, TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths,
+from hypermeta.lab.matrix import MatrixPlan, matrix_scores
+from hypermeta.lab.meta2 import (SB3_CONFIRM_SEEDS, TPE_BATCH, TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths,
                                          heldout_scores, heldout_todo, score_array)
-from hypermeta.experiments.pipeline import (BOOTSTRAP_REPS, PAIRED_REPS, RunStore, common_seeds, iqm_with_ci,
+from hypermeta.engine.pipeline import (BOOTSTRAP_REPS, PAIRED_REPS, RunStore, common_seeds, iqm_with_ci,
                                             paired_difference, paired_scores)
 from hypermeta.meta.data import SPACE, tasks_from_frame
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
@@ -162,8 +162,8 @@ def deviations_section(data: _Data) -> list[str]:
 def tpe_retry_lines(plan: MatrixPlan) -> list[str]:
     """Retried trials among the first max(TPE_BEST_OF) of each TPE study that trained on other seeds than the
     trial they retry (the few-shot benchmark may continue these studies: its later trials are not counted)."""
-    from hypermeta.experiments.study import stored_study
-    from hypermeta.experiments.meta2 import TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, tpe_study
+    from hypermeta.search.study import stored_study
+    from hypermeta.lab.meta2 import TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, tpe_study
     from hypermeta.reports.common import moved_retries, moved_retries_line
 
     counts = {}

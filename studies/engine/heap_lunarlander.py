@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from hypermeta.experiments import engine
-from hypermeta.experiments.measurement import Measurement
+from hypermeta.engine import batched as engine
+from hypermeta.engine.measurement import Measurement
 from hypermeta.space import DQNConfig
 
 if os.environ.get("MALLOC_MMAP_THRESHOLD_"):

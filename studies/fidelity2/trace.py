@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.runner import Job
+from hypermeta.engine.measurement import Measurement
+from hypermeta.engine.runner import Job
 from hypermeta.space import DQNConfig
 
 #: meta2's fixed DQN settings (studies/meta2/plan.yaml), under the base configuration's schedules
@@ -35,7 +35,7 @@ META2_FIXED = dict(net_arch="small", batch_size=64, train_freq=4, subsample_step
 def trace_sb3(job: Job, ulp: bool = False) -> dict[str, np.ndarray]:
     from stable_baselines3.common.callbacks import BaseCallback
 
-    import hypermeta.experiments.sb3 as sb3
+    import hypermeta.engine.sb3 as sb3
 
     obs, acts, qs = [], [], []
 
@@ -70,7 +70,7 @@ def trace_sb3(job: Job, ulp: bool = False) -> dict[str, np.ndarray]:
 
 
 def trace_engine(job: Job) -> dict[str, np.ndarray]:
-    import hypermeta.experiments.engine as engine
+    import hypermeta.engine.batched as engine
 
     obs, acts, qs = [], [], []
     act = engine._Agents.act

@@ -28,9 +28,9 @@ import sys
 
 import pandas as pd
 
-from hypermeta.experiments.engine import BatchedRunner
-from hypermeta.experiments.matrix import MatrixPlan
-from hypermeta.experiments.pipeline import RUN_COLUMNS, RunStore, run_jobs_scoring_divergence
+from hypermeta.engine.batched import BatchedRunner
+from hypermeta.lab.matrix import MatrixPlan
+from hypermeta.engine.pipeline import RUN_COLUMNS, RunStore, run_jobs_scoring_divergence
 
 KEY = ["task", "config_key", "seed", "timesteps", "n_evals", "eval_episodes"]
 

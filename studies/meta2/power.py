@@ -9,7 +9,7 @@ between-task variance of its true mean (t2 = variance of the per-task means - s2
 The report's CI resamples tasks and then seeds within each drawn task (rliable's task bootstrap), which counts
 the seed noise twice; its standard error for a paired mean over n tasks x k seeds is about
 sqrt((n-1)/n (t2 + s2/k) / n + (k-1)/k s2 / (n k)), and the minimum detectable difference at 80% power and
-two-sided 5% is (1.96 + 0.84) x that, as the report computes it (`hypermeta.experiments.pipeline.planned_mdd`;
+two-sided 5% is (1.96 + 0.84) x that, as the report computes it (`hypermeta.engine.pipeline.planned_mdd`;
 `test_the_planned_mdd_matches_the_bootstrap` checks it against `paired_difference`). A zero-shot method picks a configuration per task, so its
 between-task variance against best-fixed may exceed these fixed-configuration pairs': read the numbers as a
 lower bound. The family column (2 tasks) is indicative only.
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.matrix import MatrixPlan, _planned_runs, matrix_scores
-from hypermeta.experiments.pipeline import RunStore, planned_mdd
+from hypermeta.lab.matrix import MatrixPlan, _planned_runs, matrix_scores
+from hypermeta.engine.pipeline import RunStore, planned_mdd
 
 
 def paired_components(runs: pd.DataFrame, best: pd.Series, a: str, b: str, seeds: int) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hypermeta.experiments.matrix import MatrixPlan
+from hypermeta.lab.matrix import MatrixPlan
 from hypermeta.tasks.families import get_family
 
 FAMILIES = ["cartpole", "acrobot", "frozenlake", "mountaincar"]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hypermeta.experiments.matrix import MatrixPlan, _planned_runs, matrix_scores
-from hypermeta.experiments.pipeline import RunStore, planned_mdd
+from hypermeta.lab.matrix import MatrixPlan, _planned_runs, matrix_scores
+from hypermeta.engine.pipeline import RunStore, planned_mdd
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("meta2_power", ROOT / "studies" / "meta2" / "power.py")

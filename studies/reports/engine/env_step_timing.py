@@ -2,7 +2,7 @@
 
 `python env_step_timing.py LABEL TASK...`, once on the old code (a git worktree on PYTHONPATH) and once on the new."""
 import sys, time, numpy as np
-from hypermeta.experiments.fast_envs import make_fast_env
+from hypermeta.engine.fast_envs import make_fast_env
 for task in sys.argv[2:]:
     env = make_fast_env(task); env.reset(seed=0)
     acts = np.random.default_rng(0).integers(0, env.action_space.n, 20000).astype(np.int64)

@@ -4,9 +4,9 @@
 import hashlib, json, os, sys, tempfile, torch, numpy as np
 REF = os.path.join(tempfile.gettempdir(), "hypermeta_fast_envs_exact.json")
 torch.set_num_threads(1)
-from hypermeta.experiments import engine
-from hypermeta.experiments.runner import Job
-from hypermeta.experiments.measurement import Measurement
+from hypermeta.engine import batched as engine
+from hypermeta.engine.runner import Job
+from hypermeta.engine.measurement import Measurement
 from hypermeta.space import DQNConfig
 digests = []
 orig_close = engine._Agents.close

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from hypermeta.experiments.baselines import BASELINES, baseline_config
-from hypermeta.experiments.collect import TaskDistribution, export_dataset
-from hypermeta.experiments.measurement import Measurement, Normalizer
-from hypermeta.experiments.pipeline import RunStore, run_jobs
-from hypermeta.experiments.runner import Job
-from hypermeta.experiments.study import best_config_of, run_study, tuning_cost_frame
+from hypermeta.search.baselines import BASELINES, baseline_config
+from hypermeta.lab.collect import TaskDistribution, export_dataset
+from hypermeta.engine.measurement import Measurement, Normalizer
+from hypermeta.engine.pipeline import RunStore, run_jobs
+from hypermeta.engine.runner import Job
+from hypermeta.search.study import best_config_of, run_study, tuning_cost_frame
 from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
 from hypermeta.meta.method import METHODS
 from hypermeta.meta.model import MetaModel, meta_train

@@ -1,7 +1,7 @@
 """The batched DQN engine: K independent DQN agents trained in lock-step, in one process and one thread.
 
 Each agent has its own environment (whatever a task id or gymnasium id makes, so plugins work unchanged; gymnasium's
-classic-control envs get bit-identical faster steps from :mod:`hypermeta.experiments.fast_envs`), its
+classic-control envs get bit-identical faster steps from :mod:`hypermeta.engine.fast_envs`), its
 own replay buffer, Q-network, target network, Adam state, schedules and random streams; the K networks are
 stored as batched weight tensors (``[K, in, out]``) so one ``torch.baddbmm`` runs all K forward passes, and one
 backward pass of the sum of the agents' losses gives every agent its own gradients. What differs per agent is
@@ -42,9 +42,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hypermeta.experiments.fast_envs import make_fast_env
-from hypermeta.experiments.measurement import Curve, DivergenceError
-from hypermeta.experiments.runner import Job, OnEval, Runner
+from hypermeta.engine.fast_envs import make_fast_env
+from hypermeta.engine.measurement import Curve, DivergenceError
+from hypermeta.engine.runner import Job, OnEval, Runner
 from hypermeta.parallel import pool_results
 from hypermeta.schedules import ShapedSchedule
 from hypermeta.seeds import eval_seed

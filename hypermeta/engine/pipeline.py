@@ -2,7 +2,7 @@
 
 * Test seeds come from :func:`hypermeta.seeds.test_seeds` (10,000,000 and up); tuning seeds (study trials)
   are always below them, so no configuration is ever judged on a seed it was tuned on.
-* Jobs are trained by a :class:`~hypermeta.experiments.runner.Runner` chosen by name (default ``sb3``).
+* Jobs are trained by a :class:`~hypermeta.engine.runner.Runner` chosen by name (default ``sb3``).
 * Each run records the normalised AUC of its evaluation curve (the study objective) and the final
   evaluation return and score; runs are stored one row per (task, configuration, seed) in a CSV that is
   appended to as runs finish, so an interrupted evaluation resumes where it stopped.
@@ -22,8 +22,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.measurement import Curve, Normalizer, check_task
-from hypermeta.experiments.runner import DEFAULT_RUNNER, Job, Runner, get_runner
+from hypermeta.engine.measurement import Curve, Normalizer, check_task
+from hypermeta.engine.runner import DEFAULT_RUNNER, Job, Runner, get_runner
 from hypermeta.space import DQNConfig
 
 #: Bootstrap resamples of every confidence interval except the reports' paired differences (PAIRED_REPS).

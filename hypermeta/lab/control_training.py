@@ -12,7 +12,7 @@ OpenAI-ES (Salimans et al. 2017) over the linear controller's parameters ``theta
 * every ``validate_every`` generations ``theta`` and zero run on fixed validation tasks and seeds (held apart from
   the seeds that drive the updates); the shipped candidate is the ``theta`` of the best validation check.
 
-Every run goes through a resumable :class:`~hypermeta.experiments.pipeline.RunStore` (a generation killed midway
+Every run goes through a resumable :class:`~hypermeta.engine.pipeline.RunStore` (a generation killed midway
 keeps its finished batches), and the state (``theta``, Adam's moments, the history) is written atomically after
 every generation: running the same command again continues where it stopped.
 """
@@ -94,7 +94,7 @@ class Problem:
     (the plan's best-fixed over its fixed settings)."""
 
     def __init__(self, matrix_plan: str | Path) -> None:
-        from hypermeta.experiments.matrix import MatrixPlan
+        from hypermeta.lab.matrix import MatrixPlan
 
         self.plan = MatrixPlan.load(matrix_plan)
         data = pd.read_csv(Path(self.plan.path).parent / "dataset.csv")
@@ -130,8 +130,8 @@ class Problem:
         return 2 * (len(SIGNAL_NAMES) + len(self.feature_mean) + 1)
 
     def job(self, task: str, label: str, theta: np.ndarray, seed: int) -> Any:
-        from hypermeta.experiments.measurement import Measurement
-        from hypermeta.experiments.runner import Job
+        from hypermeta.engine.measurement import Measurement
+        from hypermeta.engine.runner import Job
 
         m = Measurement(self.plan.budget(task), 5, 5)
         return Job(task, label, self.base, m, seed, control=self.controller(theta))
@@ -171,8 +171,8 @@ def meta_train(plan_path: str | Path, out_dir: str | Path | None = None, workers
                generations: int | None = None, progress: bool = False, runner: Any = None) -> ESState:
     """Run (or resume) the plan's ES meta-training; returns the state. ``generations`` overrides the plan's (a
     shorter run for a test); the CPU budget of the plan stops it too."""
-    from hypermeta.experiments.engine import BatchedRunner
-    from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence
+    from hypermeta.engine.batched import BatchedRunner
+    from hypermeta.engine.pipeline import RunStore, run_jobs_scoring_divergence
 
     plan_path = Path(plan_path)
     plan = read_yaml(plan_path, "v3 plan file")

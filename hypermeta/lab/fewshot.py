@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
-from hypermeta.experiments.measurement import Measurement, Normalizer
-from hypermeta.experiments.pipeline import (BOOTSTRAP_REPS, RunStore, config_key, paired_difference, paired_scores,
+from hypermeta.engine.measurement import Measurement, Normalizer
+from hypermeta.engine.pipeline import (BOOTSTRAP_REPS, RunStore, config_key, paired_difference, paired_scores,
                                             run_jobs_scoring_divergence)
-from hypermeta.experiments.proposers import PROPOSERS
-from hypermeta.experiments.runner import RUNNERS, Job
-from hypermeta.experiments.study import StudySpec, best_config_of, finished_in_order, run_study, stored_study
-from hypermeta.experiments.tune import tune
+from hypermeta.search.proposers import PROPOSERS
+from hypermeta.engine.runner import RUNNERS, Job
+from hypermeta.search.study import StudySpec, best_config_of, finished_in_order, run_study, stored_study
+from hypermeta.search.tune import tune
 from hypermeta.files import dataclass_from_yaml, git_commit, write_text_atomic
 from hypermeta.seeds import test_seeds
 from hypermeta.space import DQNConfig, get_space
@@ -108,8 +108,8 @@ class FewShotPlan:
         """``cold_from``'s held-out folder, where it shares cold studies with this plan."""
         if not self.shared_cold_studies():
             return None
-        from hypermeta.experiments import meta2
-        from hypermeta.experiments.matrix import MatrixPlan
+        from hypermeta.lab import meta2
+        from hypermeta.lab.matrix import MatrixPlan
 
         return meta2.Paths.of(MatrixPlan.load(self.cold_from)).heldout
 
@@ -122,8 +122,8 @@ class FewShotPlan:
     def _find_shared_cold_studies(self) -> dict[str, tuple[str, str]]:
         if not self.cold_from:
             return {}
-        from hypermeta.experiments import meta2
-        from hypermeta.experiments.matrix import MatrixPlan
+        from hypermeta.lab import meta2
+        from hypermeta.lab.matrix import MatrixPlan
 
         if not Path(self.cold_from).is_file():
             raise ValueError(f"plan {self.name!r}: cold_from {self.cold_from!r} does not exist")
@@ -232,7 +232,7 @@ def tune_samplers(plan: FewShotPlan, entry: dict[str, Any], workers: int, progre
         import multiprocessing
         import time
 
-        from hypermeta.experiments.study import make_storage
+        from hypermeta.search.study import make_storage
 
         make_storage(plan.storage)  # the schema is created here: two processes creating it at once collide
         ctx = multiprocessing.get_context("spawn")
@@ -328,7 +328,7 @@ def check_inputs(plan: FewShotPlan) -> None:
 
     fixed = plan.fixed()  # loads the weights
     if plan.cold_from and plan.shared_cold_studies():
-        from hypermeta.experiments.matrix import MatrixPlan
+        from hypermeta.lab.matrix import MatrixPlan
 
         if get_space("schedule").untuned(MatrixPlan.load(plan.cold_from).base) != fixed:
             raise ValueError(f"plan {plan.name!r}: the cold studies shared with {plan.cold_from!r} tune over that plan's "

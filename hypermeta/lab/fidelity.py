@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence
-from hypermeta.experiments.runner import Job
+from hypermeta.engine.measurement import Measurement
+from hypermeta.engine.pipeline import RunStore, run_jobs_scoring_divergence
+from hypermeta.engine.runner import Job
 from hypermeta.files import read_yaml
 from hypermeta.seeds import fidelity_seeds
 from hypermeta.space import DQNConfig
@@ -67,7 +67,7 @@ class FidelityPlan:
         """The plan's configurations that exist for ``task`` (rl-zoo only where the env has an entry), as the
         portfolio of ``portfolio_plan`` defines them over the plan's fixed settings; best-fixed is the portfolio
         configuration with the best mean score over that plan's training tasks."""
-        from hypermeta.experiments.matrix import SCHEDULE_FIELDS, MatrixPlan
+        from hypermeta.lab.matrix import SCHEDULE_FIELDS, MatrixPlan
 
         portfolio = MatrixPlan.load(self.portfolio_plan).portfolio_for(task)
         base = DQNConfig.from_dict(self.fixed, source=f"{self.path} fixed")
@@ -98,7 +98,7 @@ def _best_fixed_key(portfolio_plan: str) -> str:
     """The portfolio configuration with the best mean normalised score over the training tasks of a matrix plan
     (meta2's best-fixed), from its committed matrix."""
     if portfolio_plan not in _BEST_FIXED:
-        from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
+        from hypermeta.lab.matrix import MatrixPlan, matrix_scores
 
         plan = MatrixPlan.load(portfolio_plan)
         scores = matrix_scores(plan, RunStore(plan.runs_path).frame(), plan.train_tasks())
@@ -112,7 +112,7 @@ def run_plan(plan: FidelityPlan, runners: list[str], workers: int = 1, progress:
     for runner in runners:
         if runner not in plan.runners:
             raise ValueError(f"runner {runner!r} is not in the plan's runners {plan.runners}")
-        from hypermeta.experiments.engine import BatchedRunner
+        from hypermeta.engine.batched import BatchedRunner
 
         run_jobs_scoring_divergence(jobs, plan.store(runner), workers=workers, progress=progress,
                                     runner=BatchedRunner() if runner == "batched" else runner)
@@ -139,7 +139,7 @@ def scored_runs(plan: FidelityPlan, runner: str) -> pd.DataFrame:
 def _score_scale(plan: FidelityPlan, tasks: list[str]) -> dict[str, float]:
     """What a normalised AUC is divided by: the best portfolio mean in meta2's matrix (training or held-out split),
     1 for tasks in no matrix."""
-    from hypermeta.experiments.matrix import MatrixPlan, matrix_scores
+    from hypermeta.lab.matrix import MatrixPlan, matrix_scores
 
     if plan.score != "meta2":
         return {t: 1.0 for t in tasks}
@@ -233,7 +233,7 @@ def trace_lines(folder: Path) -> list[str]:
 
 def render(plan: FidelityPlan, out: Path) -> Path:
     """Write the report (markdown, the table as CSV) from the runs stored so far."""
-    from hypermeta.experiments.engine_bench import _machine
+    from hypermeta.lab.engine_bench import _machine
     from hypermeta.files import git_commit, write_report
 
     pairs, dropped = paired(plan)

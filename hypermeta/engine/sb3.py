@@ -14,8 +14,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from hypermeta.callback import HyperMetaCallback
-from hypermeta.experiments.measurement import Curve, DivergenceError, Measurement, check_timesteps
-from hypermeta.experiments.runner import Job, OnEval, Runner
+from hypermeta.engine.measurement import Curve, DivergenceError, Measurement, check_timesteps
+from hypermeta.engine.runner import Job, OnEval, Runner
 from hypermeta.guard import health
 from hypermeta.seeds import check_seed, eval_seed
 from hypermeta.space import DQNConfig

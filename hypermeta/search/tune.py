@@ -4,7 +4,7 @@ Round 0 (enqueued, evaluated first, together when the runner is batched) holds w
 about the task: the meta-learner's zero-shot prediction, each ensemble member's own prediction, and the best
 configurations of the nearest training tasks (duplicates dropped, at most :data:`ROUND0`). TPE then proposes
 the rest with those observations in its model, or (``sampler="adapt"`` / ``"metatpe"``, see
-:mod:`hypermeta.experiments.proposers`) a proposer enqueues each following round from what has been observed,
+:mod:`hypermeta.search.proposers`) a proposer enqueues each following round from what has been observed,
 TPE filling any slot it leaves. The study is an ordinary resumable Optuna study; the best trial's configuration
 is written as YAML (``HyperMetaCallback("best.yaml")`` applies it).
 """
@@ -21,11 +21,11 @@ from typing import Any
 
 import optuna
 
-from hypermeta.experiments.defaults import (BATCHED_STUDY_BATCH, DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD,
+from hypermeta.engine.defaults import (BATCHED_STUDY_BATCH, DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD,
                                             HEARTBEAT_INTERVAL, N_EVALS)
-from hypermeta.experiments.study import (StudySpec, best_config_of, check_storage_url, finished_in_order, run_study,
+from hypermeta.search.study import (StudySpec, best_config_of, check_storage_url, finished_in_order, run_study,
                                          stored_study)
-from hypermeta.experiments.measurement import check_task
+from hypermeta.engine.measurement import check_task
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.predict import predict_config
 from hypermeta.space import DQNConfig
@@ -72,7 +72,7 @@ def make_proposer(sampler: str, prediction: Any, meta_data: str | Path | None, s
     dataset CSV ``meta_data`` (``hypermeta matrix --export-only`` writes one); ``adapt`` takes the few-shot step of
     ``adapt_predictor`` (default: the round-0 predictor's, or, where it has no networks, the shipped adapt weights
     if they were trained on the same DQN settings), which must be a method with networks."""
-    from hypermeta.experiments.proposers import PROPOSERS, AdaptProposer, MetaTPEProposer
+    from hypermeta.search.proposers import PROPOSERS, AdaptProposer, MetaTPEProposer
     from hypermeta.meta.model import default_adapt_weights_path
     from hypermeta.meta.predict import load_predictor
 

@@ -67,8 +67,8 @@ def reptile_step(theta: np.ndarray, adapted: list[np.ndarray], eps: float) -> np
 def _jobs(problem: Any, tasks: list[str], start: QStart | None, steps: int | None, seeds: list[int]) -> list[Any]:
     from dataclasses import replace
 
-    from hypermeta.experiments.measurement import Measurement
-    from hypermeta.experiments.runner import Job
+    from hypermeta.engine.measurement import Measurement
+    from hypermeta.engine.runner import Job
 
     jobs = []
     for task, seed in zip(tasks, seeds):
@@ -80,7 +80,7 @@ def _jobs(problem: Any, tasks: list[str], start: QStart | None, steps: int | Non
 def _train(jobs: list[Any]) -> list[QStart]:
     import torch
 
-    from hypermeta.experiments.engine import train_group
+    from hypermeta.engine.batched import train_group
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -99,7 +99,7 @@ def meta_init(family: str, method: str, matrix_plan: str | Path, out: str | Path
     """Learn (or resume learning) the start of ``family`` by ``method``; writes ``OUT.safetensors`` + ``OUT.json``
     (and ``OUT.state.json`` while iterating). Returns the start."""
     from hypermeta.files import git_commit
-    from hypermeta.experiments.control_training import Problem
+    from hypermeta.lab.control_training import Problem
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -163,7 +163,7 @@ def _meta_iterate(problem: Any, pool: list[str], method: str, settings: MetaInit
                 new = reptile_step(theta.astype(np.float64), [f.to_flat().astype(np.float64) for f in finals], eps)
                 m, v = state["m"], state["v"]
             else:
-                from hypermeta.experiments.control_training import adam_ascent
+                from hypermeta.lab.control_training import adam_ascent
 
                 grad = np.mean([f.manifest["query_grad"] for f in finals], axis=0)
                 new, m, v = adam_ascent(theta.astype(np.float64), -grad, np.asarray(state["m"]), np.asarray(state["v"]),

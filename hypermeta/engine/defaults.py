@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-#: Defaults of every :class:`~hypermeta.experiments.measurement.Measurement` (study trials, test runs, data).
+#: Defaults of every :class:`~hypermeta.engine.measurement.Measurement` (study trials, test runs, data).
 N_EVALS = 5
 EVAL_EPISODES = 5
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
@@ -15,7 +15,7 @@ HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 30
 #: Test seeds of ``hypermeta evaluate`` and of the reports, unless a spec says otherwise.
 TEST_SEEDS = 5
-#: Runner names (the registry itself, with the classes, is hypermeta.experiments.runner.RUNNERS).
+#: Runner names (the registry itself, with the classes, is hypermeta.engine.runner.RUNNERS).
 RUNNERS = ("sb3", "batched")
 DEFAULT_RUNNER = "sb3"
 #: Trials per batch of a study run by the batched runner.

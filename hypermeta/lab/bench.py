@@ -21,11 +21,11 @@ from stable_baselines3.common.utils import LinearSchedule
 from hypermeta.callback import HyperMetaCallback
 from hypermeta.files import write_report
 from hypermeta.space import DQNConfig
-from hypermeta.experiments.defaults import EVAL_EPISODES
-from hypermeta.experiments.measurement import Measurement, check_timesteps
-from hypermeta.experiments.pipeline import RunStore, run_jobs
-from hypermeta.experiments.runner import Job
-from hypermeta.experiments.sb3 import build_model
+from hypermeta.engine.defaults import EVAL_EPISODES
+from hypermeta.engine.measurement import Measurement, check_timesteps
+from hypermeta.engine.pipeline import RunStore, run_jobs
+from hypermeta.engine.runner import Job
+from hypermeta.engine.sb3 import build_model
 
 #: Linear lr and epsilon, so plain SB3 (its own LinearSchedule) can run the very same schedules.
 BENCH_CONFIG = DQNConfig(lr_initial=1e-3, lr_final_ratio=0.1, lr_shape="linear", eps_shape="linear")
@@ -93,7 +93,7 @@ def run_workers_benchmark(task: str, timesteps: int, trials: int, out: Path) -> 
     """Trials per hour of one study with 1 and with 2 worker processes on one SQLite storage."""
     import tempfile
 
-    from hypermeta.experiments.study import StudySpec, run_study
+    from hypermeta.search.study import StudySpec, run_study
 
     if trials < 2:
         raise ValueError(f"trials must be >= 2, got {trials}")
@@ -225,8 +225,8 @@ GUARD_CONFIGS = {
 
 
 def _guarded_run(task: str, config: DQNConfig, timesteps: int, seed: int, guard: bool) -> dict:
-    from hypermeta.experiments.measurement import Normalizer
-    from hypermeta.experiments.sb3 import evaluate
+    from hypermeta.engine.measurement import Normalizer
+    from hypermeta.engine.sb3 import evaluate
     from hypermeta.guard import DivergenceError, health
 
     model = build_model(task, config, seed)
@@ -302,7 +302,7 @@ def run_minatar_reference(games: Sequence[str], timesteps: int, seeds: int, work
     ``reference_return`` (normalised score 1.0), and the report says whether it clearly beats the random policy
     (mean final return more than 2 standard errors above the random policy's). Runs resume from
     ``<out dir>/reference_runs.csv``."""
-    from hypermeta.experiments.measurement import random_return
+    from hypermeta.engine.measurement import random_return
     from hypermeta.seeds import reference_seeds
 
     jobs = []
@@ -349,7 +349,7 @@ def run_minatar_reference(games: Sequence[str], timesteps: int, seeds: int, work
 def _curve_table(runs: pd.DataFrame, games: Sequence[str], measurement: Measurement) -> list[str]:
     """The base configuration's learning curve per game (mean greedy return over the seeds at each evaluation,
     +/- s.e.), with a mark where it is not more than 2 s.e. above the random policy (with 2 or more seeds)."""
-    from hypermeta.experiments.measurement import random_return
+    from hypermeta.engine.measurement import random_return
 
     steps = measurement.eval_steps
     lines = ["## Learning curves: where the base is above random", "",

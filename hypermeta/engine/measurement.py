@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
+from hypermeta.engine.defaults import EVAL_EPISODES, N_EVALS
 from hypermeta.guard import DivergenceError  # noqa: F401  # re-exported: runs fail with it
 from hypermeta.seeds import RANDOM_SEED
 from hypermeta.tasks.families import family_of_env_id, get_task, is_family_task, make_env

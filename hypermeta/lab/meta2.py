@@ -1,7 +1,7 @@
 """Meta-learner v2, the stages after the matrix (``hypermeta meta2 STAGE PLAN``), all computed by the
 pre-registered plan and all resumable:
 
-1. ``export``: the matrix dataset of the complete training tasks (:func:`~hypermeta.experiments.matrix.matrix_dataset`).
+1. ``export``: the matrix dataset of the complete training tasks (:func:`~hypermeta.lab.matrix.matrix_dataset`).
 2. ``cv``: leave-one-task-out cross-validation of every method of the plan (:mod:`hypermeta.meta.selection`);
    picks the CV winner and each method's OOD threshold. Folds train ensembles of ``cv_ensemble`` members
    (default 1: ~5x cheaper than the shipped 5 members; the report says so).
@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.baselines import SB3_DEFAULT, rl_zoo_config
-from hypermeta.experiments.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_matrix, incomplete_tasks,
+from hypermeta.search.baselines import SB3_DEFAULT, rl_zoo_config
+from hypermeta.lab.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_matrix, incomplete_tasks,
                                           matrix_dataset, matrix_gaps, matrix_scores)
-from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.pipeline import RunStore, run_jobs_scoring_divergence, score_matrix
-from hypermeta.experiments.runner import Job
+from hypermeta.engine.measurement import Measurement
+from hypermeta.engine.pipeline import RunStore, run_jobs_scoring_divergence, score_matrix
+from hypermeta.engine.runner import Job
 from hypermeta.files import git_commit, write_text_atomic
 from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
 from hypermeta.meta.model import MetaModel, meta_train
@@ -324,7 +324,7 @@ def tpe_configs(plan: MatrixPlan, task: str, workers: int, runner: str, progress
     """Optuna TPE on the held-out task itself (resumable storage beside the plan); best of the first k trials.
     With the batched runner each worker asks :data:`TPE_BATCH` trials at once and TPE starts once that many have
     finished."""
-    from hypermeta.experiments.study import StudySpec, best_config_of, run_study
+    from hypermeta.search.study import StudySpec, best_config_of, run_study
     from hypermeta.space import get_space
 
     spec = StudySpec(task, plan.budget(task), "schedule", TPE_SEEDS_PER_TRIAL,

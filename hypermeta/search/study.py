@@ -3,7 +3,7 @@
 A study is an ordinary Optuna study (it opens in optuna-dashboard and ``study.trials_dataframe()``) whose
 user attributes record how its trials were measured (:class:`StudySpec`). Trials are trained on
 *tuning seeds* (:func:`hypermeta.seeds.tuning_seeds`), which never reach the test seeds, by a runner
-(:mod:`hypermeta.experiments.runner`).
+(:mod:`hypermeta.engine.runner`).
 
 Fault tolerance: storages are :class:`optuna.storages.RDBStorage` with a heartbeat, so a trial whose
 process was killed is failed after ``grace_period`` seconds and re-queued once by
@@ -30,10 +30,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from hypermeta.experiments.defaults import (DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD, HEARTBEAT_INTERVAL,
+from hypermeta.engine.defaults import (DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD, HEARTBEAT_INTERVAL,
                                             N_EVALS, PRUNERS, SAMPLERS)
-from hypermeta.experiments.measurement import DivergenceError, Measurement, Normalizer, check_task
-from hypermeta.experiments.runner import DEFAULT_RUNNER, Job, Runner, get_runner
+from hypermeta.engine.measurement import DivergenceError, Measurement, Normalizer, check_task
+from hypermeta.engine.runner import DEFAULT_RUNNER, Job, Runner, get_runner
 from hypermeta.files import check_writable_file, read_yaml
 from hypermeta.seeds import tuning_seeds, worker_seed
 from hypermeta.space import SPACE_VERSION, DQNConfig, get_space

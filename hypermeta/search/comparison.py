@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from hypermeta.experiments.baselines import BASELINES, baseline_config
-from hypermeta.experiments.defaults import (BATCHED_STUDY_BATCH, GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNNERS, SAMPLERS,
+from hypermeta.search.baselines import BASELINES, baseline_config
+from hypermeta.engine.defaults import (BATCHED_STUDY_BATCH, GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNNERS, SAMPLERS,
                                             TEST_SEEDS)
-from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
-from hypermeta.experiments.measurement import Measurement, Normalizer
-from hypermeta.experiments.pipeline import RunStore, run_jobs
-from hypermeta.experiments.runner import DEFAULT_RUNNER, Job
-from hypermeta.experiments.study import StudySpec, best_config_of, run_study, trials_frame, tuning_cost_frame
+from hypermeta.engine.defaults import EVAL_EPISODES, N_EVALS
+from hypermeta.engine.measurement import Measurement, Normalizer
+from hypermeta.engine.pipeline import RunStore, run_jobs
+from hypermeta.engine.runner import DEFAULT_RUNNER, Job
+from hypermeta.search.study import StudySpec, best_config_of, run_study, trials_frame, tuning_cost_frame
 from hypermeta.files import dataclass_from_yaml
 from hypermeta.seeds import test_seeds
 from hypermeta.tasks.families import make_env

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hypermeta.experiments.baselines import SB3_DEFAULT, rl_zoo_config
-from hypermeta.experiments.measurement import Measurement
-from hypermeta.experiments.pipeline import RunStore, config_key, run_jobs_scoring_divergence
-from hypermeta.experiments.runner import Job
+from hypermeta.search.baselines import SB3_DEFAULT, rl_zoo_config
+from hypermeta.engine.measurement import Measurement
+from hypermeta.engine.pipeline import RunStore, config_key, run_jobs_scoring_divergence
+from hypermeta.engine.runner import Job
 from hypermeta.files import dataclass_from_yaml
 from hypermeta.seeds import matrix_seeds
 from hypermeta.space import DQNConfig, get_space
@@ -155,7 +155,7 @@ def collect_matrix(plan: MatrixPlan, runner: str = "batched", workers: int = 1, 
         raise ValueError(f"{unknown[0]!r} is not a task of plan {plan.name!r}")
     store = RunStore(plan.runs_path)  # a diverged configuration scores as the random policy, and is not retried
     if runner == "batched" and max_agents is not None:
-        from hypermeta.experiments.engine import BatchedRunner
+        from hypermeta.engine.batched import BatchedRunner
 
         runner = BatchedRunner(max_agents=max_agents)
     run_jobs_scoring_divergence(plan.jobs(tasks[:n_tasks]), store, workers=workers, progress=progress, runner=runner)

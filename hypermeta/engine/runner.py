@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
-from hypermeta.experiments.defaults import DEFAULT_RUNNER
-from hypermeta.experiments.measurement import Curve, DivergenceError, Measurement
+from hypermeta.engine.defaults import DEFAULT_RUNNER
+from hypermeta.engine.measurement import Curve, DivergenceError, Measurement
 from hypermeta.parallel import pool_results
 from hypermeta.space import DQNConfig
 
 #: Runner name -> ``"module:Class"``; add a runner with one line here.
 RUNNERS: dict[str, str] = {
-    "sb3": "hypermeta.experiments.sb3:SB3Runner",
-    "batched": "hypermeta.experiments.engine:BatchedRunner",
+    "sb3": "hypermeta.engine.sb3:SB3Runner",
+    "batched": "hypermeta.engine.batched:BatchedRunner",
 }
 
 OnEval = Callable[[int, float], None]
@@ -81,7 +81,7 @@ class Runner(ABC):
     def run(self, job: Job, on_eval: OnEval | None = None) -> Curve:
         """Train and evaluate one job. ``on_eval(step, mean_return)`` is called after every evaluation and
         may raise (e.g. ``optuna.TrialPruned``) to stop early. Raises
-        :class:`~hypermeta.experiments.measurement.DivergenceError` when training diverges."""
+        :class:`~hypermeta.engine.measurement.DivergenceError` when training diverges."""
 
     def run_many(self, jobs: Sequence[Job], workers: int = 1) -> Iterator[tuple[Job, Curve | DivergenceError]]:
         """Run every job, yielding ``(job, curve)`` as each finishes, or ``(job, error)`` for a job whose

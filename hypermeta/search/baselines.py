@@ -6,7 +6,7 @@
 * ``rl-zoo``: the tuned values of rl-baselines3-zoo ``hyperparams/dqn.yml`` for CartPole-v1, Acrobot-v1,
   MountainCar-v0 and LunarLander-v3; a family's variants use the entry of the family's environment.
 * ``base``: hypermeta's base configuration with its default schedule (``DQNConfig()``).
-* ``study:NAME``: the best trial's configuration of the Optuna study ``NAME`` (see :mod:`hypermeta.experiments.study`).
+* ``study:NAME``: the best trial's configuration of the Optuna study ``NAME`` (see :mod:`hypermeta.search.study`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def baseline_config(name: str, task_id: str, storage: str | None = None) -> DQNC
     if name == "base":
         return DQNConfig()
     if name.startswith("study:"):
-        from hypermeta.experiments.study import best_config
+        from hypermeta.search.study import best_config
 
         return best_config(name.removeprefix("study:"), storage)
     raise ValueError(f"unknown baseline {name!r}; use one of {list(BASELINES)} or study:NAME")
@@ -79,3 +79,26 @@ def named_config(task_id: str, *, config_file: str | None = None, baseline: str 
     if baseline is not None:
         return baseline, baseline_config(baseline, task_id)
     return f"study:{study}", baseline_config(f"study:{study}", task_id, storage)
+
+
+def compare_with_sb3_default(task: str, config: DQNConfig, timesteps: int, n_seeds: int,
+                             reference: float | None = None) -> dict[str, float]:
+    """``config`` against SB3's default schedules over the same DQN settings, on the same ``n_seeds`` test seeds,
+    trained by the batched engine (cheap): each one's mean normalised AUC and their paired difference with its 95%
+    bootstrap CI (``hypermeta train --compare``)."""
+    from hypermeta.engine.batched import BatchedRunner
+    from hypermeta.engine.measurement import Measurement
+    from hypermeta.engine.pipeline import paired_difference, run_jobs
+    from hypermeta.engine.runner import Job
+    from hypermeta.seeds import test_seeds
+    from hypermeta.space import get_space
+
+    default = config.replace(**{p.name: getattr(SB3_DEFAULT, p.name) for p in get_space("schedule").params})
+    seeds = test_seeds(n_seeds)
+    jobs = [Job(task, label, c, Measurement(timesteps), s, reference) for label, c in (("config", config),
+            ("sb3-default", default)) for s in seeds]
+    runs = run_jobs(jobs, runner=BatchedRunner())
+    scores = {m: runs[runs["method"] == m].set_index("seed").loc[seeds, "auc"].to_numpy()[:, None]
+              for m in ("config", "sb3-default")}
+    return {"config": float(scores["config"].mean()), "sb3_default": float(scores["sb3-default"].mean()),
+            **paired_difference(scores["config"], scores["sb3-default"])}

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from optuna.trial import TrialState
 
-from hypermeta.experiments.defaults import BATCHED_STUDY_BATCH, DEFAULT_RUNNER, RUNNERS, TEST_SEEDS
-from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
-from hypermeta.experiments.study import StudySpec, make_storage, run_study
+from hypermeta.engine.defaults import BATCHED_STUDY_BATCH, DEFAULT_RUNNER, RUNNERS, TEST_SEEDS
+from hypermeta.engine.defaults import EVAL_EPISODES, N_EVALS
+from hypermeta.search.study import StudySpec, make_storage, run_study
 from hypermeta.files import dataclass_from_yaml
 from hypermeta.seeds import FEATURE_SEED
 from hypermeta.space import DQNConfig, get_space

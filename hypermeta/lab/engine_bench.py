@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hypermeta.experiments.baselines import baseline_config
-from hypermeta.experiments.defaults import EVAL_EPISODES, N_EVALS
-from hypermeta.experiments.engine import _Agents, _shapes, train_group
-from hypermeta.experiments.measurement import Measurement, check_timesteps
-from hypermeta.experiments.runner import Job
-from hypermeta.experiments.sb3 import SB3Runner
+from hypermeta.search.baselines import baseline_config
+from hypermeta.engine.defaults import EVAL_EPISODES, N_EVALS
+from hypermeta.engine.batched import _Agents, _shapes, train_group
+from hypermeta.engine.measurement import Measurement, check_timesteps
+from hypermeta.engine.runner import Job
+from hypermeta.engine.sb3 import SB3Runner
 from hypermeta.files import write_report
 from hypermeta.seeds import test_seeds
 from hypermeta.space import NET_ARCHS, DQNConfig, get_space
@@ -124,7 +124,7 @@ def run_fidelity_benchmark(tasks: dict[str, int], n_sobol: int, seeds: int, work
     normalised AUC of both with CIs and their paired difference; Spearman correlation of configuration means."""
     from scipy.stats import spearmanr
 
-    from hypermeta.experiments.pipeline import RunStore, run_jobs
+    from hypermeta.engine.pipeline import RunStore, run_jobs
 
     out.parent.mkdir(parents=True, exist_ok=True)
     configs = fidelity_configs(n_sobol)
