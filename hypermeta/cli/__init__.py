@@ -18,6 +18,9 @@ ORDER = ("families", "space", "config", "features", "train", "study", "tune", "e
          "matrix", "meta-train", "fewshot", "meta2", "meta-control", "meta-init", "predict", "meta-report", "bench")
 #: Commands that make environments from a user's id: they take ``--max-episode-steps``.
 MAKE_ENVS = ("features", "train", "study", "tune", "evaluate", "compare", "predict")
+#: Commands that run batches of jobs: they take ``--backend ray [--address ADDR]`` (Optuna's storage already spreads
+#: ``study`` and ``tune`` over processes and machines).
+BATCHES = ("evaluate", "compare", "matrix", "fewshot", "meta2", "meta-control", "meta-report", "bench")
 
 
 def build_parser():
@@ -33,6 +36,13 @@ def build_parser():
             help="episode cap of environments without a time limit (default 1000, "
             "hypermeta.tasks.families.DEFAULT_MAX_EPISODE_STEPS; episodes cut by it end as truncated); environments "
             "with a time limit keep their own")
+    for name in BATCHES:
+        sub.choices[name].add_argument(
+            "--backend", choices=["local", "ray"], default="local",
+            help="local: processes on this machine (--workers); ray: each batch of jobs is a Ray task on a cluster "
+            "(pip install \"hypermeta[ray]\"; results stream back to this process, which writes the stores)")
+        sub.choices[name].add_argument("--address", help="--backend ray: the cluster's address (default: a cluster "
+                                       "of this machine's CPUs, or RAY_ADDRESS)")
     return parser
 
 
@@ -46,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         with _one_line_warnings():
+            if getattr(args, "backend", "local") == "ray" or getattr(args, "address", None):
+                from hypermeta.parallel import set_backend
+
+                if args.backend != "ray":
+                    raise ValueError("--address is for --backend ray")
+                set_backend("ray", args.address)  # a missing Ray fails here, in one line, before any work
             if getattr(args, "max_episode_steps", None) is not None:
                 from hypermeta.tasks.families import set_max_episode_steps
 

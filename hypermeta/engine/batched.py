@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from hypermeta.engine.fast_envs import make_fast_env
 from hypermeta.engine.measurement import Curve, DivergenceError
 from hypermeta.engine.runner import Job, OnEval, Runner
-from hypermeta.parallel import pool_results
+from hypermeta.parallel import distributed, pool_results
 from hypermeta.schedules import ShapedSchedule
 from hypermeta.seeds import eval_seed
 from hypermeta.space import NET_ARCHS
@@ -644,8 +644,9 @@ class BatchedRunner(Runner):
                                      for j in jobs)), desc="agent-steps", unit="step", unit_scale=True)
         threads = torch.get_num_threads()
         try:
-            if workers == 1:  # one torch thread, as in worker processes: more only cost with nets this small (and
-                # with other processes on the machine they fight over the cores: 2.5k instead of 18k agent-steps/s)
+            if workers == 1 and not distributed():  # one torch thread, as in worker processes: more only cost with
+                # nets this small (and with other processes on the machine they fight over the cores: 2.5k instead of
+                # 18k agent-steps/s)
                 torch.set_num_threads(1)
                 for batch in batches:
                     yield from zip(batch, train_group(batch, progress=None if bar is None else bar.update))

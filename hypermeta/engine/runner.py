@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 from hypermeta.engine.defaults import DEFAULT_RUNNER
 from hypermeta.engine.measurement import Curve, DivergenceError, Measurement
-from hypermeta.parallel import pool_results
+from hypermeta.parallel import distributed, pool_results
 from hypermeta.space import DQNConfig
 
 #: Runner name -> ``"module:Class"``; add a runner with one line here.
@@ -88,7 +88,7 @@ class Runner(ABC):
         training diverged (the others go on); in ``workers`` processes when > 1."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        if workers == 1:
+        if workers == 1 and not distributed():
             for job in jobs:
                 yield job, _run_single_thread(self, job)
             return

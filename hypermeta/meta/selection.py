@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.meta.data import MetaTrainConfig, TaskData
-from hypermeta.parallel import pool_results
+from hypermeta.parallel import distributed, pool_results
 
 CV_COLUMNS = ["method", "task", "score", "best_fixed", "oracle", "ood_score", "nearest_distance", "disagreement",
               "code", "fingerprint"]
@@ -111,7 +111,7 @@ def loto_cv(tasks: Sequence[TaskData], methods: Sequence[str], cfg: MetaTrainCon
 def _run_folds(todo: list[tuple], workers: int) -> Iterator[dict]:
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers == 1:
+    if workers == 1 and not distributed():
         yield from (_fold_job(args) for args in todo)
         return
     yield from (row for _, row in pool_results(_fold_job, todo, workers))
