@@ -87,3 +87,18 @@ def test_the_flag_without_ray_is_one_line_naming_the_extra(tmp_path, monkeypatch
     assert code == 2 and err.count("\n") == 1 and 'pip install "hypermeta[ray]"' in err
     assert list(tmp_path.iterdir()) == []
     os.environ.pop(BACKEND_VAR, None)
+
+
+def test_the_scale_benchmark_reports_medians_ranges_and_the_overhead_per_batch(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    import hypermeta.lab.scale_bench as scale
+
+    walls = iter([2.0, 3.0, 1.5, 2.5, 1.0, 1.8] * 3)  # (local, ray) at each CPU count, per repetition
+    monkeypatch.setattr(scale, "_timed", lambda jobs, backend, cpus, batch: next(walls) if len(jobs) > batch else 0.1)
+    monkeypatch.setattr(scale.os, "cpu_count", lambda: 4)
+    out = tmp_path / "scale.md"
+    text = scale.run_scale_benchmark(Path(__file__).resolve().parents[1] / "studies" / "meta2" / "plan.yaml", 3, out)
+    frame = __import__("pandas").read_csv(out.with_suffix(".csv"))
+    assert len(frame) == 3 * 3 * 2 and set(frame["cpus"]) == {1, 2, 4}
+    assert "| 1 | local | 80,000 | 80,000 - 80,000 |" in text  # 32 jobs x 5,000 steps in 2 s
+    assert "Ray's overhead per batch" in text and "1 CPU: +0.25 s" in text  # (3.0 - 2.0) / 4 batches

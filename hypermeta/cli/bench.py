@@ -10,8 +10,7 @@ from hypermeta.cli._common import positive_int
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hypermeta.lab.bench import (run_guard_benchmark, run_kill_stress, run_overhead_benchmark,
-                                             run_workers_benchmark)
+    from hypermeta.lab.bench import run_guard_benchmark, run_kill_stress, run_overhead_benchmark, run_workers_benchmark
 
     out = Path(args.out or f"studies/reports/{args.which}.md")
     if args.which == "overhead":
@@ -41,6 +40,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for game in games:
             get_family(game)  # unknown names fail before any training
         report = run_minatar_reference(games, args.timesteps, args.seeds, args.workers, out)
+    elif args.which == "scale":
+        from hypermeta.lab.scale_bench import run_scale_benchmark
+
+        out = Path(args.out or "studies/reports/engine/scale.md")
+        report = run_scale_benchmark(args.plan or "studies/meta2/plan.yaml", args.repeats, out)
     elif args.which == "kill":
         report = run_kill_stress(args.task, args.timesteps, args.trials, args.kills, out)
     else:
@@ -67,7 +71,7 @@ def _bench_fidelity_plan(args: argparse.Namespace) -> int:
 
 def _add_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="benchmarks that write reports under studies/reports/")
-    p.add_argument("which", choices=["overhead", "workers", "kill", "guard", "engine", "fidelity", "minatar"])
+    p.add_argument("which", choices=["overhead", "workers", "kill", "guard", "engine", "fidelity", "minatar", "scale"])
     p.add_argument("--games", default="minatar-breakout,minatar-asterix,minatar-freeway,minatar-seaquest,"
                    "minatar-spaceinvaders", help="minatar benchmark: comma-separated MinAtar families")
     p.add_argument("--tasks", default="CartPole-v1,Acrobot-v1", help="engine benchmark: comma-separated tasks")
