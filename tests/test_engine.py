@@ -194,3 +194,16 @@ def test_limit_heap_fragmentation_makes_glibc_serve_64_kib_blocks_by_mmap():
     env = {k: v for k, v in __import__("os").environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip() == "True [16, 16, 16, 16]"
+
+
+def test_the_throughput_benchmark_reports_medians_and_ranges_of_repetitions(tmp_path):
+    import pandas as pd
+
+    from hypermeta.lab.engine_bench import run_throughput_benchmark
+
+    out = tmp_path / "throughput.md"
+    text = run_throughput_benchmark(["CartPole-v1"], 200, [2], out, repeats=2)
+    frame = pd.read_csv(out.with_suffix(".csv"))
+    assert sorted(set(frame["repeat"])) == [0, 1] and len(frame) == 2 * 2 * 2  # 2 nets x (SB3 + K=2) x 2 repeats
+    assert "--repeats 2" in text and "Load average (1 min) during the runs" in text
+    assert "| `CartPole-v1` | [64, 64] | batched | 2 |" in text and "x [" in text  # median ratio [range]

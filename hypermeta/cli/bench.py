@@ -19,7 +19,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from hypermeta.lab.engine_bench import run_throughput_benchmark
 
         out = Path(args.out or "studies/reports/engine/throughput.md")
-        report = run_throughput_benchmark(args.tasks.split(","), args.timesteps, args.ks, out)
+        report = run_throughput_benchmark(args.tasks.split(","), args.timesteps, args.ks, out, args.repeats)
     elif args.which == "fidelity" and args.plan:
         return _bench_fidelity_plan(args)
     elif args.which == "fidelity":
@@ -89,7 +89,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--task", default="CartPole-v1")
     p.add_argument("--timesteps", type=positive_int, default=20_000,
                    help="overhead: steps per run; workers: per trial; minatar: per run (use 100000)")
-    p.add_argument("--repeats", type=positive_int, default=7, help="overhead benchmark: interleaved pairs")
+    p.add_argument("--repeats", type=positive_int, default=7,
+                   help="overhead: interleaved pairs; engine and scale: repetitions of every cell (medians, ranges)")
     p.add_argument("--out", help="default: studies/reports/<which>.md")
     p.add_argument("--trials", type=positive_int, default=8, help="workers / kill: trials per study")
     p.add_argument("--kills", type=positive_int, default=20, help="kill benchmark: SIGKILLs at random instants")
