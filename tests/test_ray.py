@@ -102,3 +102,20 @@ def test_the_scale_benchmark_reports_medians_ranges_and_the_overhead_per_batch(t
     assert len(frame) == 3 * 3 * 2 and set(frame["cpus"]) == {1, 2, 4}
     assert "| 1 | local | 80,000 | 80,000 - 80,000 |" in text  # 32 jobs x 5,000 steps in 2 s
     assert "Ray's overhead per batch" in text and "1 CPU: +0.25 s" in text  # (3.0 - 2.0) / 4 batches
+
+
+def test_meta_init_runs_its_inner_batches_as_ray_tasks(cluster, tmp_path):
+    import ray
+
+    from hypermeta.lab.qstart_training import MetaInitSettings, meta_init
+
+    plan = Path(__file__).resolve().parents[1] / "studies" / "meta2" / "plan.yaml"
+    settings = MetaInitSettings(iterations=1, inner_steps=300, tasks_per_iteration=2)
+    start = meta_init("cartpole", "reptile", plan, tmp_path / "s", settings)
+    assert ray.is_initialized() and start.obs_dim == 4
+    os.environ[BACKEND_VAR] = "local"
+    try:
+        local = meta_init("cartpole", "reptile", plan, tmp_path / "t", settings)
+    finally:
+        os.environ[BACKEND_VAR] = "ray"
+    assert all((start.state[k] == local.state[k]).all() for k in start.state)  # the same start either way

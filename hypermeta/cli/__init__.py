@@ -20,7 +20,7 @@ ORDER = ("families", "space", "config", "features", "train", "study", "tune", "e
 MAKE_ENVS = ("features", "train", "study", "tune", "evaluate", "compare", "predict")
 #: Commands that run batches of jobs: they take ``--backend ray [--address ADDR]`` (Optuna's storage already spreads
 #: ``study`` and ``tune`` over processes and machines).
-BATCHES = ("evaluate", "compare", "matrix", "fewshot", "meta2", "meta-control", "meta-report", "bench")
+BATCHES = ("evaluate", "compare", "matrix", "fewshot", "meta2", "meta-control", "meta-init", "meta-report", "bench")
 
 
 def build_parser():

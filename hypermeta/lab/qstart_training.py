@@ -78,6 +78,16 @@ def _jobs(problem: Any, tasks: list[str], start: QStart | None, steps: int | Non
 
 
 def _train(jobs: list[Any]) -> list[QStart]:
+    """Train ``jobs`` as one lock-step batch (a Ray task with ``--backend ray``); each one's final network."""
+    from hypermeta.parallel import distributed, pool_results
+
+    finals = next(pool_results(_train_batch, [jobs], 1))[1] if distributed() else _train_batch(jobs)
+    if any(f is None for f in finals):
+        raise ValueError("an inner run diverged; lower --step-size or the inner budget")
+    return finals
+
+
+def _train_batch(jobs: list[Any]) -> list[QStart | None]:
     import torch
 
     from hypermeta.engine.batched import train_group
@@ -89,8 +99,6 @@ def _train(jobs: list[Any]) -> list[QStart]:
         train_group(jobs, final_weights=finals)
     finally:
         torch.set_num_threads(threads)
-    if any(f is None for f in finals):
-        raise ValueError("an inner run diverged; lower --step-size or the inner budget")
     return finals
 
 
