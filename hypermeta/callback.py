@@ -144,11 +144,12 @@ class HyperMetaCallback(BaseCallback):
         :class:`~hypermeta.controller.Controller`. Every 2% of the run it computes the signals, and the configuration's
         schedules (or the prediction's) are moved by the controller's offsets until the next control step; the
         signals and offsets are logged as ``hypermeta/signal/<name>`` and kept in ``callback.control.log``. The
-        guard's lr cut applies under the controller's offset. ``None`` (default): the schedules as they are.
+        guard's lr cut applies under the controller's offset. One env only (``ValueError`` otherwise). ``None`` (default): the schedules as they are.
     :param init: a meta-learned Q-network start (:mod:`hypermeta.qstart`: a ``.safetensors`` file from
         ``hypermeta meta-init FAMILY`` or a ``QStart``), loaded into ``q_net`` and ``q_net_target`` at the first
-        training start of a model that has not trained yet (``num_timesteps == 0``), so later ``learn`` calls and
-        loaded models keep their weights. A start made for other shapes is refused (``ValueError``, one line); one
+        training start of a model that has made no gradient update and has no start loaded yet (a mark saved with
+        the model), so later ``learn`` calls, with or without ``reset_num_timesteps``, and loaded models keep their
+        weights. A start made for other shapes is refused (``ValueError``, one line); one
         made on another family warns.
     :raises TypeError: at training start, if the model is not a ``stable_baselines3.DQN``.
     :raises ValueError: at training start, if the action space is not Discrete.
@@ -182,10 +183,11 @@ class HyperMetaCallback(BaseCallback):
                 f"{type(self.model).__name__} model. Use it with stable_baselines3.DQN (or a DQN subclass)."
             )
         check_spaces(self.training_env, "HyperMetaCallback")
-        if self.init is not None and self.model.num_timesteps == 0:
+        if self.init is not None and self.model._n_updates == 0 and not getattr(self.model, _START_LOADED, False):
             from hypermeta.qstart import load_into_sb3
 
             load_into_sb3(self.model, self.init, _family_of(self.training_env))
+            setattr(self.model, _START_LOADED, True)  # saved with the model: a loaded model keeps its weights
         if self.config is None:
             self.config = self._predict()
             self.logger.record("hypermeta/out_of_distribution", int(self.prediction.out_of_distribution))
@@ -219,6 +221,10 @@ class HyperMetaCallback(BaseCallback):
         """The first training start makes the run's control (its signals persist over later ``learn`` calls, which
         only update the run's length); every training start installs its schedules."""
         from hypermeta.controller import RunControl
+
+        if self.model.n_envs != 1:
+            raise ValueError(f"the controller reads one run's episodes and steers one run: train with one env, got "
+                             f"n_envs={self.model.n_envs}")
 
         total = int(self.model._total_timesteps)
         if self.control is None:
@@ -309,15 +315,17 @@ def _recent_td(model: DQN) -> tuple[float, float]:
                        min(RECENT, buffer.buffer_size - 1))
     obs = buffer.observations[rows, 0]
     nxt = buffer.next_observations[rows, 0]
-    with torch.no_grad():
-        obs_t, _ = model.policy.obs_to_tensor(obs)
-        nxt_t, _ = model.policy.obs_to_tensor(nxt)
-        q_all = model.q_net(obs_t)
-        next_q = model.q_net_target(nxt_t).max(dim=1).values.numpy()
+    with torch.no_grad():  # the buffer's arrays as SB3's replay samples feed them (q_net preprocesses: one-hot, float)
+        q_all = model.q_net(torch.as_tensor(obs, device=model.device))
+        next_q = model.q_net_target(torch.as_tensor(nxt, device=model.device)).max(dim=1).values.numpy()
     done = buffer.dones[rows, 0] * (1 - buffer.timeouts[rows, 0])
     target = buffer.rewards[rows, 0] + (1 - done) * model.gamma * next_q
     q = q_all.numpy()[np.arange(len(rows)), buffer.actions[rows, 0].astype(np.int64).reshape(-1)]
     return smooth_l1_mean(q, target.astype(np.float32)), float(np.abs(q_all.numpy()).max())
+
+
+#: The model attribute that says a Q-network start was loaded into it (pickled with the model by ``save``).
+_START_LOADED = "_hypermeta_start_loaded"
 
 
 def _family_of(venv: Any) -> str | None:

@@ -74,7 +74,7 @@ SIGNAL_NAMES = ("progress", "learning", "return_level", "return_trend", "length_
 # --- the schedules the runners read -----------------------------------------------------------------------------
 class ControlledSchedule:
     """A base schedule moved by a controller's offset (``kind`` ``"lr"``: times ``10 ** (LR_SPAN * offset)``, kept in
-    :data:`LR_RANGE`; ``"eps"``: plus ``EPS_SPAN * offset``, kept in [0, 1]). The run's :class:`RunControl` sets
+    :data:`LR_RANGE` (or, where the base lies outside it, no further out than the base); ``"eps"``: plus ``EPS_SPAN * offset``, kept in [0, 1]). The run's :class:`RunControl` sets
     ``offset`` at every control step; SB3 calls the schedule as usual (picklable, holds no network).
 
     >>> s = ControlledSchedule(lambda p: 1e-3, "lr")
@@ -91,8 +91,9 @@ class ControlledSchedule:
         value = self.base(progress_remaining)
         if self.offset == 0.0:
             return value
-        if self.kind == "lr":
-            return float(min(max(value * 10.0 ** (LR_SPAN * self.offset), LR_RANGE[0]), LR_RANGE[1]))
+        if self.kind == "lr":  # kept in LR_RANGE, or where the base itself lies outside it, no further out
+            low, high = min(LR_RANGE[0], value), max(LR_RANGE[1], value)
+            return float(min(max(value * 10.0 ** (LR_SPAN * self.offset), low), high))
         return float(min(max(value + EPS_SPAN * self.offset, 0.0), 1.0))
 
     def with_offset(self, offset: float) -> ControlledSchedule:

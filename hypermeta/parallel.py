@@ -87,8 +87,8 @@ def ray_results(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[T, R
         env = {k: v for k, v in os.environ.items() if k.startswith("HYPERMETA_")}  # the episode cap, the backend
         ray.init(address=os.environ.get(ADDRESS_VAR), runtime_env={"env_vars": env}, include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True, configure_logging=False)
-    task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(fn)
-    refs = {task.remote(item): i for i, item in enumerate(items)}
+    task = ray.remote(num_cpus=1, max_retries=RAY_RETRIES)(_apply)  # ray.remote takes functions, not partials
+    refs = {task.remote(fn, item): i for i, item in enumerate(items)}
     pending = list(refs)
     try:
         while pending:
@@ -99,4 +99,8 @@ def ray_results(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[T, R
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
+
+
+def _apply(fn: Callable[[T], R], item: T) -> R:
+    return fn(item)
 

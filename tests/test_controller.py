@@ -74,14 +74,15 @@ def test_hand_rule_halves_lr_on_a_td_blow_up_and_raises_epsilon_while_nothing_is
     assert math.isclose(u_lr, -math.log10(2.0)) and u_eps == 0.0
 
 
+@pytest.mark.parametrize("task", ["cartpole", "frozenlake"])  # Box and Discrete (one-hot) observations
 @pytest.mark.parametrize("controller", [HandRule(), random_linear()], ids=["rule", "linear"])
-def test_engine_and_sb3_make_the_same_decisions_on_one_job(controller, monkeypatch):
+def test_engine_and_sb3_make_the_same_decisions_on_one_job(controller, task, monkeypatch):
     """Same job, same controller: the same control steps, signals and offsets (to rounding) while the curves agree."""
     import hypermeta.callback as callback
     import hypermeta.engine.batched as engine
     from hypermeta.engine.sb3 import SB3Runner
 
-    job = Job("cartpole", "x", CONFIG, Measurement(2000, 2, 2), 3, control=controller)
+    job = Job(task, "x", CONFIG, Measurement(2000, 2, 2), 3, control=controller)
     logs = {}
     close = engine._Agents.close
     monkeypatch.setattr(engine._Agents, "close", lambda a: logs.setdefault("engine", a.control[0].log) and close(a))
@@ -96,7 +97,7 @@ def test_engine_and_sb3_make_the_same_decisions_on_one_job(controller, monkeypat
     assert [s for s, *_ in sb3] == [s for s, *_ in eng] == list(range(40, 2001, 40))
     assert max(np.abs(a[1] - b[1]).max() for a, b in zip(sb3, eng)) < 1e-4
     assert max(abs(a[2] - b[2]) + abs(a[3] - b[3]) for a, b in zip(sb3, eng)) < 1e-4
-    assert any(abs(u) > 0.01 for _, _, u, _ in sb3)  # it did steer
+    assert any(abs(u) + abs(e) > 0.01 for _, _, u, e in sb3)  # it did steer
 
 
 def test_the_zero_controller_trains_exactly_like_no_controller():
@@ -143,3 +144,13 @@ def test_callback_with_a_controller_survives_save_load_evalcallback_and_a_second
     again = HyperMetaCallback(CONFIG, controller="rule")
     loaded.learn(300, callback=again, reset_num_timesteps=False)
     assert type(loaded.lr_schedule).__name__ == "ControlledSchedule" and len(again.control.log) >= 1
+
+
+def test_a_controller_refuses_more_than_one_env():
+    from hypermeta import HyperMetaCallback
+    from hypermeta.engine.sb3 import build_model
+
+    model = build_model("cartpole", CONFIG, seed=0, n_envs=2)
+    with pytest.raises(ValueError, match="train with one env, got n_envs=2"):
+        model.learn(20, callback=HyperMetaCallback(CONFIG, controller="rule"))
+

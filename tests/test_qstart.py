@@ -62,10 +62,16 @@ def test_the_callback_loads_a_start_into_both_networks_once(tmp_path):
     for net in (model.q_net, model.q_net_target):
         for name, value in start.state.items():
             assert torch.equal(net.state_dict()[name], torch.as_tensor(value))
+    with torch.no_grad():  # as if it had trained: a second learn, even resetting its step count, keeps its weights
+        for p in model.q_net.parameters():
+            p.add_(1.0)
+    trained = {k: v.clone() for k, v in model.q_net.state_dict().items()}
+    model.learn(20, callback=HyperMetaCallback(CONFIG, init=start))  # reset_num_timesteps=True, SB3's default
+    assert all(torch.equal(trained[k], v) for k, v in model.q_net.state_dict().items())
     model.save(tmp_path / "m.zip")
     loaded = DQN.load(tmp_path / "m.zip", env=model.get_env())
     before = {k: v.clone() for k, v in loaded.q_net.state_dict().items()}
-    loaded.learn(10, callback=HyperMetaCallback(CONFIG, init=start), reset_num_timesteps=False)  # trained: not again
+    loaded.learn(10, callback=HyperMetaCallback(CONFIG, init=start))  # the mark was saved with it: not again
     assert all(torch.equal(before[k], v) for k, v in loaded.q_net.state_dict().items())
 
 

@@ -79,6 +79,7 @@ def test_a_worker_killed_mid_batch_loses_only_that_batch(cluster, tmp_path):
 
 
 def test_the_flag_without_ray_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(BACKEND_VAR, raising=False)  # restored afterwards: the module's cluster tests keep theirs
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     monkeypatch.chdir(tmp_path)
@@ -86,7 +87,6 @@ def test_the_flag_without_ray_is_one_line_naming_the_extra(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and 'pip install "hypermeta[ray]"' in err
     assert list(tmp_path.iterdir()) == []
-    os.environ.pop(BACKEND_VAR, None)
 
 
 def test_the_scale_benchmark_reports_medians_ranges_and_the_overhead_per_batch(tmp_path, monkeypatch):
@@ -119,3 +119,20 @@ def test_meta_init_runs_its_inner_batches_as_ray_tasks(cluster, tmp_path):
     finally:
         os.environ[BACKEND_VAR] = "ray"
     assert all((start.state[k] == local.state[k]).all() for k in start.state)  # the same start either way
+
+
+def test_the_sb3_runner_runs_on_the_cluster_too(cluster):
+    """Its run_many hands a partial to the pool: the Ray backend wraps it (ray.remote takes plain functions)."""
+    import ray
+
+    jobs = _jobs()[:2]
+    assert os.environ[BACKEND_VAR] == "ray"
+    remote = run_jobs(jobs, runner="sb3", workers=1)
+    assert ray.is_initialized()
+    os.environ[BACKEND_VAR] = "local"
+    try:
+        local = run_jobs(jobs, runner="sb3", workers=1)
+    finally:
+        os.environ[BACKEND_VAR] = "ray"
+    assert sorted(remote["curve"]) == sorted(local["curve"])
+

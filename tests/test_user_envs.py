@@ -155,3 +155,10 @@ def test_tune_prints_a_line_per_finished_trial_when_not_on_a_terminal(tmp_path, 
     # --quiet: nothing per trial (the resumed study has its 3 trials already)
     assert main([*argv, "--quiet"]) == 0
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")]
+
+
+def test_a_commands_episode_cap_ends_with_the_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["features", "CliffWalking-v1", "--max-episode-steps", "50", "--json"]) == 0
+    assert MAX_EPISODE_STEPS_VAR not in os.environ and max_episode_steps() == DEFAULT_MAX_EPISODE_STEPS
+

@@ -7,6 +7,7 @@ meta-report) and ``bench``. Every command imports what it needs inside itself, s
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    saved = {k: v for k, v in os.environ.items() if k.startswith("HYPERMETA_")}  # the backend and the episode cap
     try:
         with _one_line_warnings():
             if getattr(args, "backend", "local") == "ray" or getattr(args, "address", None):
@@ -73,3 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # an unreadable input or unwritable output path
         print(f"hypermeta {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return 2
+    finally:  # settings of this command only (a caller running several in one process gets its own back)
+        for key in [k for k in os.environ if k.startswith("HYPERMETA_") and k not in saved]:
+            del os.environ[key]
+        os.environ.update(saved)

@@ -14,12 +14,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"studies/reports/{args.which}.md")
     if args.which == "overhead":
-        report = run_overhead_benchmark(args.task, args.timesteps, args.repeats, out)
+        report = run_overhead_benchmark(args.task, args.timesteps, args.repeats or 7, out)
     elif args.which == "engine":
         from hypermeta.lab.engine_bench import run_throughput_benchmark
 
         out = Path(args.out or "studies/reports/engine/throughput.md")
-        report = run_throughput_benchmark(args.tasks.split(","), args.timesteps, args.ks, out, args.repeats)
+        report = run_throughput_benchmark(args.tasks.split(","), args.timesteps, args.ks, out, args.repeats or 5)
     elif args.which == "fidelity" and args.plan:
         return _bench_fidelity_plan(args)
     elif args.which == "fidelity":
@@ -44,7 +44,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from hypermeta.lab.scale_bench import run_scale_benchmark
 
         out = Path(args.out or "studies/reports/engine/scale.md")
-        report = run_scale_benchmark(args.plan or "studies/meta2/plan.yaml", args.repeats, out)
+        report = run_scale_benchmark(args.plan or "studies/meta2/plan.yaml", args.repeats or 3, out)
     elif args.which == "kill":
         report = run_kill_stress(args.task, args.timesteps, args.trials, args.kills, out)
     else:
@@ -89,8 +89,9 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--task", default="CartPole-v1")
     p.add_argument("--timesteps", type=positive_int, default=20_000,
                    help="overhead: steps per run; workers: per trial; minatar: per run (use 100000)")
-    p.add_argument("--repeats", type=positive_int, default=7,
-                   help="overhead: interleaved pairs; engine and scale: repetitions of every cell (medians, ranges)")
+    p.add_argument("--repeats", type=positive_int,
+                   help="overhead: interleaved pairs (default 7); engine and scale: repetitions of every cell for "
+                   "medians and ranges (default 5 and 3)")
     p.add_argument("--out", help="default: studies/reports/<which>.md")
     p.add_argument("--trials", type=positive_int, default=8, help="workers / kill: trials per study")
     p.add_argument("--kills", type=positive_int, default=20, help="kill benchmark: SIGKILLs at random instants")

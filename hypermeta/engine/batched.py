@@ -344,7 +344,8 @@ class _Agents:
             rewards[i] = r
             terminated[i] = float(term)
             if self.control[k] is not None:
-                self.control[k].on_step(int(self.stored[k]) + 1, float(r), bool(term or trunc))
+                # the float32 reward, as SB3's vec env hands it to callbacks
+                self.control[k].on_step(int(self.stored[k]) + 1, float(rewards[i]), bool(term or trunc))
             if term or trunc:
                 obs = self.envs[k].reset()[0]
             self.obs[k] = self._encode(obs) if (term or trunc) else next_obs[i]

@@ -249,7 +249,8 @@ def _validate(state, settings, problem, tasks, store, runner, workers, run_jobs)
     rows = rows.assign(score=[problem.score(r) for _, r in rows.iterrows()])
     pivot = rows.pivot_table(index=["task", "seed"], columns="method", values="score")
     diff = pivot["theta"] - pivot["zero"]
-    state.cpu_seconds += float(rows["wall_time"].sum())
+    trained = rows if not state.validation else rows[rows["method"] == "theta"]  # zero's runs are stored from the first
+    state.cpu_seconds += float(trained["wall_time"].sum())
     state.validation.append({"generation": state.generation, "theta": theta.tolist(),
                              "mean_theta": float(pivot["theta"].mean()), "mean_zero": float(pivot["zero"].mean()),
                              "mean_difference": float(diff.mean()),

@@ -131,7 +131,7 @@ def meta_init(family: str, method: str, matrix_plan: str | Path, out: str | Path
         start = _meta_iterate(problem, pool, method, settings, out, progress)
         manifest.update(contexts=pool, budget=f"{settings.inner_steps} steps per inner run")
     manifest["features"] = {t: problem.features[t].tolist() for t in manifest["contexts"]}
-    manifest["cpu_seconds"] = round(time.process_time() - cpu, 1)
+    manifest["cpu_seconds"] = round(time.process_time() - cpu, 1)  # this process's (not a Ray cluster's)
     start.manifest = manifest
     start.save(out)
     return start
@@ -147,10 +147,15 @@ def _meta_iterate(problem: Any, pool: list[str], method: str, settings: MetaInit
         state = json.loads(state_path.read_text())
         if state["method"] != method:
             raise ValueError(f"{state_path} belongs to a {state['method']} run: use another --out")
+        same = {k: v for k, v in asdict(settings).items() if k != "iterations"}
+        if state.get("settings", same) != same:
+            raise ValueError(f"{state_path} was made with other settings ({state['settings']}): resume with them or "
+                             "use another --out")
     else:
         theta = template.to_flat()
         state = {"method": method, "iteration": 0, "theta": theta.tolist(), "m": [0.0] * len(theta),
-                 "v": [0.0] * len(theta), "history": []}
+                 "v": [0.0] * len(theta), "history": [],
+                 "settings": {k: v for k, v in asdict(settings).items() if k != "iterations"}}
     bar = None
     if progress:
         from tqdm.auto import tqdm

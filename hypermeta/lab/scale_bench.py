@@ -34,6 +34,7 @@ def _timed(jobs: list[Job], backend: str, cpus: int, batch: int) -> float:
 
     torch.set_num_threads(1)
     runner = BatchedRunner(max_agents=batch)
+    before = os.environ.get(BACKEND_VAR)
     os.environ[BACKEND_VAR] = backend
     if backend == "ray":
         import ray
@@ -45,7 +46,10 @@ def _timed(jobs: list[Job], backend: str, cpus: int, batch: int) -> float:
             pass
         return time.perf_counter() - start
     finally:
-        os.environ.pop(BACKEND_VAR, None)
+        if before is None:
+            os.environ.pop(BACKEND_VAR, None)
+        else:
+            os.environ[BACKEND_VAR] = before
         if backend == "ray":
             import ray
 

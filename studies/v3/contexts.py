@@ -29,10 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def used_tasks() -> set[str]:
+    """Every context meta2 used (training and held-out) and every task id the few-shot plan names."""
+    import re
+
     plan = MatrixPlan.load(ROOT / "studies" / "meta2" / "plan.yaml")
-    tune = yaml.safe_load((ROOT / "studies" / "tune" / "plan.yaml").read_text())
-    text = yaml.safe_dump(tune)
-    return set(plan.all_tasks()) | {t for t in plan.all_tasks() if t in text}
+    text = (ROOT / "studies" / "tune" / "plan.yaml").read_text()
+    named = set(re.findall(r"\b[a-z]+:[a-z_0-9]+=[-0-9.e]+(?:,[a-z_0-9]+=[-0-9.e]+)*", text))
+    return set(plan.all_tasks()) | named
 
 
 def interpolation(p: int, family) -> list[str]:
