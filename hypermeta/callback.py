@@ -258,7 +258,7 @@ class HyperMetaCallback(BaseCallback):
             self.control.on_step(step, float(r), bool(d))
             if self.control.due(step):
                 td, q_max = _recent_td(self.model)
-                u_lr, u_eps = self.control.control(step, td, q_max)
+                self.control.control(step, td, q_max)
                 for name, value in zip(SIGNAL_NAMES, self.control.log[-1][1]):
                     self.logger.record(f"hypermeta/signal/{name}", float(value))
 
@@ -314,7 +314,8 @@ def _recent_td(model: DQN) -> tuple[float, float]:
     rows = recent_rows(buffer.pos if not buffer.full else buffer.pos + buffer.buffer_size, buffer.buffer_size,
                        min(RECENT, buffer.buffer_size - 1))
     obs = buffer.observations[rows, 0]
-    nxt = buffer.next_observations[rows, 0]
+    nxt = (buffer.next_observations[rows, 0] if buffer.next_observations is not None  # optimize_memory_usage:
+           else buffer.observations[(rows + 1) % buffer.buffer_size, 0])  # the next row holds the next observation
     with torch.no_grad():  # the buffer's arrays as SB3's replay samples feed them (q_net preprocesses: one-hot, float)
         q_all = model.q_net(torch.as_tensor(obs, device=model.device))
         next_q = model.q_net_target(torch.as_tensor(nxt, device=model.device)).max(dim=1).values.numpy()
