@@ -25,7 +25,7 @@ from hypermeta.seeds import fidelity_seeds
 from hypermeta.space import DQNConfig
 
 PLAN_KEYS = {"name", "fixed", "contexts", "configs", "portfolio_plan", "seeds", "n_evals", "eval_episodes", "runners",
-             "score", "margin", "targets"}
+             "score", "margin", "targets", "deviations"}
 BOOTSTRAP = 10_000
 
 
@@ -44,6 +44,8 @@ class FidelityPlan:
     score: str = "meta2"
     margin: float = 0.03
     targets: dict[str, Any] = field(default_factory=dict)
+    #: dated notes added after the plan was committed (shown at the top of the report)
+    deviations: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path) -> FidelityPlan:
@@ -243,6 +245,8 @@ def render(plan: FidelityPlan, out: Path) -> Path:
     table.to_csv(out.with_suffix(".csv"), index=False)
     stored = {r: len(scored_runs(plan, r)) for r in plan.runners}
     lines = [f"# Engine fidelity at full budgets: the pre-registered equivalence test ({plan.name})", "",
+             *(["## Deviations and notes (dated, after the plan)", "", *(f"- {d}" for d in plan.deviations), ""]
+               if plan.deviations else []),
              f"Plan: `{plan.path}` (committed before any of its runs). Rendered {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
              f"with `hypermeta bench fidelity --plan {plan.path} --render-only` at commit {git_commit()} ({_machine()}).", "",
              "Stored runs: " + ", ".join(f"{r} {n} of {len(jobs)}" for r, n in stored.items())
