@@ -241,6 +241,10 @@ def render(plan: FidelityPlan, out: Path) -> Path:
     pairs, dropped = paired(plan)
     jobs = plan.jobs()
     table = equivalence_table(pairs, plan.margin) if not pairs.empty else pd.DataFrame()
+    families = sorted({family_of(c["task"]) for c in plan.contexts})
+    if not table.empty and table["family"].nunique() - 1 < len(families):  # 'overall' of the families so far only
+        table.loc[table["family"] == "overall", "family"] = \
+            f"overall, interim ({table['family'].nunique() - 1} of {len(families)} families)"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
     stored = {r: len(scored_runs(plan, r)) for r in plan.runners}
