@@ -94,7 +94,8 @@ def _lines(frame: pd.DataFrame, jobs: list[Job], shape: tuple[int, int, int, int
              f"The slice: {len(jobs)} jobs of the matrix ({jobs[0].task}, {configs} portfolio configurations x {seeds} "
              f"seeds, {timesteps:,} steps each) in {n_batches} "
              f"lock-step batches of {batch} agents. Each cell ran {repeats} times, interleaved; Ray started a fresh "
-             "local cluster with that many CPUs each time (its start-up is counted: it is what a user's command pays).",
+             "local cluster with that many CPUs each time, before the clock starts (its start-up, a few seconds once per "
+             "command, is not counted; the tasks' scheduling, transfers and worker start-up are).",
              "", "| CPUs | backend | agent-steps / s, median | range |", "|---:|---|---:|---|"]
     lines += [f"| {r.cpus} | {r.backend} | {r['median']:,.0f} | {r['min']:,.0f} - {r['max']:,.0f} |"
               for _, r in stats.iterrows()]
