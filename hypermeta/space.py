@@ -265,6 +265,11 @@ class DQNConfig:
     def replace(self, **changes: Any) -> DQNConfig:
         return dataclasses.replace(self, **changes)
 
+    def with_schedules(self, source: DQNConfig) -> DQNConfig:
+        """This configuration's DQN settings under ``source``'s lr and epsilon schedules (the fields of the
+        ``schedule`` search space), as a plan's portfolio applies a schedule over its fixed settings."""
+        return self.replace(**{p.name: getattr(source, p.name) for p in get_space("schedule").params})
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "configuration") -> DQNConfig:
         """Build from a (possibly partial) mapping; missing fields take the base values."""

@@ -46,6 +46,8 @@ class FidelityPlan:
     targets: dict[str, Any] = field(default_factory=dict)
     #: dated notes added after the plan was committed (shown at the top of the report)
     deviations: list[str] = field(default_factory=list)
+    _jobs: list[Job] | None = field(default=None, init=False, repr=False)  # built once (configurations, seeds)
+    _scale: dict[str, float] | None = field(default=None, init=False, repr=False)  # read once from the matrix
 
     @classmethod
     def load(cls, path: str | Path) -> FidelityPlan:
@@ -69,7 +71,7 @@ class FidelityPlan:
         """The plan's configurations that exist for ``task`` (rl-zoo only where the env has an entry), as the
         portfolio of ``portfolio_plan`` defines them over the plan's fixed settings; best-fixed is the portfolio
         configuration with the best mean score over that plan's training tasks."""
-        from hypermeta.lab.matrix import SCHEDULE_FIELDS, MatrixPlan
+        from hypermeta.lab.matrix import MatrixPlan
 
         portfolio = MatrixPlan.load(self.portfolio_plan).portfolio_for(task)
         base = DQNConfig.from_dict(self.fixed, source=f"{self.path} fixed")
@@ -77,19 +79,22 @@ class FidelityPlan:
         for name in self.configs:
             source = portfolio.get(_best_fixed_key(self.portfolio_plan) if name == "best-fixed" else name)
             if source is not None:
-                out[name] = base.replace(**{k: getattr(source, k) for k in SCHEDULE_FIELDS})
+                out[name] = base.with_schedules(source)
             elif name != "rl-zoo":
                 raise ValueError(f"{self.path}: configuration {name!r} is not in {self.portfolio_plan}'s portfolio")
         return out
 
     def jobs(self) -> list[Job]:
         """Context by context in the plan's order, then seed, then configuration."""
+        if self._jobs is not None:
+            return self._jobs
         jobs = []
         for ctx in self.contexts:
             configs = self.configs_for(ctx["task"])
             measurement = Measurement(int(ctx["timesteps"]), self.n_evals, self.eval_episodes)
             jobs += [Job(ctx["task"], name, config, measurement, seed)
                      for seed in fidelity_seeds(self.seeds) for name, config in configs.items()]
+        self._jobs = jobs
         return jobs
 
 
@@ -134,28 +139,34 @@ def scored_runs(plan: FidelityPlan, runner: str) -> pd.DataFrame:
         return frame.assign(score=[], family=[], diverged=[])
     frame["diverged"] = frame["curve"].str.startswith('"diverged')
     frame["family"] = frame["task"].map(family_of)
-    frame["score"] = frame["auc"] / frame["task"].map(_score_scale(plan, sorted(frame["task"].unique())))
+    frame["score"] = frame["auc"] / frame["task"].map(_score_scale(plan))
     return frame
 
 
-def _score_scale(plan: FidelityPlan, tasks: list[str]) -> dict[str, float]:
-    """What a normalised AUC is divided by: the best portfolio mean in meta2's matrix (training or held-out split),
-    1 for tasks in no matrix."""
+def _score_scale(plan: FidelityPlan) -> dict[str, float]:
+    """What a normalised AUC of each of the plan's tasks is divided by: the best portfolio mean in meta2's matrix
+    (training or held-out split), 1 for tasks in no matrix (read once per plan)."""
     from hypermeta.lab.matrix import MatrixPlan, matrix_scores
 
+    if plan._scale is not None:
+        return plan._scale
+    tasks = [c["task"] for c in plan.contexts]
     if plan.score != "meta2":
-        return {t: 1.0 for t in tasks}
+        plan._scale = {t: 1.0 for t in tasks}
+        return plan._scale
     matrix_plan = MatrixPlan.load(plan.portfolio_plan)
     runs = RunStore(matrix_plan.runs_path).frame()
     known = [t for t in tasks if t in set(matrix_plan.all_tasks())]
     best = matrix_scores(matrix_plan, runs, known).groupby("task")["best_auc"].first() if known else {}
-    return {t: float(best[t]) if t in known and t in best else 1.0 for t in tasks}
+    plan._scale = {t: float(best[t]) if t in known and t in best else 1.0 for t in tasks}
+    return plan._scale
 
 
-def paired(plan: FidelityPlan) -> tuple[pd.DataFrame, pd.DataFrame]:
+def paired(plan: FidelityPlan, runs: dict[str, pd.DataFrame] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs of both runners joined job by job (``d`` = engine - SB3, ``same_curve``), and the runs that diverged in
-    either runner (left out of the pairs)."""
-    sb3, eng = scored_runs(plan, "sb3"), scored_runs(plan, "batched")
+    either runner (left out of the pairs). ``runs``: each runner's :func:`scored_runs` when the caller has them."""
+    runs = runs or {r: scored_runs(plan, r) for r in ("sb3", "batched")}
+    sb3, eng = runs["sb3"], runs["batched"]
     keys = ["task", "method", "seed"]
     both = sb3.merge(eng, on=keys, suffixes=("_sb3", "_engine"))
     if both.empty:
@@ -238,7 +249,8 @@ def render(plan: FidelityPlan, out: Path) -> Path:
     from hypermeta.lab.engine_bench import _machine
     from hypermeta.files import git_commit, write_report
 
-    pairs, dropped = paired(plan)
+    runs = {r: scored_runs(plan, r) for r in ("sb3", "batched")}  # read once: the pairs and the counts
+    pairs, dropped = paired(plan, runs)
     jobs = plan.jobs()
     table = equivalence_table(pairs, plan.margin) if not pairs.empty else pd.DataFrame()
     families = sorted({family_of(c["task"]) for c in plan.contexts})
@@ -247,7 +259,7 @@ def render(plan: FidelityPlan, out: Path) -> Path:
             f"overall, interim ({table['family'].nunique() - 1} of {len(families)} families)"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
-    stored = {r: len(scored_runs(plan, r)) for r in plan.runners}
+    stored = {r: len(runs[r]) for r in plan.runners}
     lines = [f"# Engine fidelity at full budgets: the pre-registered equivalence test ({plan.name})", "",
              *(["## Deviations and notes (dated, after the plan)", "", *(f"- {d}" for d in plan.deviations), ""]
                if plan.deviations else []),

@@ -25,7 +25,6 @@ from hypermeta.seeds import matrix_seeds
 from hypermeta.space import DQNConfig, get_space
 from hypermeta.tasks.families import get_family, get_task
 
-SCHEDULE_FIELDS = tuple(p.name for p in get_space("schedule").params)
 #: Lock-step batch size of the matrix: throughput is nearly that of 256 (engine throughput report: 16,888 vs
 #: 18,266 agent-steps/s for CartPole at K=64 and 256) and a batch of 60,000-step runs lands in ~10 min, not ~40.
 MATRIX_MAX_AGENTS = 64
@@ -123,7 +122,7 @@ class MatrixPlan:
                     continue
             if source is None:
                 raise ValueError(f"plan {self.name!r}: unknown named portfolio configuration {name!r}")
-            configs[name] = self.base.replace(**{k: getattr(source, k) for k in SCHEDULE_FIELDS})
+            configs[name] = self.base.with_schedules(source)
         return configs
 
     def jobs(self, tasks: list[str]) -> list[Job]:

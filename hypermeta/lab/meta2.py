@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.search.baselines import SB3_DEFAULT, rl_zoo_config
-from hypermeta.lab.matrix import (SCHEDULE_FIELDS, MatrixPlan, collect_matrix, incomplete_tasks,
-                                          matrix_dataset, matrix_gaps, matrix_scores)
+from hypermeta.lab.matrix import (MatrixPlan, collect_matrix, incomplete_tasks, matrix_dataset, matrix_gaps,
+                                  matrix_scores)
 from hypermeta.engine.measurement import Measurement
 from hypermeta.engine.pipeline import RunStore, run_jobs_scoring_divergence, score_matrix
 from hypermeta.engine.runner import Job
@@ -285,7 +285,7 @@ def named_schedules(plan: MatrixPlan, task: str) -> dict[str, DQNConfig]:
         sources["rl-zoo"] = rl_zoo_config(task)
     except ValueError:
         pass
-    return {n: plan.base.replace(**{k: getattr(c, k) for k in SCHEDULE_FIELDS}) for n, c in sources.items()}
+    return {n: plan.base.with_schedules(c) for n, c in sources.items()}
 
 
 def oracle_config(plan: MatrixPlan, scores: pd.DataFrame, task: str) -> DQNConfig:

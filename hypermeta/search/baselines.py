@@ -91,9 +91,8 @@ def compare_with_sb3_default(task: str, config: DQNConfig, timesteps: int, n_see
     from hypermeta.engine.pipeline import paired_difference, run_jobs
     from hypermeta.engine.runner import Job
     from hypermeta.seeds import test_seeds
-    from hypermeta.space import get_space
 
-    default = config.replace(**{p.name: getattr(SB3_DEFAULT, p.name) for p in get_space("schedule").params})
+    default = config.with_schedules(SB3_DEFAULT)
     seeds = test_seeds(n_seeds)
     jobs = [Job(task, label, c, Measurement(timesteps), s, reference) for label, c in (("config", config),
             ("sb3-default", default)) for s in seeds]
