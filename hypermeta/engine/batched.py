@@ -22,10 +22,10 @@ within a group. An agent whose loss, weights, Q-values or evaluation returns tur
 reason and is masked out; the others go on untouched.
 Observations: Box, Discrete (one-hot) and MultiBinary go through the configuration's MLP; boolean images
 (``H x W x C`` Box of dtype bool, MinAtar's frames) go through :class:`hypermeta.networks.MinAtarCNN`, as the SB3
-runner's ``policy_kwargs_for`` builds it, with one ``F.conv2d`` per agent (SB3's own call, bit-identical); their replay buffers store ``uint8`` (SB3 stores the bool frames), not float32. The network's
-arithmetic dominates there, which batching cannot remove: at 16 agents the engine trains MinAtar only ~1.4-1.6x
-faster than the SB3 runner per CPU second (studies/reports/engine/throughput_minatar.md), not the ~5-17x of
-small MLPs.
+runner's ``policy_kwargs_for`` builds it, with one ``F.conv2d`` per agent (SB3's own call, bit-identical); their
+replay buffers store ``uint8`` (SB3 stores the bool frames), not float32. The network's arithmetic dominates there,
+which batching cannot remove: at 16 agents the engine trains MinAtar only ~1.9x faster than the SB3 runner per CPU
+second (studies/reports/engine/throughput_minatar_repeated.md), not the ~10-15x of small MLPs.
 """
 
 from __future__ import annotations
@@ -230,14 +230,21 @@ class _Agents:
             rows = recent_rows(before, int(self.buffer[k]), min(RECENT, int(self.buffer[k]) - 1))
             td, q_max = math.nan, math.nan
             if len(rows):
-                r = torch.from_numpy(rows)
-                obs, nxt = self.b_obs[k, r].float().unsqueeze(0), self.b_next[k, r].float().unsqueeze(0)
-                q_all = self.q_values(obs, self.flat[k:k + 1])[0]
-                next_q = self.q_values(nxt, self.target[k:k + 1])[0].max(dim=1).values
-                target = self.b_rew[k, r] + (1 - self.b_done[k, r]) * self.gamma[k, 0] * next_q
-                q = q_all.gather(1, self.b_act[k, r].unsqueeze(1)).squeeze(1)
+                with torch.no_grad():
+                    q_all, q, target = self.td_on_rows(k, rows, self.flat[k:k + 1])
                 td, q_max = smooth_l1_mean(q.numpy(), target.numpy()), float(q_all.abs().max())
             run.control(n, td, q_max)
+
+    def td_on_rows(self, k: int, rows: np.ndarray, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Agent ``k``'s TD quantities on its buffer ``rows`` with online parameters ``params`` (``[1, P]``): the
+        Q-values of every action, those of the actions taken, and their targets from its target network (SB3's DQN
+        target: terminations only)."""
+        r = torch.from_numpy(rows)
+        obs, nxt = self.b_obs[k, r].float().unsqueeze(0), self.b_next[k, r].float().unsqueeze(0)
+        next_q = self.q_values(nxt, self.target[k:k + 1])[0].max(dim=1).values
+        target = self.b_rew[k, r] + (1 - self.b_done[k, r]) * self.gamma[k, 0] * next_q
+        q_all = self.forward(self.layers(params), obs)[0]
+        return q_all, q_all.gather(1, self.b_act[k, r].unsqueeze(1)).squeeze(1), target
 
     # --- networks -----------------------------------------------------------------------------------------
     def _init_params(self) -> torch.Tensor:
@@ -443,13 +450,9 @@ class _Agents:
             if not self.healthy[k]:
                 out.append(None)
                 continue
-            rows = torch.from_numpy(recent_rows(int(self.stored[k]), int(self.buffer[k]),
-                                                min(RECENT, int(self.buffer[k]))))
+            rows = recent_rows(int(self.stored[k]), int(self.buffer[k]), min(RECENT, int(self.buffer[k])))
             params = self.flat[k:k + 1].detach().clone().requires_grad_(True)
-            obs, nxt = self.b_obs[k, rows].float().unsqueeze(0), self.b_next[k, rows].float().unsqueeze(0)
-            next_q = self.q_values(nxt, self.target[k:k + 1])[0].max(dim=1).values
-            target = self.b_rew[k, rows] + (1 - self.b_done[k, rows]) * self.gamma[k, 0] * next_q
-            q = self.forward(self.layers(params), obs)[0].gather(1, self.b_act[k, rows].unsqueeze(1)).squeeze(1)
+            _, q, target = self.td_on_rows(k, rows, params)
             grad = torch.autograd.grad(F.smooth_l1_loss(q, target), params)[0][0]
             out.append(QStart.from_flat(self.flat[k].detach().numpy().copy(), sizes,
                                         {"query_grad": grad.numpy().tolist()}))

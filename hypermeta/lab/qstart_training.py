@@ -65,15 +65,13 @@ def reptile_step(theta: np.ndarray, adapted: list[np.ndarray], eps: float) -> np
 
 
 def _jobs(problem: Any, tasks: list[str], start: QStart | None, steps: int | None, seeds: list[int]) -> list[Any]:
-    from dataclasses import replace
-
     from hypermeta.engine.measurement import Measurement
     from hypermeta.engine.runner import Job
 
     jobs = []
     for task, seed in zip(tasks, seeds):
         budget = steps or problem.plan.budget(task)
-        jobs.append(Job(task, "meta-init", replace(problem.base), Measurement(budget, 1, 1), seed, init=start))
+        jobs.append(Job(task, "meta-init", problem.base, Measurement(budget, 1, 1), seed, init=start))
     return jobs
 
 
