@@ -144,7 +144,8 @@ class HyperMetaCallback(BaseCallback):
         :class:`~hypermeta.controller.Controller`. Every 2% of the run it computes the signals, and the configuration's
         schedules (or the prediction's) are moved by the controller's offsets until the next control step; the
         signals and offsets are logged as ``hypermeta/signal/<name>`` and kept in ``callback.control.log``. The
-        guard's lr cut applies under the controller's offset. One env only (``ValueError`` otherwise). ``None`` (default): the schedules as they are.
+        guard's lr cut applies under the controller's offset. One env only (``ValueError`` otherwise). ``None``
+        (default): the schedules as they are.
     :param init: a meta-learned Q-network start (:mod:`hypermeta.qstart`: a ``.safetensors`` file from
         ``hypermeta meta-init FAMILY`` or a ``QStart``), loaded into ``q_net`` and ``q_net_target`` at the first
         training start of a model that has made no gradient update and has no start loaded yet (a mark saved with

@@ -74,7 +74,8 @@ SIGNAL_NAMES = ("progress", "learning", "return_level", "return_trend", "length_
 # --- the schedules the runners read -----------------------------------------------------------------------------
 class ControlledSchedule:
     """A base schedule moved by a controller's offset (``kind`` ``"lr"``: times ``10 ** (LR_SPAN * offset)``, kept in
-    :data:`LR_RANGE` (or, where the base lies outside it, no further out than the base); ``"eps"``: plus ``EPS_SPAN * offset``, kept in [0, 1]). The run's :class:`RunControl` sets
+    :data:`LR_RANGE` (or, where the base lies outside it, no further out than the base); ``"eps"``: plus
+    ``EPS_SPAN * offset``, kept in [0, 1]). The run's :class:`RunControl` sets
     ``offset`` at every control step; SB3 calls the schedule as usual (picklable, holds no network).
 
     >>> s = ControlledSchedule(lambda p: 1e-3, "lr")

@@ -317,4 +317,6 @@ def _add_meta_report(sub: Any) -> None:
 
 
 #: command name -> the function that adds its subparser, in the order ``hypermeta --help`` lists them
-PARSERS = {"collect": _add_collect, "matrix": _add_matrix, "meta-train": _add_meta_train, "fewshot": _add_fewshot, "meta2": _add_meta2, "meta-control": _add_meta_control, "meta-init": _add_meta_init, "meta-report": _add_meta_report}
+PARSERS = {"collect": _add_collect, "matrix": _add_matrix, "meta-train": _add_meta_train, "fewshot": _add_fewshot,
+           "meta2": _add_meta2, "meta-control": _add_meta_control, "meta-init": _add_meta_init,
+           "meta-report": _add_meta_report}

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from hypermeta.engine.measurement import Measurement, Normalizer
 from hypermeta.engine.pipeline import (BOOTSTRAP_REPS, RunStore, config_key, paired_difference, paired_scores,
-                                            run_jobs_scoring_divergence)
+                                       run_jobs_scoring_divergence)
 from hypermeta.search.proposers import PROPOSERS
 from hypermeta.engine.runner import RUNNERS, Job
 from hypermeta.search.study import StudySpec, best_config_of, finished_in_order, run_study, stored_study

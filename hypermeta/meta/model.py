@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from hypermeta.meta.data import (SPACE, MetaTrainConfig, SchedulePredictor, TaskBatch, TaskData, best_fixed_code,
-                                  fit_portfolio_ridge, knn_size, portfolio_matrix,
-                                  task_loss)
+                                 fit_portfolio_ridge, knn_size, portfolio_matrix,
+                                 task_loss)
 from hypermeta.meta.method import Method, get_method
 from hypermeta.seeds import member_seed
 from hypermeta.space import SPACE_VERSION, DQNConfig

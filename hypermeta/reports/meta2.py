@@ -18,9 +18,9 @@ import pandas as pd
 
 from hypermeta.lab.matrix import MatrixPlan, matrix_scores
 from hypermeta.lab.meta2 import (SB3_CONFIRM_SEEDS, TPE_BATCH, TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths,
-                                         heldout_scores, heldout_todo, score_array)
+                                 heldout_scores, heldout_todo, score_array)
 from hypermeta.engine.pipeline import (BOOTSTRAP_REPS, PAIRED_REPS, RunStore, common_seeds, iqm_with_ci,
-                                            paired_difference, paired_scores)
+                                       paired_difference, paired_scores)
 from hypermeta.meta.data import SPACE, tasks_from_frame
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, seed_shortfall_line, test_seed_text,

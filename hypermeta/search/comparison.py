@@ -15,7 +15,7 @@ import pandas as pd
 
 from hypermeta.search.baselines import BASELINES, baseline_config
 from hypermeta.engine.defaults import (BATCHED_STUDY_BATCH, GRACE_PERIOD, HEARTBEAT_INTERVAL, RUNNERS, SAMPLERS,
-                                            TEST_SEEDS)
+                                       TEST_SEEDS)
 from hypermeta.engine.defaults import EVAL_EPISODES, N_EVALS
 from hypermeta.engine.measurement import Measurement, Normalizer
 from hypermeta.engine.pipeline import RunStore, run_jobs

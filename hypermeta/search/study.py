@@ -31,7 +31,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from hypermeta.engine.defaults import (DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD, HEARTBEAT_INTERVAL,
-                                            N_EVALS, PRUNERS, SAMPLERS)
+                                       N_EVALS, PRUNERS, SAMPLERS)
 from hypermeta.engine.measurement import DivergenceError, Measurement, Normalizer, check_task
 from hypermeta.engine.runner import DEFAULT_RUNNER, Job, Runner, get_runner
 from hypermeta.files import check_writable_file, read_yaml

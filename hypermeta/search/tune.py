@@ -22,9 +22,9 @@ from typing import Any
 import optuna
 
 from hypermeta.engine.defaults import (BATCHED_STUDY_BATCH, DEFAULT_STORAGE, EVAL_EPISODES, GRACE_PERIOD,
-                                            HEARTBEAT_INTERVAL, N_EVALS)
+                                       HEARTBEAT_INTERVAL, N_EVALS)
 from hypermeta.search.study import (StudySpec, best_config_of, check_storage_url, finished_in_order, run_study,
-                                         stored_study)
+                                    stored_study)
 from hypermeta.engine.measurement import check_task
 from hypermeta.meta.data import SPACE
 from hypermeta.meta.predict import predict_config
