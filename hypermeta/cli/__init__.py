@@ -2,7 +2,7 @@
 
 ``info`` (families, space, config, features, predict), ``train``, ``search`` (study, tune, evaluate, compare),
 ``lab`` (the pre-registered pipelines: collect, matrix, meta-train, fewshot, meta2, meta-control, meta-init,
-meta-report) and ``bench``. Every command imports what it needs inside itself, so ``hypermeta --help`` stays light.
+meta-eval, meta-report) and ``bench``. Every command imports what it needs inside itself, so ``hypermeta --help`` stays light.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from hypermeta.cli._common import _exit_on_sigterm, _one_line_warnings, _Parser,
 
 #: The order ``hypermeta --help`` lists the commands in.
 ORDER = ("families", "space", "config", "features", "train", "study", "tune", "evaluate", "compare", "collect",
-         "matrix", "meta-train", "fewshot", "meta2", "meta-control", "meta-init", "predict", "meta-report", "bench")
+         "matrix", "meta-train", "fewshot", "meta2", "meta-control", "meta-init", "meta-eval", "predict", "meta-report",
+         "bench")
 #: Commands that make environments from a user's id: they take ``--max-episode-steps``.
 MAKE_ENVS = ("features", "train", "study", "tune", "evaluate", "compare", "predict")
 #: Commands that run batches of jobs: they take ``--backend ray [--address ADDR]`` (Optuna's storage already spreads
 #: ``study`` and ``tune`` over processes and machines).
-BATCHES = ("evaluate", "compare", "matrix", "fewshot", "meta2", "meta-control", "meta-init", "meta-report", "bench")
+BATCHES = ("evaluate", "compare", "matrix", "fewshot", "meta2", "meta-control", "meta-init", "meta-eval", "meta-report",
+           "bench")
 
 
 def build_parser():

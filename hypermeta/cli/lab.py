@@ -168,6 +168,19 @@ def cmd_meta_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_meta_eval(args: argparse.Namespace) -> int:
+    from hypermeta.lab.v3 import STEPS, V3Evaluation, run_step
+
+    ev = V3Evaluation.load(args.plan)
+    steps = [] if args.render and not args.step else (args.step or list(STEPS))
+    for step in steps:
+        print(run_step(ev, step, workers=args.workers, progress=args.progress), flush=True)
+    from hypermeta.reports.v3 import render_v3_report
+
+    print(f"report written to {render_v3_report(ev.plan_path, args.out)}")
+    return 0
+
+
 def cmd_meta_report(args: argparse.Namespace) -> int:
     from hypermeta.lab.collect import TaskDistribution
     from hypermeta.reports.meta import meta_report
@@ -303,6 +316,23 @@ def _add_meta_init(sub: Any) -> None:
 
 
 
+def _add_meta_eval(sub: Any) -> None:
+    from hypermeta.lab.v3 import STEPS
+
+    p = sub.add_parser("meta-eval", help="meta-learner v3's pre-registered evaluation (controller, starts, v2 fallback) "
+                       "on the held-out contexts and family, step by step; resumable; then the report")
+    p.add_argument("plan", help="v3 plan YAML, e.g. studies/v3/plan.yaml")
+    p.add_argument("--step", action="append", choices=list(STEPS),
+                   help="run only this step (repeatable; default: every step in order, stopping at the first that "
+                   "cannot run yet)")
+    p.add_argument("--render", action="store_true", help="without --step: only write the report from what exists")
+    p.add_argument("--out", help="report path (default studies/reports/v3/report.md)")
+    p.add_argument("--workers", type=positive_int, default=1)
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_meta_eval)
+
+
+
 def _add_meta_report(sub: Any) -> None:
     from hypermeta.engine.defaults import RUNNERS
 
@@ -319,4 +349,5 @@ def _add_meta_report(sub: Any) -> None:
 #: command name -> the function that adds its subparser, in the order ``hypermeta --help`` lists them
 PARSERS = {"collect": _add_collect, "matrix": _add_matrix, "meta-train": _add_meta_train, "fewshot": _add_fewshot,
            "meta2": _add_meta2, "meta-control": _add_meta_control, "meta-init": _add_meta_init,
+           "meta-eval": _add_meta_eval,
            "meta-report": _add_meta_report}

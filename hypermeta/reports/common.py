@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.engine.measurement import Measurement, Normalizer
-from hypermeta.engine.pipeline import BOOTSTRAP_REPS, summarize
+from hypermeta.engine.pipeline import (BOOTSTRAP_REPS, PAIRED_REPS, common_seeds, paired_difference, paired_scores,
+                                       summarize)
 from hypermeta.seeds import TEST_SEED_START
 
 
@@ -170,3 +171,37 @@ def moved_retries_line(counts: dict[str, int], what: str) -> list[str]:
     return [f"- {sum(moved.values())} retried trial(s) in {len(moved)} of the {what} trained on the tuning seeds "
             "of their own trial number, not of the trial they retry (their process had been killed and the run "
             "resumed; every retry did so before 2026-11-27, fixed since): the same configurations on other seeds."]
+
+
+def tasks_with_runs(runs: pd.DataFrame, methods: tuple[str, ...], tasks: list[str]) -> list[str]:
+    """Those of ``tasks`` where every one of ``methods`` has runs."""
+    present = set(zip(runs["method"], runs["task"]))
+    return [t for t in tasks if all((m, t) in present for m in methods)]
+
+
+def ci_text(d: dict) -> str:
+    verdict = "**above 0**" if d["ci_low"] > 0 else ("**below 0**" if d["ci_high"] < 0 else "includes 0")
+    return f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({verdict})"
+
+
+def paired_rows(runs: pd.DataFrame, pairs: list[tuple[str, str]], tasks: list[str]) -> list[str]:
+    if not tasks:
+        return ["No tasks in this group."]
+    lines = ["| comparison | tasks x seeds | mean paired difference [95% CI] | MDD (80% power) |", "|---|---|---:|---:|"]
+    for a, b in pairs:
+        d = paired_diff(runs, a, b, tasks)
+        if d is None:
+            lines.append(f"| {a} - {b} | missing runs | - | - |")
+            continue
+        lines.append(f"| {a} - {b} | {d['tasks']} x {d['seeds']} | {ci_text(d)} | {d['mdd']:.3f} |")
+    return lines
+
+
+def paired_diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict | None:
+    """The paired difference ``a - b`` of the ``score`` column over ``tasks`` (None when some task lacks runs of
+    either method, or they share no seed)."""
+    if not tasks or len(tasks_with_runs(runs, (a, b), tasks)) < len(tasks):
+        return None
+    if not common_seeds(runs, (a, b), tasks):
+        return None
+    return paired_difference(*paired_scores(runs, a, b, tasks, "score"), reps=PAIRED_REPS)

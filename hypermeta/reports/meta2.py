@@ -20,9 +20,13 @@ from hypermeta.lab.matrix import MatrixPlan, matrix_scores
 from hypermeta.lab.meta2 import (SB3_CONFIRM_SEEDS, TPE_BATCH, TPE_BEST_OF, TPE_SEEDS_PER_TRIAL, Paths,
                                  heldout_scores, heldout_todo, score_array)
 from hypermeta.engine.pipeline import (BOOTSTRAP_REPS, PAIRED_REPS, RunStore, common_seeds, iqm_with_ci,
-                                       paired_difference, paired_scores)
+                                       paired_difference)
 from hypermeta.meta.data import SPACE, tasks_from_frame
 from hypermeta.meta.selection import auroc, cv_table, portfolio_score
+from hypermeta.reports.common import ci_text as _ci_text
+from hypermeta.reports.common import paired_diff as _diff
+from hypermeta.reports.common import paired_rows as _paired_rows
+from hypermeta.reports.common import tasks_with_runs as _has_runs
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, seed_shortfall_line, test_seed_text,
                                       versions_text, wall_hours, write_markdown)
 from hypermeta.space import DQNConfig
@@ -252,38 +256,6 @@ def selection_section(data: _Data) -> list[str]:
                      f"{r.minus_best_fixed:+.3f} | {gap} | {r.wins} / {r.losses} | "
                      f"{data.selection['ood_thresholds'][r.method]:.2f} |")
     return lines
-
-
-def _has_runs(runs: pd.DataFrame, methods: tuple[str, ...], tasks: list[str]) -> list[str]:
-    """Those of ``tasks`` where every one of ``methods`` has runs."""
-    present = set(zip(runs["method"], runs["task"]))
-    return [t for t in tasks if all((m, t) in present for m in methods)]
-
-
-def _ci_text(d: dict) -> str:
-    verdict = "**above 0**" if d["ci_low"] > 0 else ("**below 0**" if d["ci_high"] < 0 else "includes 0")
-    return f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({verdict})"
-
-
-def _paired_rows(runs: pd.DataFrame, pairs: list[tuple[str, str]], tasks: list[str]) -> list[str]:
-    if not tasks:
-        return ["No tasks in this group."]
-    lines = ["| comparison | tasks x seeds | mean paired difference [95% CI] | MDD (80% power) |", "|---|---|---:|---:|"]
-    for a, b in pairs:
-        d = _diff(runs, a, b, tasks)
-        if d is None:
-            lines.append(f"| {a} - {b} | missing runs | - | - |")
-            continue
-        lines.append(f"| {a} - {b} | {d['tasks']} x {d['seeds']} | {_ci_text(d)} | {d['mdd']:.3f} |")
-    return lines
-
-
-def _diff(runs: pd.DataFrame, a: str, b: str, tasks: list[str]) -> dict | None:
-    if not tasks or len(_has_runs(runs, (a, b), tasks)) < len(tasks):
-        return None
-    if not common_seeds(runs, (a, b), tasks):
-        return None
-    return paired_difference(*paired_scores(runs, a, b, tasks, "score"), reps=PAIRED_REPS)
 
 
 def targets_section(data: _Data) -> list[str]:

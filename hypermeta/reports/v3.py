@@ -1,0 +1,246 @@
+"""The report of meta-learner v3's evaluation (``hypermeta meta-eval PLAN --render``):
+``studies/reports/v3/report.md``, from the runs of :mod:`hypermeta.lab.v3` only.
+
+Targets first (each met, missed, or not measured yet), then the deviations, the comparisons per family, the
+failure rates, the v2 fallback re-test, the Q-network starts (normalised AUC and the final evaluation
+separately), the secondary comparisons and the CPU spent. A method's rows appear once its step is done; the
+controller's held-out runs are made only after its meta-training has ended (:func:`hypermeta.lab.v3.run_step`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hypermeta.lab.v3 import CONFIRM_SEEDS, INIT_CHOICE_SEEDS, SB3_SETTINGS_METHODS, STARTS, STEPS, V3Evaluation
+from hypermeta.reports.common import (ci_text, generated_line, paired_diff, paired_rows, test_seed_text,
+                                      versions_text, wall_hours, write_markdown)
+
+FAILURE = 0.1  # a run below this normalised AUC has failed (the plan's definition)
+METHOD_ORDER = ("controller", "hand-rule", "base", "sb3-default", "v2-winner", "v2-winner-no-fallback",
+                "v2-winner-structure-fallback", *(f"init-{s}" for s in STARTS), "init-best+controller")
+
+
+@dataclass
+class _Data:
+    ev: V3Evaluation
+    runs: pd.DataFrame
+    sb3: pd.DataFrame
+    tpe: pd.DataFrame
+    steps: dict
+
+    @classmethod
+    def load(cls, ev: V3Evaluation) -> _Data:
+        runs = _scored(ev.runs(STEPS, "engine"))
+        sb3 = _scored(ev.runs(("confirm",), "sb3"))
+        tpe = runs.iloc[:0]
+        meta2 = Path(ev.problem.plan.path).parent / "heldout" / "runs_by_method.csv"
+        if meta2.is_file() and ev.done("tpe"):
+            tpe = _scored(pd.read_csv(meta2))
+            tpe = pd.concat([tpe[tpe["method"].isin(["optuna-tpe@20", "optuna-tpe@50", "best-fixed"])
+                                 & tpe["task"].isin(ev.tpe_tasks())],
+                             runs[(runs["method"] == "controller") & runs["task"].isin(ev.tpe_tasks())]])
+        return cls(ev, runs, sb3, tpe, ev.steps()["done"])
+
+
+def _scored(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(score=frame["auc"].astype(float))
+
+
+def render_v3_report(plan: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of the plan's evaluation (as far as it has run) and return its path."""
+    ev = V3Evaluation.load(plan)
+    data = _Data.load(ev)
+    out = Path(out) if out is not None else Path("studies/reports/v3/report.md")
+    lines = [f"# Meta-learner v3: the in-run controller and the meta-learned Q-network start ({ev.plan_path})", "",
+             generated_line(f"hypermeta meta-eval {ev.plan_path} --render"), "", *status_section(data), "",
+             *targets_section(data), "", *deviations_section(ev), "", *setup_section(data), "",
+             *per_family_section(data), "", *failures_section(data), "", *fallback_section(data), "",
+             *starts_section(data), "", *secondary_section(data), "", *cost_section(data), ""]
+    return write_markdown(out, lines)
+
+
+def status_section(data: _Data) -> list[str]:
+    done = [s for s in STEPS if s in data.steps]
+    todo = [s for s in STEPS if s not in data.steps]
+    ended, where = data.ev.meta_training_ended()
+    lines = ["## Status", "", f"- Steps done: {', '.join(done) or 'none'}; to do: {', '.join(todo) or 'none'}.",
+             f"- Meta-training of the controller: {'ended' if ended else 'in progress'} ({where})."]
+    if todo:
+        lines.append("- **Interim report**: every number below is from the steps done; a target whose runs are not "
+                     "made yet reads 'not measured yet'.")
+    return lines
+
+
+def _verdict(d: dict | None, test: Any) -> str:
+    if d is None:
+        return "not measured yet"
+    return f"{'**met**' if test(d) else '**missed**'} ({d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], MDD {d['mdd']:.3f})"
+
+
+def targets_section(data: _Data) -> list[str]:
+    ev, runs = data.ev, data.runs
+    ctx, fam = ev.context_tasks, ev.family_tasks
+    above = lambda d: d["ci_low"] > 0  # noqa: E731
+    lines = ["## Targets (pre-registered in the plan)", "",
+             f"- 40 new held-out contexts, controller - best-fixed > 0 with the paired 95% CI above 0: "
+             f"{_verdict(paired_diff(runs, 'controller', 'best-fixed', ctx), above)}",
+             f"- the same contexts, v2-winner-structure-fallback - best-fixed, CI above 0: "
+             f"{_verdict(paired_diff(runs, 'v2-winner-structure-fallback', 'best-fixed', ctx), above)}",
+             f"- held-out family ({ev.plan['evaluation']['heldout_family']['family']}), controller - best-fixed with "
+             f"the CI's lower bound above -0.03: "
+             f"{_verdict(paired_diff(runs, 'controller', 'best-fixed', fam), lambda d: d['ci_low'] > -0.03)}",
+             f"- fewer failed runs (normalised AUC below {FAILURE}) than best-fixed: {_failure_verdict(runs)}",
+             f"- stretch, meta2's 16 held-out contexts, controller - optuna-tpe@20 with the CI above 0: "
+             f"{_verdict(paired_diff(data.tpe, 'controller', 'optuna-tpe@20', ev.tpe_tasks()), above)}"]
+    for family, tasks in ev.contexts.items():
+        lines.append(f"- starts, {family}: {_start_verdict(data, tasks)}")
+    return lines
+
+
+def _failure_verdict(runs: pd.DataFrame) -> str:
+    counts = {m: int((runs.loc[runs["method"] == m, "score"] < FAILURE).sum()) for m in ("controller", "best-fixed")}
+    if runs[runs["method"] == "controller"].empty:
+        return "not measured yet"
+    met = counts["controller"] < counts["best-fixed"]
+    return f"{'**met**' if met else '**missed**'} (controller {counts['controller']}, best-fixed {counts['best-fixed']})"
+
+
+def _start_verdict(data: _Data, tasks: list[str]) -> str:
+    """Meta-learned start (the one chosen for the 2 x 2) - random start > 0 with the CI above 0, the final
+    evaluation's difference with its lower bound above -0.03, and >= plain transfer."""
+    choice = data.ev.out / "init_choice.json"
+    if not choice.is_file():
+        return "not measured yet (the start is not chosen yet)"
+    start = f"init-{json.loads(choice.read_text())['chosen']}"
+    auc = paired_diff(data.runs, start, "best-fixed", tasks)
+    final = paired_diff(data.runs.assign(score=data.runs["final_score"]), start, "best-fixed", tasks)
+    transfer = paired_diff(data.runs, start, "init-transfer", tasks)
+    if auc is None or final is None or transfer is None:
+        return "not measured yet"
+    met = auc["ci_low"] > 0 and final["ci_low"] > -0.03 and transfer["diff"] >= 0
+    return (f"{'**met**' if met else '**missed**'}: `{start}` - random start {ci_text(auc)}; final evaluation "
+            f"{ci_text(final)}; - plain transfer {transfer['diff']:+.3f}")
+
+
+def deviations_section(ev: V3Evaluation) -> list[str]:
+    path = ev.root / "deviations.md"
+    body = path.read_text().strip().splitlines() if path.is_file() else ["None so far."]
+    return ["## Deviations from the plan", "", *body]
+
+
+def setup_section(data: _Data) -> list[str]:
+    ev = data.ev
+    budgets = ", ".join(f"{f} {ev.budget(ts[0]):,}" for f, ts in ev.contexts.items())
+    return ["## Setup", "",
+            f"- Held-out contexts: {len(ev.context_tasks)} ({', '.join(f'{len(v)} {k}' for k, v in ev.contexts.items())}; "
+            f"studies/v3/contexts.yaml); held-out family: {', '.join(ev.family_tasks)} at "
+            f"{ev.budget(ev.family_tasks[0]):,} steps.",
+            f"- Budgets (meta2's): {budgets}; 5 evaluations of 5 greedy episodes per run; "
+            f"{test_seed_text(ev.test_seeds)}, the same for every method (paired).",
+            f"- Best-fixed: meta2's `{ev.problem.best_fixed_name}` over meta2's DQN settings; every start and the "
+            "controller run over its schedule.",
+            "- Score: normalised AUC (0 = the random policy, 1 = the family's reference return). Paired differences: "
+            "mean over tasks x seeds, 95% CI by a bootstrap over tasks, then seeds within a task (rliable); MDD = the "
+            "minimum difference detectable with 80% power at that CI's width.",
+            f"- Rendered with {versions_text()}."]
+
+
+def per_family_section(data: _Data) -> list[str]:
+    ev, runs = data.ev, data.runs
+    groups = {**ev.contexts, "all 40 contexts": ev.context_tasks, f"{ev.family_tasks[0]} (held-out family)":
+              ev.family_tasks}
+    lines = ["## Every method - best-fixed, per family", ""]
+    methods = [m for m in METHOD_ORDER if m in set(runs["method"])]
+    if not methods:
+        return lines + ["No held-out runs yet."]
+    header = "| method | " + " | ".join(groups) + " |"
+    lines += [header, "|---|" + "---:|" * len(groups)]
+    for m in methods:
+        cells = []
+        for tasks in groups.values():
+            d = paired_diff(runs, m, "best-fixed", tasks)
+            cells.append("-" if d is None else ci_text(d))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    means = [runs[(runs["method"] == "best-fixed") & runs["task"].isin(t)]["score"].mean() for t in groups.values()]
+    lines.append("| *best-fixed's own mean* | " + " | ".join(f"{x:.3f}" for x in means) + " |")
+    return lines
+
+
+def failures_section(data: _Data) -> list[str]:
+    runs = data.runs
+    if runs.empty:
+        return ["## Failed runs", "", "No held-out runs yet."]
+    lines = ["## Failed runs", "", f"Runs below {FAILURE} normalised AUC, per method (all held-out tasks; "
+             "diverged runs are scored 0 and counted).", "", "| method | runs | failed | share |", "|---|---:|---:|---:|"]
+    for m in ["best-fixed", *METHOD_ORDER]:
+        sel = runs[runs["method"] == m]
+        if not sel.empty:
+            failed = int((sel["score"] < FAILURE).sum())
+            lines.append(f"| {m} | {len(sel)} | {failed} | {failed / len(sel):.1%} |")
+    return lines
+
+
+def fallback_section(data: _Data) -> list[str]:
+    path = data.ev.out / "predictions.csv"
+    if not path.is_file():
+        return ["## Meta-learner v2's fallback, re-tested", "", "No predictions yet."]
+    preds = pd.read_csv(path)
+    lines = ["## Meta-learner v2's fallback, re-tested", "",
+             "The shipped v2 winner (k-nearest) on every held-out task: flagged out of distribution by its OOD score, "
+             "and where each variant used best-fixed's configuration instead of its own prediction.", "",
+             "| variant | tasks | flagged OOD | fell back to best-fixed |", "|---|---:|---:|---:|"]
+    for variant, sel in preds.groupby("variant", sort=False):
+        lines.append(f"| {variant} | {len(sel)} | {int(sel['out_of_distribution'].sum())} | {int(sel['fallback'].sum())} |")
+    return lines + ["", *paired_rows(data.runs, [("v2-winner-structure-fallback", "v2-winner"),
+                                               ("v2-winner-no-fallback", "v2-winner")], data.ev.context_tasks)]
+
+
+def starts_section(data: _Data) -> list[str]:
+    ev, runs = data.ev, data.runs
+    choice = ev.out / "init_choice.json"
+    lines = ["## Q-network starts (issue 30)", ""]
+    if choice.is_file():
+        c = json.loads(choice.read_text())
+        lines += [f"Chosen for the start x control 2 x 2 on validation runs (training contexts {', '.join(c['tasks'])}; "
+                  f"{INIT_CHOICE_SEEDS} seeds from {c['seeds'][0]:,}): **{c['chosen']}** (mean normalised AUC "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in c["means"].items()) + ").", ""]
+    lines += ["Under best-fixed's schedule; the random start is best-fixed itself. Normalised AUC, then the final "
+              "evaluation's score (a head start that ends lower is a loss of plasticity).", "",
+              "| start - random start | " + " | ".join(ev.contexts) + " |", "|---|" + "---:|" * len(ev.contexts)]
+    for s in STARTS:
+        for label, frame in (("AUC", runs), ("final", runs.assign(score=runs.get("final_score", runs["score"])))):
+            cells = [paired_diff(frame, f"init-{s}", "best-fixed", tasks) for tasks in ev.contexts.values()]
+            lines.append(f"| {s} ({label}) | " + " | ".join("-" if d is None else ci_text(d) for d in cells) + " |")
+    return lines
+
+
+def secondary_section(data: _Data) -> list[str]:
+    ev, runs = data.ev, data.runs
+    lines = ["## Secondary comparisons", "", "### The 2 x 2: start x control (40 contexts)", "",
+             *paired_rows(runs, [("init-best+controller", "best-fixed"), ("init-best+controller", "controller")],
+                          ev.context_tasks),
+             "", f"### Under SB3's default DQN settings ({len(ev.sb3_settings_tasks())} contexts)", "",
+             *paired_rows(runs, [(SB3_SETTINGS_METHODS[0], m) for m in SB3_SETTINGS_METHODS[1:]],
+                          ev.sb3_settings_tasks()),
+             "", "### Against Optuna TPE on meta2's 16 held-out contexts (meta2's TPE test runs)", "",
+             *paired_rows(data.tpe, [("controller", "optuna-tpe@20"), ("controller", "optuna-tpe@50"),
+                                     ("controller", "best-fixed")], ev.tpe_tasks()),
+             "", f"### SB3 confirmation ({CONFIRM_SEEDS} seeds, the SB3 runner)", "",
+             *paired_rows(data.sb3, [("controller", "best-fixed")], [*ev.context_tasks, *ev.family_tasks])]
+    return lines
+
+
+def cost_section(data: _Data) -> list[str]:
+    from hypermeta.lab.control_training import ESState
+
+    path = data.ev.root / "controller" / "es_state.json"
+    es = ESState.load(path).cpu_seconds / 3600 if path.is_file() else 0.0
+    return ["## CPU spent", "",
+            f"- Controller meta-training: {es:.2f} CPU-hours (the runs' own time, one torch thread each).",
+            f"- Held-out runs so far: engine {wall_hours(data.runs):.2f} h, SB3 {wall_hours(data.sb3):.2f} h "
+            "(summed per-run wall time of the distinct runs)."]

@@ -1,0 +1,81 @@
+"""Meta-learner v3's evaluation pipeline (hypermeta.lab.v3, hypermeta.reports.v3) on a shrunken copy of the plan:
+one context per family, one test seed, 2,000-step runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hypermeta.lab.v3 import EvaluationError, V3Evaluation, run_step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def small_plan(tmp_path, monkeypatch):
+    plan = yaml.safe_load((ROOT / "studies/v3/plan.yaml").read_text())
+    plan["matrix_plan"] = str(ROOT / plan["matrix_plan"])
+    plan["init_starts"]["out"] = str(ROOT / plan["init_starts"]["out"])
+    plan["evaluation"]["test_seeds"] = 1
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    contexts = yaml.safe_load((ROOT / "studies/v3/contexts.yaml").read_text())
+    small = {fam: {"interpolation": parts["interpolation"][:1], "extrapolation": []} for fam, parts in contexts.items()}
+    (tmp_path / "contexts.yaml").write_text(yaml.safe_dump(small))
+    monkeypatch.setattr(V3Evaluation, "budget", lambda self, task: 2000)
+    ev = V3Evaluation.load(tmp_path / "plan.yaml")
+    monkeypatch.setattr(V3Evaluation, "family_tasks", ["taxi"])
+    return ev
+
+
+def test_v2_step_runs_the_fallback_variants_paired_and_the_report_shows_them(small_plan, tmp_path):
+    ev = small_plan
+    with pytest.raises(EvaluationError, match="needs step 'predictions' first"):
+        run_step(ev, "v2")
+    run_step(ev, "predictions")
+    preds = ev.predictions
+    assert set(preds["variant"]) == {"v2-winner", "v2-winner-no-fallback", "v2-winner-structure-fallback"}
+    assert len(preds) == 3 * 5
+    # the structure rule falls back exactly where the structure is unknown: Taxi, never a training family's context
+    structure = preds[preds["variant"] == "v2-winner-structure-fallback"].set_index("task")["fallback"]
+    assert structure.to_dict() == {t: t == "taxi" for t in [*ev.context_tasks, "taxi"]}
+    assert not preds.loc[preds["variant"] == "v2-winner-no-fallback", "fallback"].any()
+    run_step(ev, "v2")
+    runs = ev.runs(["v2"])
+    assert len(runs) == 4 * 5 and set(runs["seed"]) == {10_000_000}
+    # a fallback is best-fixed's own run (the same stored row)
+    fell_back = preds[(preds["variant"] == "v2-winner") & preds["fallback"]]["task"]
+    for task in fell_back:
+        sel = runs[runs["task"] == task].set_index("method")
+        assert sel.loc["v2-winner", "config_key"] == sel.loc["best-fixed", "config_key"]
+    from hypermeta.reports.v3 import render_v3_report
+
+    text = render_v3_report(ev.plan_path, tmp_path / "report.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("- the same contexts, v2-winner-structure-fallback"))
+    assert "not measured yet" not in line and "[" in line
+    assert "- 40 new held-out contexts, controller - best-fixed > 0 with the paired 95% CI above 0: not measured yet" in text
+    assert "Steps done: predictions, v2" in text
+
+
+def test_controller_steps_wait_for_the_end_of_meta_training(small_plan, tmp_path):
+    ev = small_plan
+    state = {"theta": [0.0], "m": [0.0], "v": [0.0], "generation": 3, "cpu_seconds": 10.0}
+    (tmp_path / "controller").mkdir()
+    (tmp_path / "controller" / "es_state.json").write_text(json.dumps(state))
+    ev.mark("init-choice", chosen="reptile")
+    with pytest.raises(EvaluationError, match=r"meta-training has not ended \(generation 3 of 120"):
+        run_step(ev, "controller")
+    assert not (ev.out / "runs.csv").exists()
+
+
+def test_a_start_applies_only_where_its_family_has_one(small_plan):
+    ev = small_plan
+    assert ev.method_job("init-reptile", "taxi", 10_000_000) is None
+    job = ev.method_job("init-reptile", ev.context_tasks[0], 10_000_000)
+    family = ev.context_tasks[0].partition(":")[0]
+    assert job.init is not None and job.init.endswith(f"{family}-reptile.safetensors") and job.control is None
+    assert ev.method_job("hand-rule", "taxi", 10_000_000).control == "rule"
+    with pytest.raises(EvaluationError, match="unknown step"):
+        run_step(ev, "everything")
