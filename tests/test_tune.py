@@ -341,3 +341,46 @@ def test_adapt_with_the_shipped_default_takes_the_shipped_network_methods_step()
     assert shipped.members and shipped.method == provenance["method"] and shipped.base == default.base
     proposer = make_proposer("adapt", predict_config("cartpole", warn=False), None, 0)
     assert isinstance(proposer, AdaptProposer) and proposer.model.method == provenance["method"]
+
+
+def test_cli_tune_steers_its_trials_with_a_controller_and_starts_them_from_a_start(tmp_path, capsys):
+    """Every trial runs under the controller and from the start (stored with the study, so a resume must give the
+    same), the study is named after them, and the printed callback carries both."""
+    from hypermeta.qstart import QStart
+
+    start = QStart({"q_net.0.weight": [[0.1] * 4] * 64, "q_net.0.bias": [0.0] * 64,
+                    "q_net.2.weight": [[0.01] * 64] * 64, "q_net.2.bias": [0.0] * 64,
+                    "q_net.4.weight": [[0.01] * 64] * 2, "q_net.4.bias": [0.0] * 2}, {"family": "cartpole"})
+    path = str(start.save(tmp_path / "start"))
+    out, storage = tmp_path / "best.yaml", f"sqlite:///{tmp_path}/t.db"
+    code = main(["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--runner", "batched",
+                 "--storage", storage, "--out", str(out), "--controller", "rule", "--init", path])
+    text = capsys.readouterr().out
+    assert code == 0 and "2 finished trials" in text
+    assert f"HyperMetaCallback({str(out)!r}, controller='rule', init={path!r})" in text
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.study_name == f"tune|cartpole|T300|m1|hand-rule|{start.key}"
+    attrs = optuna.load_study(study_name=summary.study_name, storage=storage).user_attrs
+    assert attrs["control"] == "rule" and attrs["init"] == path
+    plain = f"sqlite:///{tmp_path}/plain.db"
+    assert main(["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--runner", "batched",
+                 "--storage", plain, "--out", str(tmp_path / "plain.yaml")]) == 0
+    steered = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    unsteered = optuna.load_study(study_name="tune|cartpole|T300|m1", storage=plain).trials
+    assert [t.params for t in steered] == [t.params for t in unsteered]  # the same round 0 ...
+    assert [t.user_attrs["curve"] for t in steered] != [t.user_attrs["curve"] for t in unsteered]  # ... trained otherwise
+
+
+def test_cli_tune_refuses_a_start_that_does_not_fit_the_task_before_any_study(tmp_path):
+    from hypermeta.qstart import QStart
+
+    start = QStart({"q_net.0.weight": [[0.0] * 6] * 64, "q_net.0.bias": [0.0] * 64, "q_net.2.weight": [[0.0] * 64] * 64,
+                    "q_net.2.bias": [0.0] * 64, "q_net.4.weight": [[0.0] * 64] * 3, "q_net.4.bias": [0.0] * 3},
+                   {"family": "acrobot"})
+    path = str(start.save(tmp_path / "acrobot"))
+    proc = subprocess.run([sys.executable, "-m", "hypermeta.cli", "tune", "cartpole", "--timesteps", "300", "--trials",
+                           "1", "--storage", f"sqlite:///{tmp_path}/t.db", "--init", path],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "fits observations of size 6, 3 actions" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "t.db").exists()

@@ -70,7 +70,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   time_budget_minutes=args.time_budget, progress=_tune_progress(args), sampler=args.sampler,
                   meta_data=args.meta_data, adapt_predictor=args.adapt_weights, pruner=args.pruner,
                   heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, prediction=prediction,
-                  n_evals=args.n_evals, eval_episodes=args.eval_episodes, reference=args.reference)
+                  n_evals=args.n_evals, eval_episodes=args.eval_episodes, reference=args.reference,
+                  controller=args.controller, init=args.init)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(f"round 0 ({len(result.candidates)} warm candidates): " + ", ".join(label for label, _ in result.candidates))
     print(f"{result.trials} finished trials, {result.env_steps:,} environment steps, {result.train_seconds:.0f} s "
@@ -86,7 +87,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     space = env.observation_space
     env.close()
     print("SB3 kwargs (the YAML above is the source; the callback applies every schedule shape exactly):\n"
-          + "\n".join("    " + line for line in sb3_snippet(str(path), result.best, space)))
+          + "\n".join("    " + line for line in sb3_snippet(str(path), result.best, space, args.controller,
+                                                           args.init)))
     zoo = zoo_policy_kwargs(space, result.best)
     if zoo:
         print("rl-zoo (image observations: put this entry in a Python hyperparameter file, `-conf`, that imports "
@@ -103,10 +105,12 @@ def _tune_progress(args: argparse.Namespace) -> bool | str:
     return True if args.progress or sys.stdout.isatty() else "lines"
 
 
-def sb3_snippet(path: str, config: Any, observation_space: Any) -> list[str]:
+def sb3_snippet(path: str, config: Any, observation_space: Any, controller: str | None = None,
+                init: str | None = None) -> list[str]:
     """Python lines that build SB3's DQN with ``config`` (saved at ``path``), for an ``env`` the user has: the
     keyword arguments spelled out (classes imported, schedules as :class:`~hypermeta.ShapedSchedule`), then
-    ``learn`` with the callback that applies every schedule shape exactly."""
+    ``learn`` with the callback that applies every schedule shape exactly (and the controller and Q-network start
+    the study's trials used, when they did)."""
     kwargs = config.sb3_kwargs(observation_space)
     imports = {"from stable_baselines3 import DQN", "from hypermeta import HyperMetaCallback"}
 
@@ -122,7 +126,8 @@ def sb3_snippet(path: str, config: Any, observation_space: Any) -> list[str]:
 
     body = [f"    {k}={code(v)}," for k, v in kwargs.items()]  # before the imports: code() adds to them
     return [*sorted(imports), 'model = DQN("MlpPolicy", env,', *body, ")",
-            f"model.learn(total_timesteps=..., callback=HyperMetaCallback({path!r}))"]
+            f"model.learn(total_timesteps=..., callback=HyperMetaCallback({path!r}"
+            + (f", controller={controller!r}" if controller else "") + (f", init={init!r}" if init else "") + "))"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -201,6 +206,10 @@ def _add_tune(sub: Any) -> None:
                    "(`hypermeta matrix PLAN --export-only`)")
     p.add_argument("--out", default="best.yaml", help="where to write the best configuration (YAML)")
     p.add_argument("--env", help="env id of the printed rl-zoo entry (default: the task)")
+    p.add_argument("--controller", help="steer every trial's lr and epsilon with this controller ('rule', 'default' "
+                   "or a .safetensors from `hypermeta meta-control`): the study tunes the schedules it steers")
+    p.add_argument("--init", help="start every trial's Q-network from this start (.safetensors from `hypermeta "
+                   "meta-init`)")
     shown = p.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true",
                        help="a progress bar even when not on a terminal (on a terminal it is the default)")

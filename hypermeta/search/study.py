@@ -57,6 +57,10 @@ class StudySpec:
     #: the DQN settings that are not tuned (default: hypermeta's base configuration), e.g. a matrix plan's
     #: ``fixed`` settings so that a study tunes the schedules on the settings the meta-learner's data came from
     fixed: dict[str, Any] | None = None
+    #: a controller steering every trial's schedules (``"rule"``, ``"default"`` or a weights path) and a Q-network
+    #: start every trial begins from (a path); None: neither (the trials' own schedules, SB3's initialisation)
+    control: str | None = None
+    init: str | None = None
 
     def __post_init__(self) -> None:
         get_space(self.space)
@@ -86,7 +90,15 @@ class StudySpec:
         return self.tuning_seeds(trial.number if original is None else original)
 
     def attrs(self) -> dict[str, Any]:
-        return {**asdict(self), "space_version": SPACE_VERSION}
+        """What is stored with the study (and checked when it resumes); ``control``/``init`` only when set, so
+        studies from before they existed resume."""
+        attrs = {**asdict(self), "space_version": SPACE_VERSION}
+        return {k: v for k, v in attrs.items() if k not in ("control", "init") or v is not None}
+
+    def job(self, config: DQNConfig, seed: int) -> Job:
+        """One run of a trial: ``config`` on the study's task with ``seed``, steered and started as the spec says."""
+        return Job(self.task, "trial", config, self.measurement, seed, self.reference, control=self.control,
+                   init=self.init)
 
 
 def retried_trial_number(trial: optuna.trial.FrozenTrial) -> int | None:
@@ -310,7 +322,7 @@ class Objective:
 
         try:
             for seed in seeds:
-                curve = self.runner.run(Job(spec.task, "trial", config, spec.measurement, seed, spec.reference), on_eval)
+                curve = self.runner.run(spec.job(config, seed), on_eval)
                 steps_done[0] += curve.env_steps
                 finals.append(curve.returns[-1])
                 curves.append(curve.returns)
@@ -337,7 +349,7 @@ class Objective:
             trial.set_user_attr("seeds", seeds)
             trial.set_user_attr("config", config.to_dict())
             for seed in seeds:
-                jobs.append(Job(spec.task, "trial", config, spec.measurement, seed, spec.reference))
+                jobs.append(spec.job(config, seed))
                 owner[seed] = trial  # tuning seeds are unique to their trial
         results: dict[int, list] = {t.number: [] for t in trials}
         with _Heartbeats(study, trials):

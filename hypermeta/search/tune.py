@@ -122,7 +122,8 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
          sampler: str = "tpe", meta_data: str | Path | None = None, pruner: str | None = None,
          adapt_predictor: Any = None, heartbeat_interval: int = HEARTBEAT_INTERVAL,
          grace_period: int = GRACE_PERIOD, prediction: Any = None, n_evals: int = N_EVALS,
-         eval_episodes: int = EVAL_EPISODES, reference: float | None = None) -> TuneResult:
+         eval_episodes: int = EVAL_EPISODES, reference: float | None = None, controller: str | None = None,
+         init: str | None = None) -> TuneResult:
     """Run (or resume) the warm-started study of ``task`` until ``trials`` trials finished or the time budget
     is spent (``trials=None``: until the time budget is spent), and return its best configuration. Round 0 runs
     first, as one batch; TPE then starts from its results (its random start is the trials already finished).
@@ -135,7 +136,9 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     :class:`StudySpec` (``reference``: the return that normalises to 1, for tasks without a reference return).
     ``progress``: True for one bar counting the study's finished trials over the whole call, ``"lines"`` for one
     line per finished trial (:class:`TrialLines`, what ``hypermeta tune`` prints when not on a terminal), False
-    for nothing."""
+    for nothing. ``controller``/``init``: every trial is steered by that controller (``"rule"``, ``"default"`` or
+    a weights file) or starts from that Q-network start (a file): the study then tunes the schedules the controller
+    steers, and the best configuration is meant to be trained with the same controller and start."""
     if time_budget_minutes is not None and not time_budget_minutes > 0:
         raise ValueError(f"time budget must be > 0 minutes, got {time_budget_minutes}")
     if trials is None and time_budget_minutes is None:
@@ -145,15 +148,20 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     limit = UNLIMITED_TRIALS if trials is None else trials
     check_storage_url(storage)  # every input that can be refused is refused before a study or file exists
     check_task(task, reference)
+    suffix = _check_control(task, controller, init)
     prediction = prediction or predict_config(task, predictor, warn=False)
     proposer = make_proposer(sampler, prediction, meta_data, seed, adapt_predictor)  # fails before any training
     candidates = round0(task, limit=round0_size(limit), result=prediction)
     # the study tunes the schedules over the settings the predictor's data came from (its candidates use them)
     fixed = SPACE.untuned(candidates[0][1])
-    spec = StudySpec(task, timesteps, "schedule", seeds_per_trial, n_evals, eval_episodes, reference, fixed=fixed)
+    if init is not None:  # the start must fit the task and the net the study trains (before any trial)
+        _check_start_fits(task, init, candidates[0][1])
+    spec = StudySpec(task, timesteps, "schedule", seeds_per_trial, n_evals, eval_episodes, reference, fixed=fixed,
+                     control=None if controller is None else str(controller), init=None if init is None else str(init))
     deadline = None if time_budget_minutes is None else time.time() + 60 * time_budget_minutes
     batch = max(len(candidates), BATCHED_STUDY_BATCH) if runner == "batched" else 1
-    name = study_name or f"tune|{task}|T{timesteps}|m{seeds_per_trial}" + ("" if sampler == "tpe" else f"|{sampler}")
+    name = study_name or (f"tune|{task}|T{timesteps}|m{seeds_per_trial}" + ("" if sampler == "tpe" else f"|{sampler}")
+                          + suffix)
     if pruner is None:  # the study's own when it resumes one (older versions stored "median"), else none
         existing = stored_study(storage, name)
         pruner = (existing.user_attrs.get("pruner") if existing is not None else None) or "none"
@@ -176,6 +184,37 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     return TuneResult(study, best_config_of(study), candidates, len(finished),
                       sum(t.user_attrs.get("env_steps", 0) for t in finished),
                       sum(t.user_attrs.get("wall_time", 0.0) for t in finished))
+
+
+def _check_control(task: str, controller: str | None, init: str | None) -> str:
+    """Refuse an unknown controller or a start that does not fit the task's network, before any study exists;
+    returns what the default study name adds for them (a study per controller and start)."""
+    suffix = ""
+    if controller is not None:
+        from hypermeta.controller import get_controller
+
+        suffix += f"|{get_controller(controller).key}"
+    if init is not None:
+        from hypermeta.qstart import get_start
+
+        suffix += f"|{get_start(init).key}"
+    return suffix
+
+
+def _check_start_fits(task: str, init: str, config: Any) -> None:
+    import gymnasium as gym
+
+    from hypermeta.qstart import get_start
+    from hypermeta.space import NET_ARCHS
+    from hypermeta.tasks.families import make_env
+
+    env = make_env(task)
+    try:
+        space = env.observation_space
+        obs_dim = int(space.n) if isinstance(space, gym.spaces.Discrete) else math.prod(space.shape)
+        get_start(init).check(obs_dim, int(env.action_space.n), tuple(NET_ARCHS[config.net_arch]), f"task {task!r}")
+    finally:
+        env.close()
 
 
 def _progress_report(progress: bool | str, trials: int | None, name: str, deadline: float | None) -> Any:
