@@ -79,3 +79,33 @@ def test_a_start_applies_only_where_its_family_has_one(small_plan):
     assert ev.method_job("hand-rule", "taxi", 10_000_000).control == "rule"
     with pytest.raises(EvaluationError, match="unknown step"):
         run_step(ev, "everything")
+
+
+def test_trajectories_step_records_what_the_controller_chose_and_the_report_plots_it(small_plan, tmp_path):
+    import numpy as np
+
+    from hypermeta.controller import LR_RANGE, LinearController
+    from hypermeta.reports.v3 import render_v3_report
+
+    ev = small_plan
+    problem = ev.problem
+    ctl = LinearController.zeros(problem.feature_mean, problem.feature_std)
+    ctl.weights[:, -1] = [0.8, -0.5]  # a bias: lr up, epsilon down, whatever the signals
+    (tmp_path / "controller").mkdir()
+    ctl.save(tmp_path / "controller" / "controller")
+    state = {"theta": [0.0], "m": [0.0], "v": [0.0], "generation": 120, "cpu_seconds": 10.0}
+    (tmp_path / "controller" / "es_state.json").write_text(json.dumps(state))
+    run_step(ev, "trajectories")
+    frame = json.loads((ev.out / "steps.json").read_text())["done"]
+    assert "trajectories" in frame
+    import pandas as pd
+
+    traj = pd.read_csv(ev.out / "trajectories.csv")
+    assert traj["task"].nunique() == 5 and len(traj) == 5 * 101
+    late = traj[traj["step"] > 1000]  # after the first control steps the offsets are in force
+    assert (late["lr"] > late["base_lr"]).all() and (late["eps"] <= late["base_eps"]).all()
+    assert traj["lr"].between(*LR_RANGE).all() and traj["eps"].between(0, 1).all()
+    assert np.allclose(traj.loc[traj["step"] == 0, "lr"], traj.loc[traj["step"] == 0, "base_lr"])
+    text = render_v3_report(ev.plan_path, tmp_path / "report" / "report.md").read_text()
+    assert "![lr and epsilon chosen by the controller](trajectories.png)" in text
+    assert (tmp_path / "report" / "trajectories.png").stat().st_size > 10_000

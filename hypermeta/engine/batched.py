@@ -560,6 +560,8 @@ def train_group(jobs: Sequence[Job], on_eval: Sequence[OnEval | None] | None = N
     results: list[Curve | BaseException] = []
     for k, curve in enumerate(curves):
         curve.wall_time, curve.env_steps = wall / len(jobs), int(min(agents.stored[k], agents.T_end[k]))
+        if agents.control[k] is not None:
+            curve.control = [(int(step), float(u_lr), float(u_eps)) for step, _, u_lr, u_eps in agents.control[k].log]
         results.append(agents.failed[k] if agents.failed[k] is not None else curve)
     return results
 

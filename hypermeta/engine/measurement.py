@@ -137,6 +137,8 @@ class Curve:
     returns: list[float] = field(default_factory=list)
     wall_time: float = 0.0
     env_steps: int = 0
+    #: a steered run's control steps, ``(step, u_lr, u_eps)``: the offsets in force from that step on (engine runs)
+    control: list[tuple[int, float, float]] = field(default_factory=list)
 
     def auc(self, normalizer: Normalizer) -> float:
         """Normalised area under the curve: the mean normalised score over the (evenly spaced) evaluations."""

@@ -14,6 +14,8 @@ The evaluation runs in steps, in this order (each resumable: finished runs are r
 * ``starts``: the four Q-network starts under best-fixed's schedule (the 40 contexts; Taxi has no start);
 * ``controller``: the shipped candidate of meta-training, and the chosen start with it (only once meta-training
   has ended, so that no held-out run of the controller exists while it could still change);
+* ``trajectories``: the lr and epsilon the controller chose on the first context of each family and the held-out
+  family's default context (test seed 0), beside best-fixed's schedules, for the report's plot;
 * ``sb3-settings``: the secondary comparison under SB3's default DQN settings on the first 2 contexts per family;
 * ``tpe``: the controller on meta2's 16 held-out contexts, against meta2's Optuna TPE best-of-k test runs;
 * ``confirm``: controller and best-fixed with the SB3 runner on every held-out task, :data:`CONFIRM_SEEDS` seeds.
@@ -50,7 +52,8 @@ INIT_CHOICE_SEEDS = 2
 #: SB3-runner confirmation seeds per held-out task (the plan's 5).
 CONFIRM_SEEDS = 5
 STARTS = ("reptile", "fomaml", "transfer", "multitask")
-STEPS = ("predictions", "init-choice", "v2", "baselines", "starts", "controller", "sb3-settings", "tpe", "confirm")
+STEPS = ("predictions", "init-choice", "v2", "baselines", "starts", "controller", "trajectories", "sb3-settings", "tpe",
+         "confirm")
 STEP_METHODS = {
     "v2": ("best-fixed", "v2-winner", "v2-winner-no-fallback", "v2-winner-structure-fallback"),
     "baselines": ("base", "sb3-default", "hand-rule"),
@@ -249,7 +252,7 @@ class V3Evaluation:
         store = self.store(kind)
         jobs = []
         for step in steps:
-            runs_of_step = self.done(step) and step not in ("predictions", "init-choice")
+            runs_of_step = self.done(step) and step not in ("predictions", "init-choice", "trajectories")
             step_jobs, step_kind = self.all_jobs(step) if runs_of_step else ([], kind)
             jobs += step_jobs if step_kind == kind else []
         rows = [{**store.get(j), "method": j.method} for j in jobs if store.get(j) is not None]
@@ -307,6 +310,31 @@ def choose_start(ev: V3Evaluation, workers: int = 1, progress: bool = False) -> 
     return choice
 
 
+def trajectories(ev: V3Evaluation, points: int = 101) -> pd.DataFrame:
+    """The lr and epsilon a controller chose during runs (:attr:`~hypermeta.engine.measurement.Curve.control`) on
+    a grid of ``points`` steps, beside its base schedules, on a few held-out tasks: ``eval/trajectories.csv``."""
+    from hypermeta.controller import ControlledSchedule
+    from hypermeta.engine.batched import BatchedRunner
+
+    tasks = [ts[0] for ts in ev.contexts.values()] + ev.family_tasks[:1]
+    jobs = [ev.method_job("controller", t, test_seeds(1)[0]) for t in tasks]
+    rows = []
+    for job, curve in BatchedRunner().run_many(jobs):
+        if isinstance(curve, BaseException):
+            continue
+        lr, eps = job.config.lr_schedule(), job.config.exploration_schedule()
+        total = job.measurement.timesteps
+        for step in np.linspace(0, total, points).round().astype(int):
+            u_lr, u_eps = next(((a, b) for s, a, b in reversed(curve.control) if s <= step), (0.0, 0.0))
+            p = 1.0 - step / total
+            rows.append({"task": job.task, "step": int(step), "lr": ControlledSchedule(lr, "lr", u_lr)(p),
+                         "eps": ControlledSchedule(eps, "eps", u_eps)(p), "base_lr": lr(p), "base_eps": eps(p)})
+    frame = pd.DataFrame(rows)
+    ev.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(ev.out / "trajectories.csv", frame.to_csv(index=False))
+    return frame
+
+
 def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = False) -> str:
     """Run (or resume) one step; returns a line saying what it did."""
     if step not in STEPS:
@@ -320,6 +348,10 @@ def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = Fal
         ev.mark(step, chosen=choice["chosen"])
         return f"start of the 2 x 2: {choice['chosen']} (validation means {choice['means']})"
     _check_ready(ev, step)
+    if step == "trajectories":
+        frame = trajectories(ev)
+        ev.mark(step)
+        return f"the controller's lr and epsilon on {frame['task'].nunique()} tasks -> {ev.out / 'trajectories.csv'}"
     jobs, kind = ev.all_jobs(step)
     runner = "sb3" if kind == "sb3" else "batched"
     store = ev.store(kind)
@@ -331,13 +363,13 @@ def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = Fal
 
 def _check_ready(ev: V3Evaluation, step: str) -> None:
     """One line naming what a step still needs, before any of its runs."""
-    needs = {"v2": ["predictions"], "baselines": [], "starts": [], "controller": ["init-choice"],
+    needs = {"v2": ["predictions"], "baselines": [], "starts": [], "controller": ["init-choice"], "trajectories": [],
              "sb3-settings": [], "tpe": [], "confirm": ["v2"]}[step]
     for other in needs:
         if not ev.done(other):
             raise EvaluationError(f"step {step!r} needs step {other!r} first: `hypermeta meta-eval {ev.plan_path} "
                                   f"--step {other}`")
-    if step in ("controller", "sb3-settings", "tpe", "confirm"):
+    if step in ("controller", "trajectories", "sb3-settings", "tpe", "confirm"):
         ended, where = ev.meta_training_ended()
         if not ended:
             raise EvaluationError(f"meta-training has not ended ({where}): finish it with `hypermeta meta-control "

@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from hypermeta.lab.v3 import CONFIRM_SEEDS, INIT_CHOICE_SEEDS, SB3_SETTINGS_METHODS, STARTS, STEPS, V3Evaluation
-from hypermeta.reports.common import (ci_text, generated_line, paired_diff, paired_rows, test_seed_text,
-                                      versions_text, wall_hours, write_markdown)
+from hypermeta.reports.common import (ci_text, generated_line, paired_diff, paired_rows, pyplot, save_figure,
+                                      test_seed_text, versions_text, wall_hours, write_markdown)
 
 FAILURE = 0.1  # a run below this normalised AUC has failed (the plan's definition)
 METHOD_ORDER = ("controller", "hand-rule", "base", "sb3-default", "v2-winner", "v2-winner-no-fallback",
@@ -60,7 +60,8 @@ def render_v3_report(plan: str | Path, out: str | Path | None = None) -> Path:
              generated_line(f"hypermeta meta-eval {ev.plan_path} --render"), "", *status_section(data), "",
              *targets_section(data), "", *deviations_section(ev), "", *setup_section(data), "",
              *per_family_section(data), "", *failures_section(data), "", *fallback_section(data), "",
-             *starts_section(data), "", *secondary_section(data), "", *cost_section(data), ""]
+             *starts_section(data), "", *trajectory_section(data, out.parent), "", *secondary_section(data), "",
+             *cost_section(data), ""]
     return write_markdown(out, lines)
 
 
@@ -217,6 +218,35 @@ def starts_section(data: _Data) -> list[str]:
             cells = [paired_diff(frame, f"init-{s}", "best-fixed", tasks) for tasks in ev.contexts.values()]
             lines.append(f"| {s} ({label}) | " + " | ".join("-" if d is None else ci_text(d) for d in cells) + " |")
     return lines
+
+
+def trajectory_section(data: _Data, folder: Path) -> list[str]:
+    """The lr and epsilon the controller chose on a few held-out tasks, beside best-fixed's schedules (a plot)."""
+    path = data.ev.out / "trajectories.csv"
+    lines = ["## What the controller chose", ""]
+    if not path.is_file():
+        return lines + ["Not run yet (the `trajectories` step follows the controller's held-out runs)."]
+    frame = pd.read_csv(path)
+    tasks = list(dict.fromkeys(frame["task"]))
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len(tasks), figsize=(3.6 * len(tasks), 5.2), squeeze=False)
+    for col, task in enumerate(tasks):
+        sel = frame[frame["task"] == task]
+        for row, (name, log) in enumerate((("lr", True), ("eps", False))):
+            ax = axes[row][col]
+            ax.plot(sel["step"], sel[f"base_{name}"], "--", color="grey", label="best-fixed")
+            ax.plot(sel["step"], sel[name], color="C0", label="controller")
+            ax.set_yscale("log" if log else "linear")
+            ax.set_title(task if row == 0 else "", fontsize=7)
+            ax.set_xlabel("environment steps" if row == 1 else "")
+        axes[0][0].set_ylabel("learning rate")
+        axes[1][0].set_ylabel("epsilon")
+    axes[0][-1].legend(fontsize=7)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, folder / "trajectories.png")
+    return lines + ["The learning rate and epsilon in force along one run (test seed 10,000,000) on the first context of "
+                    "each family and the held-out family's default context, beside best-fixed's schedules:", "",
+                    "![lr and epsilon chosen by the controller](trajectories.png)"]
 
 
 def secondary_section(data: _Data) -> list[str]:
