@@ -58,7 +58,7 @@ def render_v3_report(plan: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out is not None else Path("studies/reports/v3/report.md")
     lines = [f"# Meta-learner v3: the in-run controller and the meta-learned Q-network start ({ev.plan_path})", "",
              generated_line(f"hypermeta meta-eval {ev.plan_path} --render"), "", *status_section(data), "",
-             *targets_section(data), "", *deviations_section(ev), "", *setup_section(data), "",
+             *deviations_section(ev), "", *targets_section(data), "", *setup_section(data), "",
              *per_family_section(data), "", *failures_section(data), "", *fallback_section(data), "",
              *starts_section(data), "", *trajectory_section(data, out.parent), "", *secondary_section(data), "",
              *cost_section(data), ""]
