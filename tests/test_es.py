@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from hypermeta.cli import main
 from hypermeta.lab.control_training import ESState, adam_ascent, centred_ranks, es_gradient
@@ -72,3 +73,11 @@ def test_the_committed_v3_plan_parses_and_states_its_budget():
     assert settings.cpu_hours <= 15 and settings.pairs >= 1
     assert {"controller", "best-fixed", "hand-rule", "v2-winner", "v2-winner-no-fallback"} <= set(
         plan["evaluation"]["methods"])
+
+
+def test_meta_training_refuses_more_generations_than_its_plan_registered(tmp_path):
+    from hypermeta.lab.control_training import meta_train
+
+    with pytest.raises(ValueError, match="beyond the plan's 120"):
+        meta_train(ROOT / "studies/v3/plan.yaml", tmp_path, generations=121)
+    assert not any(tmp_path.iterdir())

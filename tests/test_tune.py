@@ -362,6 +362,8 @@ def test_cli_tune_steers_its_trials_with_a_controller_and_starts_them_from_a_sta
     assert summary.study_name == f"tune|cartpole|T300|m1|hand-rule|{start.key}"
     attrs = optuna.load_study(study_name=summary.study_name, storage=storage).user_attrs
     assert attrs["control"] == "rule" and attrs["init"] == path
+    with pytest.raises(ValueError, match="exists with other settings"):  # resumed without its controller and start
+        tune("cartpole", 3, 300, runner="batched", storage=storage, study_name=summary.study_name)
     plain = f"sqlite:///{tmp_path}/plain.db"
     assert main(["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--runner", "batched",
                  "--storage", plain, "--out", str(tmp_path / "plain.yaml")]) == 0

@@ -70,6 +70,35 @@ def test_controller_steps_wait_for_the_end_of_meta_training(small_plan, tmp_path
     assert not (ev.out / "runs.csv").exists()
 
 
+def _ended_meta_training(folder, ctl, generation=120):
+    """An ES state that has ended, whose best validation check is ``ctl``, and ``ctl`` as its candidate file."""
+    ctl.meta = {"generation": generation}
+    (folder / "controller").mkdir(exist_ok=True)
+    ctl.save(folder / "controller" / "controller")
+    check = {"generation": generation, "theta": ctl.weights.ravel().tolist(), "mean_difference": 0.01}
+    state = {"theta": [0.0], "m": [0.0], "v": [0.0], "generation": 120, "cpu_seconds": 10.0, "validation": [check]}
+    (folder / "controller" / "es_state.json").write_text(json.dumps(state))
+
+
+def test_a_stale_candidate_file_is_refused_and_a_done_step_is_never_redone(small_plan, tmp_path):
+    from hypermeta.controller import LinearController
+
+    ev = small_plan
+    problem = ev.problem
+    ctl = LinearController.zeros(problem.feature_mean, problem.feature_std)
+    ctl.weights[0, -1] = 0.3
+    _ended_meta_training(tmp_path, ctl)
+    stale = LinearController.zeros(problem.feature_mean, problem.feature_std)
+    stale.meta = {"generation": 20}
+    stale.save(tmp_path / "controller" / "controller")  # left by an earlier, shorter meta-training call
+    ev.mark("init-choice", chosen="reptile")
+    with pytest.raises(EvaluationError, match="is not the candidate of the ended meta-training"):
+        run_step(ev, "controller")
+    assert not (ev.out / "runs.csv").exists()
+    first = ev.steps()["done"]["init-choice"]
+    assert "skipped" in run_step(ev, "init-choice") and ev.steps()["done"]["init-choice"] == first
+
+
 def test_a_start_applies_only_where_its_family_has_one(small_plan):
     ev = small_plan
     assert ev.method_job("init-reptile", "taxi", 10_000_000) is None
@@ -91,10 +120,15 @@ def test_trajectories_step_records_what_the_controller_chose_and_the_report_plot
     problem = ev.problem
     ctl = LinearController.zeros(problem.feature_mean, problem.feature_std)
     ctl.weights[:, -1] = [0.8, -0.5]  # a bias: lr up, epsilon down, whatever the signals
-    (tmp_path / "controller").mkdir()
-    ctl.save(tmp_path / "controller" / "controller")
-    state = {"theta": [0.0], "m": [0.0], "v": [0.0], "generation": 120, "cpu_seconds": 10.0}
-    (tmp_path / "controller" / "es_state.json").write_text(json.dumps(state))
+    _ended_meta_training(tmp_path, ctl)
+    with pytest.raises(EvaluationError, match="needs step 'controller' first"):
+        run_step(ev, "trajectories")
+    choice = {"chosen": "reptile", "means": {"reptile": 0.5}, "tasks": ["cartpole"], "seeds": [42_100_000],
+              "per_family": {"cartpole": {"reptile": 0.5}}}
+    ev.out.mkdir(parents=True, exist_ok=True)
+    (ev.out / "init_choice.json").write_text(json.dumps(choice))
+    ev.mark("init-choice", chosen="reptile")
+    ev.mark("controller")  # (its runs are not made: the trajectories step reruns its own)
     run_step(ev, "trajectories")
     frame = json.loads((ev.out / "steps.json").read_text())["done"]
     assert "trajectories" in frame

@@ -169,12 +169,17 @@ def cmd_meta_init(args: argparse.Namespace) -> int:
 
 
 def cmd_meta_eval(args: argparse.Namespace) -> int:
-    from hypermeta.lab.v3 import STEPS, V3Evaluation, run_step
+    from hypermeta.lab.v3 import STEPS, EvaluationError, V3Evaluation, run_step
 
     ev = V3Evaluation.load(args.plan)
     steps = [] if args.render and not args.step else (args.step or list(STEPS))
     for step in steps:
-        print(run_step(ev, step, workers=args.workers, progress=args.progress), flush=True)
+        try:
+            print(run_step(ev, step, workers=args.workers, progress=args.progress), flush=True)
+        except EvaluationError as exc:
+            if args.step:  # a step asked for by name that cannot run is an error
+                raise
+            print(f"step {step}: not yet: {exc}", flush=True)  # every step in order: the others still run
     from hypermeta.reports.v3 import render_v3_report
 
     print(f"report written to {render_v3_report(ev.plan_path, args.out)}")
@@ -323,8 +328,8 @@ def _add_meta_eval(sub: Any) -> None:
                        "on the held-out contexts and family, step by step; resumable; then the report")
     p.add_argument("plan", help="v3 plan YAML, e.g. studies/v3/plan.yaml")
     p.add_argument("--step", action="append", choices=list(STEPS),
-                   help="run only this step (repeatable; default: every step in order, stopping at the first that "
-                   "cannot run yet)")
+                   help="run only this step (repeatable; default: every step in order, each that cannot run yet said "
+                   "in one line; a done step is never redone)")
     p.add_argument("--render", action="store_true", help="without --step: only write the report from what exists")
     p.add_argument("--out", help="report path (default studies/reports/v3/report.md)")
     p.add_argument("--workers", type=positive_int, default=1)

@@ -177,6 +177,9 @@ def meta_train(plan_path: str | Path, out_dir: str | Path | None = None, workers
     plan_path = Path(plan_path)
     plan = read_yaml(plan_path, "v3 plan file")
     settings = ESSettings(**plan.get("meta_training", {}))
+    if generations is not None and generations > settings.generations:
+        raise ValueError(f"--generations {generations} is beyond the plan's {settings.generations}: the plan's budget "
+                         "is registered before meta-training; a shorter run is fine, a longer one is another plan")
     problem = Problem(plan["matrix_plan"])
     out = Path(out_dir) if out_dir is not None else plan_path.parent / "controller"
     out.mkdir(parents=True, exist_ok=True)

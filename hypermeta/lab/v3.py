@@ -138,8 +138,18 @@ class V3Evaluation:
     def controller_path(self) -> Path:
         return self.root / "controller" / "controller.safetensors"
 
-    def start_path(self, task: str, method: str) -> Path:
-        return Path(self.plan["init_starts"]["out"]) / f"{task.partition(':')[0]}-{method}.safetensors"
+    def start_path(self, task: str, method: str) -> Path | None:
+        """The start of ``method`` for ``task``'s family (the plan's paths are relative to the repository root, the
+        folder ``hypermeta meta-eval`` runs in); None for a family the plan makes no start for (the held-out
+        family), and an error when a start the plan makes is missing."""
+        family = task.partition(":")[0]
+        if family not in self.plan["init_starts"]["families"]:
+            return None
+        path = Path(self.plan["init_starts"]["out"]) / f"{family}-{method}.safetensors"
+        if not path.is_file():
+            raise EvaluationError(f"{path} does not exist: run `bash studies/v3/init_all.sh` (from the repository "
+                                  "root) first")
+        return path
 
     # --- the steps' state ---------------------------------------------------------------------------------------
     def steps(self) -> dict:
@@ -201,7 +211,7 @@ class V3Evaluation:
         elif method.startswith("init-"):
             name = self.chosen_start() if method == "init-best+controller" else method.removeprefix("init-")
             init = self.start_path(task, name)
-            if not init.is_file():
+            if init is None:
                 return None
             control = self.controller_path if method == "init-best+controller" else None
         elif method == "controller":
@@ -293,8 +303,6 @@ def choose_start(ev: V3Evaluation, workers: int = 1, progress: bool = False) -> 
     for method in ("reptile", "fomaml"):
         for task in tasks:
             init = ev.start_path(task, method)
-            if not init.is_file():
-                raise EvaluationError(f"{init} does not exist: run `bash studies/v3/init_all.sh` first")
             jobs += [Job(task, method, problem.base, ev.measurement(task), INIT_CHOICE_SEED_START + j, init=str(init))
                      for j in range(INIT_CHOICE_SEEDS)]
     rows = run_jobs_scoring_divergence(jobs, RunStore(ev.out / "init_choice_runs.csv"), workers=workers,
@@ -310,17 +318,20 @@ def choose_start(ev: V3Evaluation, workers: int = 1, progress: bool = False) -> 
     return choice
 
 
-def trajectories(ev: V3Evaluation, points: int = 101) -> pd.DataFrame:
+def trajectories(ev: V3Evaluation, points: int = 101) -> tuple[pd.DataFrame, list[str]]:
     """The lr and epsilon a controller chose during runs (:attr:`~hypermeta.engine.measurement.Curve.control`) on
-    a grid of ``points`` steps, beside its base schedules, on a few held-out tasks: ``eval/trajectories.csv``."""
+    a grid of ``points`` steps, beside its base schedules, on a few held-out tasks: ``eval/trajectories.csv``, and
+    the tasks whose run failed (left out). The runs are the controller's held-out runs on test seed 0 again (the
+    engine is deterministic: the same runs), as the run store keeps curves, not control logs."""
     from hypermeta.controller import ControlledSchedule
     from hypermeta.engine.batched import BatchedRunner
 
     tasks = [ts[0] for ts in ev.contexts.values()] + ev.family_tasks[:1]
     jobs = [ev.method_job("controller", t, test_seeds(1)[0]) for t in tasks]
-    rows = []
+    rows, failed = [], []
     for job, curve in BatchedRunner().run_many(jobs):
         if isinstance(curve, BaseException):
+            failed.append(job.task)
             continue
         lr, eps = job.config.lr_schedule(), job.config.exploration_schedule()
         total = job.measurement.timesteps
@@ -332,13 +343,16 @@ def trajectories(ev: V3Evaluation, points: int = 101) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     ev.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(ev.out / "trajectories.csv", frame.to_csv(index=False))
-    return frame
+    return frame, failed
 
 
 def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = False) -> str:
     """Run (or resume) one step; returns a line saying what it did."""
     if step not in STEPS:
         raise EvaluationError(f"unknown step {step!r}: one of {', '.join(STEPS)}")
+    if ev.done(step):  # a done step is never redone: its choices (the start, the predictions) stay as first made
+        info = ev.steps()["done"][step]
+        return f"step {step}: done at {info['time']} (commit {info.get('commit')}); skipped"
     if step == "predictions":
         frame = predict_v2(ev)
         ev.mark(step)
@@ -347,24 +361,26 @@ def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = Fal
         choice = choose_start(ev, workers, progress)
         ev.mark(step, chosen=choice["chosen"])
         return f"start of the 2 x 2: {choice['chosen']} (validation means {choice['means']})"
-    _check_ready(ev, step)
+    controller = _check_ready(ev, step)
     if step == "trajectories":
-        frame = trajectories(ev)
-        ev.mark(step)
-        return f"the controller's lr and epsilon on {frame['task'].nunique()} tasks -> {ev.out / 'trajectories.csv'}"
+        frame, failed = trajectories(ev)
+        ev.mark(step, controller=controller, failed=failed)
+        return (f"the controller's lr and epsilon on {frame['task'].nunique()} tasks -> {ev.out / 'trajectories.csv'}"
+                + (f"; failed runs: {failed}" if failed else ""))
     jobs, kind = ev.all_jobs(step)
     runner = "sb3" if kind == "sb3" else "batched"
     store = ev.store(kind)
     todo = sum(store.get(j) is None for j in jobs)
     run_jobs_scoring_divergence(jobs, store, workers=workers, progress=progress, runner=runner)
-    ev.mark(step, runs=len(jobs))
+    ev.mark(step, runs=len(jobs), **({"controller": controller} if controller else {}))
     return f"step {step}: {len(jobs)} runs ({todo} trained now) -> {store.path}"
 
 
-def _check_ready(ev: V3Evaluation, step: str) -> None:
-    """One line naming what a step still needs, before any of its runs."""
-    needs = {"v2": ["predictions"], "baselines": [], "starts": [], "controller": ["init-choice"], "trajectories": [],
-             "sb3-settings": [], "tpe": [], "confirm": ["v2"]}[step]
+def _check_ready(ev: V3Evaluation, step: str) -> str | None:
+    """One line naming what a step still needs, before any of its runs; for the controller's steps, the key of the
+    controller they run (the candidate of the ended meta-training, checked against its state)."""
+    needs = {"v2": ["predictions"], "baselines": [], "starts": ["init-choice"], "controller": ["init-choice"],
+             "trajectories": ["controller"], "sb3-settings": [], "tpe": [], "confirm": []}[step]
     for other in needs:
         if not ev.done(other):
             raise EvaluationError(f"step {step!r} needs step {other!r} first: `hypermeta meta-eval {ev.plan_path} "
@@ -374,6 +390,28 @@ def _check_ready(ev: V3Evaluation, step: str) -> None:
         if not ended:
             raise EvaluationError(f"meta-training has not ended ({where}): finish it with `hypermeta meta-control "
                                   f"{ev.plan_path}` before any held-out run of the controller")
-        if not ev.controller_path.is_file():
-            raise EvaluationError(f"{ev.controller_path} does not exist: no validation check was above best-fixed, "
-                                  "so the plan ships no controller and its controller steps do not run")
+        return _check_candidate(ev)
+    return None
+
+
+def _check_candidate(ev: V3Evaluation) -> str:
+    """The candidate file must be the one the ended meta-training's state selects (the best validation check above
+    0), not one left by an earlier, shorter call; returns its key."""
+    from hypermeta.controller import LinearController
+    from hypermeta.lab.control_training import ESState
+
+    state = ESState.load(ev.root / "controller" / "es_state.json")
+    checks = [c for c in state.validation if c["mean_difference"] > 0]
+    if not checks:
+        raise EvaluationError("no validation check of the meta-training was above best-fixed, so the plan ships no "
+                              "controller and its controller steps do not run")
+    best = max(checks, key=lambda c: c["mean_difference"])
+    if not ev.controller_path.is_file():
+        raise EvaluationError(f"{ev.controller_path} does not exist: run `hypermeta meta-control {ev.plan_path}` once "
+                              "more (it writes the candidate of the ended meta-training and stops)")
+    ctl = LinearController.load(ev.controller_path)
+    if ctl.meta.get("generation") != best["generation"] or not np.allclose(ctl.weights.ravel(), best["theta"]):
+        raise EvaluationError(f"{ev.controller_path} is not the candidate of the ended meta-training (the check after "
+                              f"generation {best['generation']}): run `hypermeta meta-control {ev.plan_path}` once "
+                              "more to write it")
+    return ctl.key

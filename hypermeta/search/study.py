@@ -90,10 +90,19 @@ class StudySpec:
         return self.tuning_seeds(trial.number if original is None else original)
 
     def attrs(self) -> dict[str, Any]:
-        """What is stored with the study (and checked when it resumes); ``control``/``init`` only when set, so
-        studies from before they existed resume."""
-        attrs = {**asdict(self), "space_version": SPACE_VERSION}
-        return {k: v for k, v in attrs.items() if k not in ("control", "init") or v is not None}
+        """What is stored with the study (and checked when it resumes). ``control``/``init`` (the paths) and
+        ``control_key``/``init_key`` (what the files hold) only when set, so studies from before they existed
+        resume; :func:`open_study` compares the keys, a missing one as None."""
+        attrs = {k: v for k, v in asdict(self).items() if k not in ("control", "init") or v is not None}
+        if self.control is not None:
+            from hypermeta.controller import get_controller
+
+            attrs["control_key"] = get_controller(self.control).key
+        if self.init is not None:
+            from hypermeta.qstart import get_start
+
+            attrs["init_key"] = get_start(self.init).key
+        return {**attrs, "space_version": SPACE_VERSION}
 
     def job(self, config: DQNConfig, seed: int) -> Job:
         """One run of a trial: ``config`` on the study's task with ``seed``, steered and started as the spec says."""
@@ -279,6 +288,11 @@ def open_study(spec: StudySpec, study_name: str, storage: str | RDBStorage, samp
     stored = study.user_attrs
     if runner and "runner" in stored:
         wanted["runner"] = runner
+    # the controller and the start are compared by what their files hold (a moved file is the same, a retrained
+    # one at the same path is not), and a study steered by one does not resume without it, nor the other way round
+    wanted = {k: v for k, v in wanted.items() if k not in ("control", "init")}
+    wanted.setdefault("control_key", None)
+    wanted.setdefault("init_key", None)
     diff = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
     if diff:
         text = ", ".join(f"{k}: stored {a!r}, given {b!r}" for k, (a, b) in diff.items())
