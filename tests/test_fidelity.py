@@ -83,3 +83,8 @@ def test_tost_calls_equivalent_only_when_the_90_percent_ci_is_inside_the_margin(
     assert not shifted["equivalent"].any()  # the mean is inside the margin, but its CI is not
     noisy = equivalence_table(_pairs(rng.normal(0.0, 0.3, 40)), margin=0.03)
     assert not noisy["equivalent"].any()  # "not different" is not "equivalent"
+    from hypermeta.lab.fidelity import verdict_text
+
+    assert {verdict_text(r) for r in close.itertuples()} == {"yes"}
+    assert {verdict_text(r) for r in noisy.itertuples()} == {"not shown (95% CI includes 0: inconclusive)"}
+    assert {verdict_text(r) for r in shifted.itertuples()} == {"**no: they differ** (95% CI excludes 0)"}

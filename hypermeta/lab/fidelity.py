@@ -218,6 +218,16 @@ def _row(family: str, g: pd.DataFrame, boot: np.ndarray, margin: float, rho: flo
             "spearman": rho, "cpu_sb3": float(g["wall_time_sb3"].sum()), "cpu_engine": float(g["wall_time_engine"].sum())}
 
 
+def verdict_text(r: Any) -> str:
+    """The plan's verdict (equivalent: the 90% CI inside the margin), and when it is not met, whether the runners
+    differ (the 95% CI excludes 0) or the test could not tell (it includes 0: too few pairs for the margin)."""
+    if r.equivalent:
+        return "yes"
+    if r.ci95_low > 0 or r.ci95_high < 0:
+        return "**no: they differ** (95% CI excludes 0)"
+    return "not shown (95% CI includes 0: inconclusive)"
+
+
 def trace_lines(folder: Path) -> list[str]:
     """The step-by-step traces (``studies/fidelity2/trace.py``) stored beside the plan, as a table: where the engine
     and SB3 first part on one job, beside where SB3 parts from itself when started one ulp away."""
@@ -279,7 +289,7 @@ def render(plan: FidelityPlan, out: Path) -> Path:
                   "| Spearman of config means | CPU s SB3 | CPU s engine |",
                   "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r.family} | {r.contexts} | {r.configs} | {r.runs} | {r.mean:+.4f} | [{r.ci90_low:+.4f}, "
-                  f"{r.ci90_high:+.4f}] | [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}] | {'yes' if r.equivalent else 'no'} | "
+                  f"{r.ci90_high:+.4f}] | [{r.ci95_low:+.4f}, {r.ci95_high:+.4f}] | {verdict_text(r)} | "
                   f"{r.identical} ({r.identical / r.runs:.0%}) | {'' if np.isnan(r.spearman) else f'{r.spearman:.3f}'} | "
                   f"{r.cpu_sb3:,.0f} | {r.cpu_engine:,.0f} |" for r in table.itertuples()]
         lines.append("")
