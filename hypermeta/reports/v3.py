@@ -199,7 +199,23 @@ def fallback_section(data: _Data) -> list[str]:
     for variant, sel in preds.groupby("variant", sort=False):
         lines.append(f"| {variant} | {len(sel)} | {int(sel['out_of_distribution'].sum())} | {int(sel['fallback'].sum())} |")
     return lines + ["", *paired_rows(data.runs, [("v2-winner-structure-fallback", "v2-winner"),
-                                               ("v2-winner-no-fallback", "v2-winner")], data.ev.context_tasks)]
+                                               ("v2-winner-no-fallback", "v2-winner")], data.ev.context_tasks),
+                    "", *_fallback_verdict(data)]
+
+
+def _fallback_verdict(data: _Data) -> list[str]:
+    """What the re-test decides (item 0 of the issue: ship the structure rule only if its target is met)."""
+    ctx = data.ev.context_tasks
+    rule = paired_diff(data.runs, "v2-winner-structure-fallback", "best-fixed", ctx)
+    shipped = paired_diff(data.runs, "v2-winner", "best-fixed", ctx)
+    if rule is None or shipped is None:
+        return []
+    if rule["ci_low"] > 0:
+        return [f"**The structure rule's target is met** ({ci_text(rule)}): it replaces the OOD score's fallback."]
+    return [f"**The structure rule's target is missed** ({ci_text(rule)} against best-fixed on the 40 contexts), so "
+            f"it is not shipped: the after-the-fact finding that v2's OOD fallback cost accuracy does not replicate "
+            f"on new contexts. The shipped v2 winner, with its fallback, is {ci_text(shipped)} against best-fixed "
+            "there (a secondary comparison of the plan, one of several)."]
 
 
 def _shipped_method() -> str:
