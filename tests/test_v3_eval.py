@@ -75,7 +75,8 @@ def _ended_meta_training(folder, ctl, generation=120):
     ctl.meta = {"generation": generation}
     (folder / "controller").mkdir(exist_ok=True)
     ctl.save(folder / "controller" / "controller")
-    check = {"generation": generation, "theta": ctl.weights.ravel().tolist(), "mean_difference": 0.01}
+    check = {"generation": generation, "theta": ctl.weights.ravel().tolist(), "mean_theta": 0.51, "mean_zero": 0.5,
+             "mean_difference": 0.01, "se_difference": 0.02}
     state = {"theta": [0.0], "m": [0.0], "v": [0.0], "generation": 120, "cpu_seconds": 10.0, "validation": [check]}
     (folder / "controller" / "es_state.json").write_text(json.dumps(state))
 
