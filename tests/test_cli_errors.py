@@ -92,6 +92,8 @@ CASES = [
     (["tune", "cartpole", "--timesteps", "300", "--trials", "2", "--out", "new/"], "--out 'new/' is a folder"),
     (["meta-control", "missing.yaml"], "plan file 'missing.yaml' does not exist"),
     (["meta-init", "cartpole", "--method", "bogus"], "invalid choice: 'bogus'"),
+    (["meta-eval", "missing.yaml"], "plan file 'missing.yaml' does not exist"),
+    (["meta-eval", "missing.yaml", "--step", "everything"], "invalid choice: 'everything'"),
     (["meta-init", "cartpole", "--method", "reptile", "--plan", "missing.yaml"], "missing.yaml"),
     (["train", "cartpole", "--timesteps", "100", "--controller", "magic"], "unknown controller 'magic': use 'rule', 'default'"),
     (["train", "cartpole", "--timesteps", "100", "--init", "start.pt"], "must be a .safetensors file"),
