@@ -2,7 +2,8 @@
 
 ``info`` (families, space, config, features, predict), ``train``, ``search`` (study, tune, evaluate, compare),
 ``lab`` (the pre-registered pipelines: collect, matrix, meta-train, fewshot, meta2, meta-control, meta-init,
-meta-eval, meta-report) and ``bench``. Every command imports what it needs inside itself, so ``hypermeta --help`` stays light.
+meta-eval, meta-report) and ``bench``. Every command imports what it needs inside itself, so ``hypermeta --help``
+stays light.
 """
 
 from __future__ import annotations

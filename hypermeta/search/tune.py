@@ -148,7 +148,7 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
     limit = UNLIMITED_TRIALS if trials is None else trials
     check_storage_url(storage)  # every input that can be refused is refused before a study or file exists
     check_task(task, reference)
-    suffix = _check_control(task, controller, init)
+    suffix = _check_control(controller, init)
     prediction = prediction or predict_config(task, predictor, warn=False)
     proposer = make_proposer(sampler, prediction, meta_data, seed, adapt_predictor)  # fails before any training
     candidates = round0(task, limit=round0_size(limit), result=prediction)
@@ -186,9 +186,10 @@ def tune(task: str, trials: int | None, timesteps: int, *, seeds_per_trial: int 
                       sum(t.user_attrs.get("wall_time", 0.0) for t in finished))
 
 
-def _check_control(task: str, controller: str | None, init: str | None) -> str:
-    """Refuse an unknown controller or a start that does not fit the task's network, before any study exists;
-    returns what the default study name adds for them (a study per controller and start)."""
+def _check_control(controller: str | None, init: str | None) -> str:
+    """Refuse an unknown controller or an unreadable start before any study exists (whether the start fits the
+    task's network is :func:`_check_start_fits`); returns what the default study name adds for them (a study per
+    controller and start)."""
     suffix = ""
     if controller is not None:
         from hypermeta.controller import get_controller
