@@ -64,6 +64,10 @@ class ESSettings:
         if not (self.sigma > 0 and self.learning_rate > 0 and self.cpu_hours > 0):
             raise ValueError("meta_training.sigma, learning_rate and cpu_hours must be > 0")
 
+    def ended(self, state: ESState, generations: int | None = None) -> bool:
+        """Whether meta-training stops here: ``generations`` (default: the plan's) done, or the CPU budget spent."""
+        return state.generation >= (generations or self.generations) or state.cpu_seconds >= 3600 * self.cpu_hours
+
 
 @dataclass
 class ESState:
@@ -120,6 +124,10 @@ class Problem:
             pool = [t for t in self.tasks if t.partition(":")[0] == family]
             out += [pool[i] for i in rng.choice(len(pool), size=min(per_family, len(pool)), replace=False)]
         return out
+
+    def validation_tasks(self, settings: ESSettings) -> list[str]:
+        """The fixed validation tasks: drawn once with ``default_rng(seed + 1,000,000)``."""
+        return self.sample(np.random.default_rng(settings.seed + 1_000_000), settings.validation_tasks_per_family)
 
     def controller(self, theta: np.ndarray) -> LinearController:
         n = len(SIGNAL_NAMES) + len(self.feature_mean)
@@ -189,8 +197,7 @@ def meta_train(plan_path: str | Path, out_dir: str | Path | None = None, workers
         raise ValueError(f"{state_path} holds {len(state.theta)} parameters, the plan's controller has "
                          f"{problem.size()}: use another output folder")
     runner = runner or BatchedRunner(progress=progress)
-    validation_tasks = problem.sample(np.random.default_rng(settings.seed + 1_000_000),
-                                      settings.validation_tasks_per_family)
+    validation_tasks = problem.validation_tasks(settings)
     total = generations or settings.generations
     bar = None
     if progress:
@@ -198,7 +205,7 @@ def meta_train(plan_path: str | Path, out_dir: str | Path | None = None, workers
 
         bar = tqdm(total=total, initial=min(state.generation, total), desc="ES generations", unit="gen")
     try:
-        while state.generation < total and state.cpu_seconds < 3600 * settings.cpu_hours:
+        while not settings.ended(state, total):
             _generation(state, settings, problem, store, runner, workers, run_jobs_scoring_divergence)
             if state.generation % settings.validate_every == 0:
                 _validate(state, settings, problem, validation_tasks, store, runner, workers,
@@ -257,15 +264,20 @@ def _validate(state, settings, problem, tasks, store, runner, workers, run_jobs)
                              "se_difference": float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan})
 
 
+def best_check(state: ESState) -> dict[str, Any] | None:
+    """The validation check the plan ships: the highest mean difference, when it is above 0 (None otherwise)."""
+    checks = [c for c in state.validation if c["mean_difference"] > 0]
+    return max(checks, key=lambda c: c["mean_difference"]) if checks else None
+
+
 def _write_candidate(state: ESState, problem: Problem, out: Path, plan_path: Path) -> None:
     """The shipped candidate (the best validation check's theta, when its mean difference is above 0) as
     ``controller.safetensors`` + ``controller.json`` in ``out``; nothing when no check is above 0."""
     from hypermeta.files import git_commit
 
-    checks = [c for c in state.validation if c["mean_difference"] > 0]
-    if not checks:
+    best = best_check(state)
+    if best is None:
         return
-    best = max(checks, key=lambda c: c["mean_difference"])
     ctl = problem.controller(np.asarray(best["theta"]))
     ctl.meta = {"plan": str(plan_path), "generation": best["generation"], "validation": best,
                 "base": problem.best_fixed_name, "base_config": problem.base.to_dict(), "commit": git_commit(),

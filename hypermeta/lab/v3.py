@@ -60,6 +60,10 @@ STEP_METHODS = {
     "starts": tuple(f"init-{s}" for s in STARTS),
     "controller": ("controller", "init-best+controller"),
 }
+#: The steps that train runs (the others write predictions, the start choice or the trajectories), and those that
+#: run the controller (only once its meta-training has ended).
+RUN_STEPS = (*STEP_METHODS, "sb3-settings", "tpe", "confirm")
+CONTROLLER_STEPS = ("controller", "trajectories", "sb3-settings", "tpe", "confirm")
 #: The secondary comparison under SB3's default DQN settings: these methods, on the first contexts per family.
 SB3_SETTINGS_METHODS = ("sb3:controller", "sb3:sb3-default", "sb3:best-fixed")
 SB3_SETTINGS_PER_FAMILY = 2
@@ -138,6 +142,20 @@ class V3Evaluation:
     def controller_path(self) -> Path:
         return self.root / "controller" / "controller.safetensors"
 
+    @cached_property
+    def es_settings(self) -> Any:
+        from hypermeta.lab.control_training import ESSettings
+
+        return ESSettings(**self.plan.get("meta_training", {}))
+
+    def es_state(self) -> Any:
+        """The controller's meta-training state (:class:`~hypermeta.lab.control_training.ESState`), None before it
+        starts."""
+        from hypermeta.lab.control_training import ESState
+
+        path = self.root / "controller" / "es_state.json"
+        return ESState.load(path) if path.is_file() else None
+
     def start_path(self, task: str, method: str) -> Path | None:
         """The start of ``method`` for ``task``'s family (the plan's paths are relative to the repository root, the
         folder ``hypermeta meta-eval`` runs in); None for a family the plan makes no start for (the held-out
@@ -167,16 +185,11 @@ class V3Evaluation:
         return step in self.steps()["done"]
 
     def meta_training_ended(self) -> tuple[bool, str]:
-        from hypermeta.lab.control_training import ESSettings, ESState
-
-        settings = ESSettings(**self.plan.get("meta_training", {}))
-        path = self.root / "controller" / "es_state.json"
-        if not path.is_file():
+        settings, state = self.es_settings, self.es_state()
+        if state is None:
             return False, "meta-training has not started"
-        state = ESState.load(path)
-        ended = state.generation >= settings.generations or state.cpu_seconds >= 3600 * settings.cpu_hours
-        return ended, (f"generation {state.generation} of {settings.generations}, "
-                       f"{state.cpu_seconds / 3600:.2f} of {settings.cpu_hours:g} CPU-hours")
+        return settings.ended(state), (f"generation {state.generation} of {settings.generations}, "
+                                       f"{state.cpu_seconds / 3600:.2f} of {settings.cpu_hours:g} CPU-hours")
 
     # --- methods -------------------------------------------------------------------------------------------------
     @cached_property
@@ -196,7 +209,7 @@ class V3Evaluation:
     def method_job(self, method: str, task: str, seed: int) -> Job | None:
         """The run of ``method`` on ``task`` with ``seed`` (None where the method does not apply: a start on a
         family that has none)."""
-        best = self.problem.base
+        best, controller = self.problem.base, str(self.controller_path)
         control = init = None
         config = best
         if method == "base":
@@ -213,17 +226,15 @@ class V3Evaluation:
             init = self.start_path(task, name)
             if init is None:
                 return None
-            control = self.controller_path if method == "init-best+controller" else None
+            control = controller if method == "init-best+controller" else None
         elif method == "controller":
-            control = self.controller_path
+            control = controller
         elif method.startswith("sb3:"):
             inner = method.removeprefix("sb3:")
             config = SB3_DEFAULT.with_schedules(best) if inner != "sb3-default" else SB3_DEFAULT
-            control = self.controller_path if inner == "controller" else None
+            control = controller if inner == "controller" else None
         elif method != "best-fixed":
             raise ValueError(f"unknown v3 method {method!r}")
-        if control is not None and control != "rule":
-            control = str(control)
         return Job(task, method, config, self.measurement(task), seed, control=control,
                    init=None if init is None else str(init))
 
@@ -259,13 +270,11 @@ class V3Evaluation:
 
     def runs(self, steps: tuple[str, ...] | list[str], kind: str = "engine") -> pd.DataFrame:
         """The stored runs of the steps that are done, under their method labels (reads only)."""
-        store = self.store(kind)
-        jobs = []
-        for step in steps:
-            runs_of_step = self.done(step) and step not in ("predictions", "init-choice", "trajectories")
-            step_jobs, step_kind = self.all_jobs(step) if runs_of_step else ([], kind)
+        store, jobs = self.store(kind), []
+        for step in (s for s in steps if s in RUN_STEPS and self.done(s)):
+            step_jobs, step_kind = self.all_jobs(step)
             jobs += step_jobs if step_kind == kind else []
-        rows = [{**store.get(j), "method": j.method} for j in jobs if store.get(j) is not None]
+        rows = [row for row in map(store.get, jobs) if row is not None]  # under each job's method label
         return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
@@ -294,11 +303,8 @@ def predict_v2(ev: V3Evaluation) -> pd.DataFrame:
 def choose_start(ev: V3Evaluation, workers: int = 1, progress: bool = False) -> dict:
     """Reptile vs first-order MAML on the ES validation tasks (training contexts) and the start-choice seeds; the
     higher mean normalised AUC (meta2's normalisation, as meta-training's validation) is chosen."""
-    from hypermeta.lab.control_training import ESSettings
-
-    settings = ESSettings(**ev.plan.get("meta_training", {}))
     problem = ev.problem
-    tasks = problem.sample(np.random.default_rng(settings.seed + 1_000_000), settings.validation_tasks_per_family)
+    tasks = problem.validation_tasks(ev.es_settings)
     jobs = []
     for method in ("reptile", "fomaml"):
         for task in tasks:
@@ -385,7 +391,7 @@ def _check_ready(ev: V3Evaluation, step: str) -> str | None:
         if not ev.done(other):
             raise EvaluationError(f"step {step!r} needs step {other!r} first: `hypermeta meta-eval {ev.plan_path} "
                                   f"--step {other}`")
-    if step in ("controller", "trajectories", "sb3-settings", "tpe", "confirm"):
+    if step in CONTROLLER_STEPS:
         ended, where = ev.meta_training_ended()
         if not ended:
             raise EvaluationError(f"meta-training has not ended ({where}): finish it with `hypermeta meta-control "
@@ -398,14 +404,12 @@ def _check_candidate(ev: V3Evaluation) -> str:
     """The candidate file must be the one the ended meta-training's state selects (the best validation check above
     0), not one left by an earlier, shorter call; returns its key."""
     from hypermeta.controller import LinearController
-    from hypermeta.lab.control_training import ESState
+    from hypermeta.lab.control_training import best_check
 
-    state = ESState.load(ev.root / "controller" / "es_state.json")
-    checks = [c for c in state.validation if c["mean_difference"] > 0]
-    if not checks:
+    best = best_check(ev.es_state())
+    if best is None:
         raise EvaluationError("no validation check of the meta-training was above best-fixed, so the plan ships no "
                               "controller and its controller steps do not run")
-    best = max(checks, key=lambda c: c["mean_difference"])
     if not ev.controller_path.is_file():
         raise EvaluationError(f"{ev.controller_path} does not exist: run `hypermeta meta-control {ev.plan_path}` once "
                               "more (it writes the candidate of the ended meta-training and stops)")

@@ -184,6 +184,15 @@ def ci_text(d: dict) -> str:
     return f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({verdict})"
 
 
+def target_verdict(d: dict | None, test: Any) -> str:
+    """A pre-registered target's verdict on a :func:`paired_diff` result: met or missed by ``test(d)``, with the
+    difference, its CI and the MDD; "not measured yet" without runs."""
+    if d is None:
+        return "not measured yet"
+    return (f"{'**met**' if test(d) else '**missed**'} ({d['diff']:+.3f} [{d['ci_low']:+.3f}, "
+            f"{d['ci_high']:+.3f}], MDD {d['mdd']:.3f})")
+
+
 def paired_rows(runs: pd.DataFrame, pairs: list[tuple[str, str]], tasks: list[str]) -> list[str]:
     if not tasks:
         return ["No tasks in this group."]

@@ -27,6 +27,7 @@ from hypermeta.reports.common import ci_text as _ci_text
 from hypermeta.reports.common import paired_diff as _diff
 from hypermeta.reports.common import paired_rows as _paired_rows
 from hypermeta.reports.common import tasks_with_runs as _has_runs
+from hypermeta.reports.common import target_verdict
 from hypermeta.reports.common import (diverged_line, generated_line, iqm_text, seed_shortfall_line, test_seed_text,
                                       versions_text, wall_hours, write_markdown)
 from hypermeta.space import DQNConfig
@@ -260,11 +261,6 @@ def selection_section(data: _Data) -> list[str]:
 
 def targets_section(data: _Data) -> list[str]:
     """The plan's targets, each met / missed / not measurable yet, first in the report."""
-    def verdict(d: dict | None, test) -> str:
-        if d is None:
-            return "not measured yet"
-        return (f"{'**met**' if test(d) else '**missed**'} ({d['diff']:+.3f} [{d['ci_low']:+.3f}, "
-                f"{d['ci_high']:+.3f}], MDD {d['mdd']:.3f})")
 
     above = lambda d: d["ci_low"] > 0  # noqa: E731
     not_worse = lambda d: d["ci_high"] >= 0  # noqa: E731
@@ -290,17 +286,17 @@ def targets_section(data: _Data) -> list[str]:
                  else "the SB3 confirmation is below")
     return lines + [
             f"- held-out contexts, winner beats best-fixed (paired CI above 0): "
-            f"{verdict(_diff(runs, 'winner', 'best-fixed', ctx), above)}; the winner's configuration is best-fixed's "
+            f"{target_verdict(_diff(runs, 'winner', 'best-fixed', ctx), above)}; the winner's configuration is best-fixed's "
             f"own on {same} of {len(ctx)} contexts ({_fallbacks(data, ctx)} OOD fallbacks), where the difference is 0 "
             "by construction",
-            f"- held-out contexts, winner beats base: {verdict(_diff(runs, 'winner', 'base', ctx), above)} ({confirmed})",
+            f"- held-out contexts, winner beats base: {target_verdict(_diff(runs, 'winner', 'base', ctx), above)} ({confirmed})",
             f"- closes >= 50% of the base-to-oracle gap: {gap_text}",
             f"- not significantly worse than optuna-tpe@20: "
-            f"{verdict(_diff(runs, 'winner', 'optuna-tpe@20', ctx), not_worse)}",
+            f"{target_verdict(_diff(runs, 'winner', 'optuna-tpe@20', ctx), not_worse)}",
             f"- (stretch in the issue, not in the plan's targets) not significantly worse than optuna-tpe@50: "
-            f"{verdict(_diff(runs, 'winner', 'optuna-tpe@50', ctx), not_worse)}",
+            f"{target_verdict(_diff(runs, 'winner', 'optuna-tpe@50', ctx), not_worse)}",
             f"- held-out family, not significantly worse than best-fixed: "
-            f"{verdict(_diff(runs, 'winner', 'best-fixed', fam), not_worse)}; the winner fell back to best-fixed "
+            f"{target_verdict(_diff(runs, 'winner', 'best-fixed', fam), not_worse)}; the winner fell back to best-fixed "
             f"on {_fallbacks(data, fam)} of {len(fam)} family task(s) (a fallback is best-fixed itself: difference 0)"]
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hypermeta.lab.v3 import CONFIRM_SEEDS, INIT_CHOICE_SEEDS, SB3_SETTINGS_METHODS, STARTS, STEPS, V3Evaluation
+from hypermeta.lab.v3 import (CONFIRM_SEEDS, INIT_CHOICE_SEEDS, SB3_SETTINGS_METHODS, STARTS, STEPS, EvaluationError,
+                              V3Evaluation)
 from hypermeta.reports.common import (ci_text, generated_line, paired_diff, paired_rows, pyplot, save_figure,
-                                      test_seed_text, versions_text, wall_hours, write_markdown)
+                                      target_verdict, test_seed_text, versions_text, wall_hours, write_markdown)
 
 FAILURE = 0.1  # a run below this normalised AUC has failed (the plan's definition)
 METHOD_ORDER = ("controller", "hand-rule", "base", "sb3-default", "v2-winner", "v2-winner-no-fallback",
@@ -78,28 +78,22 @@ def status_section(data: _Data) -> list[str]:
     return lines
 
 
-def _verdict(d: dict | None, test: Any) -> str:
-    if d is None:
-        return "not measured yet"
-    return f"{'**met**' if test(d) else '**missed**'} ({d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], MDD {d['mdd']:.3f})"
-
-
 def targets_section(data: _Data) -> list[str]:
     ev, runs = data.ev, data.runs
     ctx, fam = ev.context_tasks, ev.family_tasks
     above = lambda d: d["ci_low"] > 0  # noqa: E731
     lines = ["## Targets (pre-registered in the plan)", "",
              f"- 40 new held-out contexts, controller - best-fixed > 0 with the paired 95% CI above 0: "
-             f"{_verdict(paired_diff(runs, 'controller', 'best-fixed', ctx), above)}",
+             f"{target_verdict(paired_diff(runs, 'controller', 'best-fixed', ctx), above)}",
              f"- the same contexts, v2-winner-structure-fallback - best-fixed, CI above 0: "
-             f"{_verdict(paired_diff(runs, 'v2-winner-structure-fallback', 'best-fixed', ctx), above)}",
+             f"{target_verdict(paired_diff(runs, 'v2-winner-structure-fallback', 'best-fixed', ctx), above)}",
              f"- held-out family ({ev.plan['evaluation']['heldout_family']['family']}), controller - best-fixed with "
              f"the CI's lower bound above -0.03: "
-             f"{_verdict(paired_diff(runs, 'controller', 'best-fixed', fam), lambda d: d['ci_low'] > -0.03)}",
+             f"{target_verdict(paired_diff(runs, 'controller', 'best-fixed', fam), lambda d: d['ci_low'] > -0.03)}",
              f"- fewer failed runs (normalised AUC below {FAILURE}) than best-fixed: "
              f"{_failure_verdict(runs[runs['task'].isin([*ctx, *fam])])}",
              f"- stretch, meta2's 16 held-out contexts, controller - optuna-tpe@20 with the CI above 0: "
-             f"{_verdict(paired_diff(data.tpe, 'controller', 'optuna-tpe@20', ev.tpe_tasks()), above)}"]
+             f"{target_verdict(paired_diff(data.tpe, 'controller', 'optuna-tpe@20', ev.tpe_tasks()), above)}"]
     for family, tasks in ev.contexts.items():
         lines.append(f"- starts, {family}: {_start_verdict(data, tasks)}")
     return lines
@@ -116,10 +110,10 @@ def _failure_verdict(runs: pd.DataFrame) -> str:
 def _start_verdict(data: _Data, tasks: list[str]) -> str:
     """Meta-learned start (the one chosen for the 2 x 2) - random start > 0 with the CI above 0, the final
     evaluation's difference with its lower bound above -0.03, and >= plain transfer."""
-    choice = data.ev.out / "init_choice.json"
-    if not choice.is_file():
+    try:
+        start = f"init-{data.ev.chosen_start()}"
+    except EvaluationError:
         return "not measured yet (the start is not chosen yet)"
-    start = f"init-{json.loads(choice.read_text())['chosen']}"
     auc = paired_diff(data.runs, start, "best-fixed", tasks)
     final = paired_diff(data.runs.assign(score=data.runs["final_score"].astype(float)), start, "best-fixed", tasks)
     transfer = paired_diff(data.runs, start, "init-transfer", tasks)
@@ -189,26 +183,29 @@ def failures_section(data: _Data) -> list[str]:
 
 
 def fallback_section(data: _Data) -> list[str]:
-    path = data.ev.out / "predictions.csv"
-    if not path.is_file():
+    if not (data.ev.out / "predictions.csv").is_file():
         return ["## Meta-learner v2's fallback, re-tested", "", "No predictions yet."]
-    preds = pd.read_csv(path)
+    preds = _with_best_fixed_flag(data.ev)
     lines = ["## Meta-learner v2's fallback, re-tested", "",
              f"The shipped v2 winner ({_shipped_method()}) on every held-out task: flagged out of distribution by its "
              "OOD score, and where each variant used best-fixed's configuration instead of its own prediction.", "",
              "| variant | tasks | flagged OOD | fell back to best-fixed | best-fixed's configuration (difference 0 by "
              "construction) |", "|---|---:|---:|---:|---:|"]
-    best = data.ev.problem.base.to_dict()
     for variant, sel in preds.groupby("variant", sort=False):
-        same = sum(json.loads(c) == best for c in sel["config"])
         lines.append(f"| {variant} | {len(sel)} | {int(sel['out_of_distribution'].sum())} | "
-                     f"{int(sel['fallback'].sum())} | {same} |")
+                     f"{int(sel['fallback'].sum())} | {int(sel['best_fixed'].sum())} |")
     return lines + ["", *paired_rows(data.runs, [("v2-winner-structure-fallback", "v2-winner"),
                                                ("v2-winner-no-fallback", "v2-winner")], data.ev.context_tasks),
-                    "", *_fallback_verdict(data)]
+                    "", *_fallback_verdict(data, preds)]
 
 
-def _fallback_verdict(data: _Data) -> list[str]:
+def _with_best_fixed_flag(ev: V3Evaluation) -> pd.DataFrame:
+    """The v2 predictions, with ``best_fixed``: whether a prediction is best-fixed's own configuration."""
+    best = ev.problem.base.to_dict()
+    return ev.predictions.assign(best_fixed=[json.loads(c) == best for c in ev.predictions["config"]])
+
+
+def _fallback_verdict(data: _Data, preds: pd.DataFrame) -> list[str]:
     """What the re-test decides (item 0 of the issue: ship the structure rule only if its target is met)."""
     ctx = data.ev.context_tasks
     rule = paired_diff(data.runs, "v2-winner-structure-fallback", "best-fixed", ctx)
@@ -217,9 +214,7 @@ def _fallback_verdict(data: _Data) -> list[str]:
         return []
     if rule["ci_low"] > 0:
         return [f"**The structure rule's target is met** ({ci_text(rule)}): it replaces the OOD score's fallback."]
-    preds = pd.read_csv(data.ev.out / "predictions.csv")
-    sel = preds[(preds["variant"] == "v2-winner") & preds["task"].isin(ctx)]
-    own = sum(json.loads(c) != data.ev.problem.base.to_dict() for c in sel["config"])
+    own = int((~preds.loc[(preds["variant"] == "v2-winner") & preds["task"].isin(ctx), "best_fixed"]).sum())
     return [f"**The structure rule's target is missed** ({ci_text(rule)} against best-fixed on the 40 contexts), so "
             f"it is not shipped: the after-the-fact finding that v2's OOD fallback cost accuracy does not replicate "
             f"on new contexts. The shipped v2 winner, with its fallback, is {ci_text(shipped)} against best-fixed "
@@ -315,16 +310,14 @@ def meta_training_section(data: _Data) -> list[str]:
     """Every validation check of the controller's meta-training: the difference it was selected on (meta2's
     normalisation) and, per family, the difference in plain normalised AUC, which shows what drives it."""
     from hypermeta.engine.pipeline import RunStore
-    from hypermeta.lab.control_training import VALIDATION_SEED_START, ESSettings, ESState
+    from hypermeta.lab.control_training import VALIDATION_SEED_START
 
-    folder = data.ev.root / "controller"
-    if not (folder / "es_state.json").is_file():
+    state, problem, settings = data.ev.es_state(), data.ev.problem, data.ev.es_settings
+    if state is None:
         return ["## Meta-training", "", "Not started."]
-    state, problem = ESState.load(folder / "es_state.json"), data.ev.problem
-    settings = ESSettings(**data.ev.plan.get("meta_training", {}))
-    tasks = problem.sample(np.random.default_rng(settings.seed + 1_000_000), settings.validation_tasks_per_family)
+    tasks = problem.validation_tasks(settings)
     seeds = [VALIDATION_SEED_START + j for j in range(settings.validation_seeds)]
-    store = RunStore(folder / "es_runs.csv")
+    store = RunStore(data.ev.root / "controller" / "es_runs.csv")
     lines = ["## Meta-training: the validation checks", "",
              f"{len(tasks)} validation tasks (training contexts) x {len(seeds)} seeds, the current theta against zero "
              "(best-fixed), paired. The candidate is the check with the highest difference in meta2's normalisation "
@@ -349,10 +342,8 @@ def meta_training_section(data: _Data) -> list[str]:
 
 
 def cost_section(data: _Data) -> list[str]:
-    from hypermeta.lab.control_training import ESState
-
-    path = data.ev.root / "controller" / "es_state.json"
-    es = ESState.load(path).cpu_seconds / 3600 if path.is_file() else 0.0
+    state = data.ev.es_state()
+    es = state.cpu_seconds / 3600 if state is not None else 0.0
     return ["## CPU spent", "",
             f"- Controller meta-training: {es:.2f} CPU-hours (the runs' own time, one torch thread each).",
             f"- Held-out runs so far: engine {wall_hours(data.runs):.2f} h, SB3 {wall_hours(data.sb3):.2f} h "
