@@ -67,13 +67,13 @@ def group_key(job: Job, shapes: dict[str, tuple] | None = None) -> tuple:
     shapes across calls (one env per task, not per job: a matrix forms batches from ~18,000 jobs)."""
     shapes = {} if shapes is None else shapes
     if job.task not in shapes:
-        shapes[job.task] = _shapes(job.task)
+        shapes[job.task] = task_shapes(job.task)
     obs_dim, n_actions, image = shapes[job.task]
     net = ("cnn", *image) if image else tuple(NET_ARCHS[job.config.net_arch])
     return (obs_dim, n_actions, net, job.config.batch_size)
 
 
-def _shapes(task: str) -> tuple[int, int, tuple[int, int, int] | None]:
+def task_shapes(task: str) -> tuple[int, int, tuple[int, int, int] | None]:
     """A task's flattened observation size, number of actions and image shape."""
     env = make_env(task)
     try:

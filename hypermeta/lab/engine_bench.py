@@ -16,7 +16,7 @@ import torch
 
 from hypermeta.search.baselines import baseline_config
 from hypermeta.engine.defaults import EVAL_EPISODES, N_EVALS
-from hypermeta.engine.batched import _Agents, _shapes, train_group
+from hypermeta.engine.batched import _Agents, task_shapes, train_group
 from hypermeta.engine.measurement import Measurement, check_timesteps
 from hypermeta.engine.runner import Job
 from hypermeta.engine.sb3 import SB3Runner
@@ -47,7 +47,7 @@ def run_throughput_benchmark(tasks: list[str], timesteps: int, ks: list[int], ou
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     out.parent.mkdir(parents=True, exist_ok=True)  # before hours of work, not after
     torch.set_num_threads(1)
-    images = {task: _shapes(task)[2] is not None for task in tasks}  # refuses images the engine cannot train
+    images = {task: task_shapes(task)[2] is not None for task in tasks}  # refuses images the engine cannot train
     for task in tasks:  # warm-up, not measured: imports, first allocations, caches of both runners
         warm = Job(task, "warm-up", DQNConfig(net_arch="small", learning_starts=100), Measurement(300, 1, 1), 0)
         SB3Runner().run(warm)

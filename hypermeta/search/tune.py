@@ -203,19 +203,13 @@ def _check_control(controller: str | None, init: str | None) -> str:
 
 
 def _check_start_fits(task: str, init: str, config: Any) -> None:
-    import gymnasium as gym
-
+    """The start must fit the network the study trains on ``task`` (the engine's check, before any trial)."""
+    from hypermeta.engine.batched import task_shapes
     from hypermeta.qstart import get_start
     from hypermeta.space import NET_ARCHS
-    from hypermeta.tasks.families import make_env
 
-    env = make_env(task)
-    try:
-        space = env.observation_space
-        obs_dim = int(space.n) if isinstance(space, gym.spaces.Discrete) else math.prod(space.shape)
-        get_start(init).check(obs_dim, int(env.action_space.n), tuple(NET_ARCHS[config.net_arch]), f"task {task!r}")
-    finally:
-        env.close()
+    obs_dim, n_actions, _ = task_shapes(task)
+    get_start(init).check(obs_dim, n_actions, tuple(NET_ARCHS[config.net_arch]), f"task {task!r}")
 
 
 def _progress_report(progress: bool | str, trials: int | None, name: str, deadline: float | None) -> Any:
