@@ -220,8 +220,11 @@ class LinearController(Controller):
         if self.feature_std.shape != self.feature_mean.shape or (self.feature_std <= 0).any():
             raise ValueError("feature_std must be positive and shaped like feature_mean")
         self.uses_features = len(self.feature_mean) > 0
-        self.key = "linear-" + hashlib.sha1(np.concatenate([self.weights.ravel(), self.feature_mean,
-                                                            self.feature_std]).tobytes()).hexdigest()[:12]
+
+    @property
+    def key(self) -> str:  # type: ignore[override]  # (computed when asked: the weights may be changed in place)
+        return "linear-" + hashlib.sha1(np.concatenate([self.weights.ravel(), self.feature_mean,
+                                                        self.feature_std]).tobytes()).hexdigest()[:12]
 
     @classmethod
     def zeros(cls, feature_mean: Sequence[float] = (), feature_std: Sequence[float] = ()) -> LinearController:

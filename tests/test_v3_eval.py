@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hypermeta.lab.v3 import EvaluationError, V3Evaluation, run_step
+from hypermeta.lab.v3 import (SB3_SETTINGS_METHODS, STARTS, STEP_METHODS, STEPS, EvaluationError, V3Evaluation,
+                              run_step)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,3 +145,46 @@ def test_trajectories_step_records_what_the_controller_chose_and_the_report_plot
     text = render_v3_report(ev.plan_path, tmp_path / "report" / "report.md").read_text()
     assert "![lr and epsilon chosen by the controller](trajectories.png)" in text
     assert (tmp_path / "report" / "trajectories.png").stat().st_size > 10_000
+
+
+def test_every_step_runs_end_to_end_and_the_report_fills_every_target(small_plan, tmp_path, monkeypatch):
+    """The steps that wait for meta-training (and the two before them), on the shrunken plan with an ended
+    meta-training: each runs, resumes as done, and the report has a verdict for every target."""
+    from hypermeta.controller import LinearController
+    from hypermeta.engine import pipeline
+    from hypermeta.reports.v3 import render_v3_report
+
+    monkeypatch.setattr("hypermeta.lab.v3.CONFIRM_SEEDS", 1)
+    interval = pipeline._seeded_interval  # 200 bootstrap resamples, not 2,000: the report's ~130 CIs in seconds
+    monkeypatch.setattr(pipeline, "_seeded_interval", lambda x, func, reps, *a, **k: interval(x, func, 200, *a, **k))
+    tpe_tasks = V3Evaluation.tpe_tasks
+    monkeypatch.setattr(V3Evaluation, "tpe_tasks", lambda self: tpe_tasks(self)[:2])
+    ev = small_plan
+    ctl = LinearController.zeros(ev.problem.feature_mean, ev.problem.feature_std)
+    ctl.weights[:, -1] = [0.4, -0.3]
+    _ended_meta_training(tmp_path, ctl)
+    ev.out.mkdir(parents=True, exist_ok=True)
+    choice = {"chosen": "reptile", "means": {"reptile": 0.5, "fomaml": 0.4}, "tasks": ["cartpole"],
+              "seeds": [42_100_000], "per_family": {"cartpole": {"reptile": 0.5, "fomaml": 0.4}}}
+    (ev.out / "init_choice.json").write_text(json.dumps(choice))
+    ev.mark("init-choice", chosen="reptile")
+    run_step(ev, "predictions")
+    for step in ("v2", "baselines", "starts", "controller", "trajectories", "sb3-settings", "tpe", "confirm"):
+        assert "skipped" not in run_step(ev, step)
+        assert "skipped" in run_step(ev, step)
+    runs = ev.runs(list(STEP_METHODS) + ["sb3-settings", "tpe"])
+    families = len(ev.contexts)
+    assert (runs.groupby("method").size().to_dict()
+            == {"best-fixed": families + 1, "v2-winner": families + 1, "v2-winner-no-fallback": families + 1,
+                "v2-winner-structure-fallback": families + 1, "base": families + 1, "sb3-default": families + 1,
+                "hand-rule": families + 1, **{f"init-{s}": families for s in STARTS}, "init-best+controller": families,
+                "controller": families + 1 + len(ev.tpe_tasks()),
+                **{m: families for m in SB3_SETTINGS_METHODS}})
+    # the controller's runs carry the candidate's key; the SB3 confirmation ran in the SB3 runner
+    assert set(ev.runs(["confirm"], "sb3")["method"]) == {"controller", "best-fixed"}
+    assert ev.steps()["done"]["controller"]["controller"] == ctl.key
+    text = render_v3_report(ev.plan_path, tmp_path / "report" / "report.md").read_text()
+    targets = text.split("## Targets")[1].split("\n## ")[0]
+    assert "not measured yet" not in targets and targets.count("**m") == 5 + families
+    assert "Steps done: " + ", ".join(STEPS) + "; to do: none." in text
+    assert "| controller - best-fixed |" in text.split("### SB3 confirmation")[1]
