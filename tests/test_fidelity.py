@@ -3,12 +3,16 @@ resumes, pairs job by job, and the TOST verdict follows the 90% CI."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from hypermeta.cli import main
 from hypermeta.lab.fidelity import FidelityPlan, equivalence_table, paired
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PLAN = """name: tiny
 fixed: {net_arch: small, batch_size: 16, train_freq: 4, subsample_steps: 4, target_update_interval: 50,
@@ -88,3 +92,31 @@ def test_tost_calls_equivalent_only_when_the_90_percent_ci_is_inside_the_margin(
     assert {verdict_text(r) for r in close.itertuples()} == {"yes"}
     assert {verdict_text(r) for r in noisy.itertuples()} == {"not shown (95% CI includes 0: inconclusive)"}
     assert {verdict_text(r) for r in shifted.itertuples()} == {"**no: they differ** (95% CI excludes 0)"}
+
+
+def test_a_forced_trace_finds_identical_replay_through_truncations_and_wrap_around_and_the_report_shows_it(tmp_path):
+    """studies/fidelity2/trace.py --forced on a short MountainCar job whose buffer wraps (1,000 of 1,500 steps) and
+    whose episodes are all truncated at 200 steps: the engine and SB3-one-ulp, taking SB3's actions, store exactly
+    SB3's replay contents (done flags as SB3's TD target reads them), and the report renders the row."""
+    import importlib.util
+    import json
+
+    from hypermeta.lab.fidelity import trace_lines
+
+    spec = importlib.util.spec_from_file_location("trace", ROOT / "studies/fidelity2/trace.py")
+    trace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trace)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"buffer_size": 1000, "learning_starts": 100, "batch_size": 32, "train_freq": 4,
+                                  "target_update_interval": 250, "net_arch": "small"}))
+    out = tmp_path / "trace_mountaincar_forced.json"
+    assert trace.main(["mountaincar", "1500", "--forced", "--config", str(config), "--out", str(out)]) == 0
+    t = json.loads(out.read_text())
+    assert t["mode"] == "forced" and t["steps"] == 1500 and t["buffer_wraps_at"] == 1000
+    assert t["episodes_truncated"] == 7 and t["first_truncation"] == 199 and t["episodes_terminated"] == 0
+    for name in ("engine", "sb3_ulp"):
+        assert t[name]["same_actions"] and t[name]["first_obs_difference"] is None
+        assert t[name]["replay_differs_in"] == []
+        assert t[name]["max_abs_q_difference_before"]["1000"] < 1e-4  # rounding size, not a different update
+    table = "\n".join(trace_lines(tmp_path))
+    assert "| `trace_mountaincar_forced.json` | `mountaincar` | 10,000,000 | 1,500 | 7 (199) | 1,000 | yes; yes |" in table

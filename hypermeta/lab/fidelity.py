@@ -233,9 +233,11 @@ def trace_lines(folder: Path) -> list[str]:
     and SB3 first part on one job, beside where SB3 parts from itself when started one ulp away."""
     import json
 
-    traces = sorted(folder.glob("trace_*.json"))
+    traces = [(path, json.loads(path.read_text())) for path in sorted(folder.glob("trace_*.json"))]
+    forced = [(path, t) for path, t in traces if t.get("mode") == "forced"]
+    traces = [(path, t) for path, t in traces if t.get("mode") != "forced"]
     if not traces:
-        return []
+        return forced_trace_lines(forced)
     lines = ["## Where the runners part: one job per family, step by step", "",
              "`studies/fidelity2/trace.py` trains one job (base schedules over the plan's settings, seed 10,000,000) "
              "in both runners and compares, step by step, the observation, the action and the online network's "
@@ -243,14 +245,46 @@ def trace_lines(folder: Path) -> list[str]:
              "difference of rounding size does by itself.", "",
              "| trace | task | steps | first action difference | gap of the best two Q (SB3) | max abs Q difference "
              "then | max abs Q difference by step 5,000 | curves identical |", "|---|---|---:|---:|---:|---:|---:|---|"]
-    for path in traces:
-        t = json.loads(path.read_text())
+    for path, t in traces:
         at = t.get("at_first_action_difference", {})
         by5k = t["max_abs_q_difference_before"].get("5000")
         lines.append(f"| `{path.name}` | `{t['task']}` | {t['steps']:,} | {t['first_action_difference'] or 'none'} | "
                      f"{at.get('gap_between_best_two_actions', float('nan')):.2e} | "
                      f"{at.get('max_abs_q_difference', float('nan')):.2e} | "
                      f"{'' if by5k is None else f'{by5k:.1e}'} | {'yes' if t['identical_curves'] else 'no'} |")
+    return [*lines, "", *forced_trace_lines(forced)]
+
+
+def forced_trace_lines(forced: list[tuple[Path, dict]]) -> list[str]:
+    """The forced traces (``trace.py --forced``): the engine and SB3-one-ulp take SB3's actions for the whole budget,
+    so their replay contents can be compared and their Q-values followed past the first flip."""
+    if not forced:
+        return []
+    lines = ["### Past the first flip: the same actions for the whole budget", "",
+             "`trace.py --forced` (best-fixed's schedules over the plan's settings, `studies/fidelity2/best-fixed.json`, "
+             "on one of the plan's jobs): SB3 trains freely and records its actions; the engine, and SB3 started one ulp away, "
+             "train again on the same job, each making its own random draws but taking SB3's action at every step. "
+             "Their replay buffers at the end are compared field by field (observation, next observation, action, "
+             "reward, and the done flag as SB3's TD target reads it, `dones * (1 - timeouts)`), and the largest "
+             "|Q - Q_SB3| relative to max |Q_SB3| on the observations visited is followed to the end of the run: "
+             "where the engine's curve leaves SB3-one-ulp's, its learning update differs from SB3's by more than "
+             "rounding.", "",
+             "| trace | task | seed | steps | truncated episodes (first at) | buffer wraps at | replay identical "
+             "(engine; SB3-one-ulp) | relative Q difference by 10k / 20k / 30k / end: engine | the same: SB3-one-ulp |",
+             "|---|---|---:|---:|---:|---:|---|---|---|"]
+    for path, t in forced:
+        def rel(name: str) -> str:
+            checks = t[name]["max_relative_q_difference_before"]
+            end = checks[str(max(map(int, checks)))]
+            return " / ".join(f"{checks[k]:.1e}" if k in checks else "-" for k in ("10000", "20000", "30000")) + \
+                f" / {end:.1e}"
+
+        same = "; ".join("yes" if not t[n]["replay_differs_in"] else "no: " + ", ".join(t[n]["replay_differs_in"])
+                         for n in ("engine", "sb3_ulp"))
+        first_trunc = "" if t["first_truncation"] is None else f" ({t['first_truncation']:,})"
+        wraps = "no wrap" if t["buffer_wraps_at"] is None else f"{t['buffer_wraps_at']:,}"
+        lines.append(f"| `{path.name}` | `{t['task']}` | {t['seed']:,} | {t['steps']:,} | "
+                     f"{t['episodes_truncated']}{first_trunc} | {wraps} | {same} | {rel('engine')} | {rel('sb3_ulp')} |")
     return [*lines, ""]
 
 

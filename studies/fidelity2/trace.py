@@ -10,6 +10,14 @@ where the actions differ, the Q-values of both networks at that step (a near-tie
 gap of ~1e-7 between the two best actions), and how the largest |Q_engine - Q_SB3| grew before it.
 ``--ulp`` runs SB3 itself twice instead, the second time with every initial weight moved by one unit in the last
 place (``torch.nextafter`` towards +inf): how far a difference of rounding size alone carries in SB3.
+
+``--forced`` follows the runs past the first flip: SB3 trains freely and records its actions; then the engine, and
+SB3 started one ulp away, train again, each making its own random draws as usual but taking SB3's recorded action at
+every step. The observations, rewards and replay contents are then the same in all three runs for the whole budget
+(buffer wrap-around and time-limit truncations included), and the growth of |Q - Q_SB3| on them, engine beside
+SB3-one-ulp, shows whether the engine's learning updates ever leave rounding size:
+
+    python studies/fidelity2/trace.py cartpole 60000 --forced --out studies/fidelity2/trace_cartpole_forced.json
 """
 
 from __future__ import annotations
@@ -32,12 +40,18 @@ META2_FIXED = dict(net_arch="small", batch_size=64, train_freq=4, subsample_step
                    learning_starts=1000, gamma=0.99, buffer_size=50000)
 
 
-def trace_sb3(job: Job, ulp: bool = False) -> dict[str, np.ndarray]:
+def trace_sb3(job: Job, ulp: bool = False, forced: np.ndarray | None = None) -> dict[str, np.ndarray]:
     from stable_baselines3.common.callbacks import BaseCallback
 
     import hypermeta.engine.sb3 as sb3
 
-    obs, acts, qs = [], [], []
+    obs, acts, qs, trunc, term, replay = [], [], [], [], [], {}
+    sample = sb3.DQN._sample_action
+
+    def sample_forced(self, learning_starts, action_noise=None, n_envs=1):
+        action, buffer_action = sample(self, learning_starts, action_noise, n_envs)  # SB3's own random draws
+        a = np.full_like(action, forced[len(acts)])
+        return a, a.copy()
 
     class Record(BaseCallback):
         def _on_training_start(self) -> None:
@@ -54,7 +68,16 @@ def trace_sb3(job: Job, ulp: bool = False) -> dict[str, np.ndarray]:
             obs.append(o[0].copy())
             acts.append(int(self.locals["actions"][0]))
             qs.append(q[0].double().numpy().copy())
+            truncated = bool(self.locals["infos"][0].get("TimeLimit.truncated", False))
+            trunc.append(truncated)
+            term.append(bool(self.locals["dones"][0]) and not truncated)
             return True
+
+        def _on_training_end(self) -> None:  # the replay contents, as the TD targets read them
+            rb = self.model.replay_buffer
+            replay.update(obs=rb.observations[:, 0].copy(), next_obs=rb.next_observations[:, 0].copy(),
+                          action=rb.actions[:, 0].reshape(len(rb.actions), -1)[:, 0].copy(),
+                          reward=rb.rewards[:, 0].copy(), done=(rb.dones[:, 0] * (1 - rb.timeouts[:, 0])).copy())
 
     learn = sb3.DQN.learn
 
@@ -62,21 +85,27 @@ def trace_sb3(job: Job, ulp: bool = False) -> dict[str, np.ndarray]:
         return learn(self, total_timesteps, callback=[*callback, Record()], **kwargs)
 
     sb3.DQN.learn = learn_recording
+    if forced is not None:
+        sb3.DQN._sample_action = sample_forced
     try:
         curve = sb3.run_curve(job.task, job.config, job.measurement, job.seed)
     finally:
-        sb3.DQN.learn = learn
-    return {"obs": np.array(obs), "actions": np.array(acts), "q": np.array(qs), "curve": np.array(curve.returns)}
+        sb3.DQN.learn, sb3.DQN._sample_action = learn, sample
+    return {"obs": np.array(obs), "actions": np.array(acts), "q": np.array(qs), "curve": np.array(curve.returns),
+            "truncated": np.array(trunc), "terminated": np.array(term), "replay": replay}
 
 
-def trace_engine(job: Job) -> dict[str, np.ndarray]:
+def trace_engine(job: Job, forced: np.ndarray | None = None) -> dict[str, np.ndarray]:
     import hypermeta.engine.batched as engine
 
-    obs, acts, qs = [], [], []
+    obs, acts, qs, seen = [], [], [], []
     act = engine._Agents.act
 
     def act_recording(agents, t, active):
-        actions = act(agents, t, active)
+        seen[:] = [agents]
+        actions = act(agents, t, active)  # the engine's own random draws
+        if forced is not None:
+            actions[0] = forced[len(acts)]
         obs.append(agents.obs[0].copy())
         acts.append(int(actions[0]))
         qs.append(agents.q_values(torch.from_numpy(agents.obs[:1]).unsqueeze(1))[0, 0].double().numpy().copy())
@@ -89,7 +118,12 @@ def trace_engine(job: Job) -> dict[str, np.ndarray]:
         engine._Agents.act = act
     if isinstance(curve, BaseException):
         raise curve
-    return {"obs": np.array(obs), "actions": np.array(acts), "q": np.array(qs), "curve": np.array(curve.returns)}
+    ag = seen[0]
+    replay = {name: getattr(ag, f"b_{b}")[0].float().numpy().reshape(ag.b_obs.shape[1], -1).squeeze()
+              for name, b in (("obs", "obs"), ("next_obs", "next"), ("action", "act"), ("reward", "rew"),
+                              ("done", "done"))}
+    return {"obs": np.array(obs), "actions": np.array(acts), "q": np.array(qs), "curve": np.array(curve.returns),
+            "replay": replay}
 
 
 def first(mask: np.ndarray) -> int | None:
@@ -119,6 +153,39 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: tuple[str
     return out
 
 
+#: the steps at which a forced trace reports the largest |Q - Q_SB3| so far
+FORCED_CHECKPOINTS = (1000, 5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000, 150000)
+
+
+def compare_forced(a: dict[str, np.ndarray], others: dict[str, dict[str, np.ndarray]], job: Job) -> dict:
+    """SB3 (``a``, free) against runs that took its actions: the same observations throughout, and the largest
+    |Q - Q_SB3| (absolute, and relative to max |Q_SB3|) up to each checkpoint."""
+    n = len(a["actions"])
+    out: dict = {"mode": "forced", "steps": n, "episodes_truncated": int(a["truncated"].sum()),
+                 "episodes_terminated": int(a["terminated"].sum()),
+                 "first_truncation": first(a["truncated"]),
+                 "buffer_wraps_at": job.config.buffer_size if n > job.config.buffer_size else None}
+    scale = np.abs(a["q"]).max(axis=1)
+    for name, b in others.items():
+        m = min(n, len(b["actions"]))
+        checks = [s for s in FORCED_CHECKPOINTS if s < m] + [m]
+        qdiff = np.abs(a["q"][:m] - b["q"][:m]).max(axis=1)
+        stored = min(len(a["replay"]["reward"]), len(b["replay"]["reward"]), m)
+        out[name] = {
+            "same_actions": bool(np.array_equal(a["actions"][:m], b["actions"][:m])),
+            # the replay buffers at the end (every field the TD target reads, the done flag as SB3's
+            # dones * (1 - timeouts)): identical, or the fields that differ
+            "replay_differs_in": [f for f in a["replay"] if not np.array_equal(
+                np.asarray(a["replay"][f], np.float32)[:stored].reshape(stored, -1),
+                np.asarray(b["replay"][f], np.float32)[:stored].reshape(stored, -1))],
+            "first_obs_difference": first(np.any(a["obs"][:m] != b["obs"][:m], axis=1)),
+            "max_abs_q_difference_before": {str(s): float(qdiff[:s].max()) for s in checks},
+            "max_relative_q_difference_before": {str(s): float((qdiff[:s] / np.maximum(scale[:s], 1e-12)).max())
+                                                 for s in checks},
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("task")
@@ -126,19 +193,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=10_000_000)
     p.add_argument("--config", help="YAML/JSON configuration (default: the base schedules over meta2's settings)")
     p.add_argument("--ulp", action="store_true", help="SB3 vs SB3 started one ulp away, instead of engine vs SB3")
+    p.add_argument("--forced", action="store_true",
+                   help="engine and SB3-one-ulp both take SB3's recorded actions: compare Q over the whole budget")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     config = DQNConfig.load(args.config) if args.config else DQNConfig.from_dict(META2_FIXED)
     job = Job(args.task, "trace", config, Measurement(args.timesteps), args.seed)
     start = time.process_time()
-    if args.ulp:
-        a, b, names = trace_sb3(job), trace_sb3(job, ulp=True), ("sb3", "sb3_ulp")
+    if args.forced:
+        a = trace_sb3(job)
+        others = {"engine": trace_engine(job, forced=a["actions"]),
+                  "sb3_ulp": trace_sb3(job, ulp=True, forced=a["actions"])}
+        result = compare_forced(a, others, job)
+    elif args.ulp:
+        result = compare(trace_sb3(job), trace_sb3(job, ulp=True), ("sb3", "sb3_ulp"))
     else:
-        a, b, names = trace_sb3(job), trace_engine(job), ("sb3", "engine")
+        result = compare(trace_sb3(job), trace_engine(job), ("sb3", "engine"))
     report = {"task": args.task, "timesteps": args.timesteps, "seed": args.seed, "config": config.to_dict(),
-              "torch": torch.__version__, "cpu_seconds": round(time.process_time() - start, 1),
-              **compare(a, b, names)}
+              "torch": torch.__version__, "cpu_seconds": round(time.process_time() - start, 1), **result}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     json.dump({k: v for k, v in report.items() if not k.startswith("curve_")}, sys.stdout, indent=2)
