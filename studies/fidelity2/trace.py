@@ -40,6 +40,14 @@ META2_FIXED = dict(net_arch="small", batch_size=64, train_freq=4, subsample_step
                    learning_starts=1000, gamma=0.99, buffer_size=50000)
 
 
+def nudge_one_ulp(model) -> None:
+    """Move every initial weight of both of a DQN's networks one unit in the last place (towards +inf)."""
+    with torch.no_grad():
+        for net in (model.q_net, model.q_net_target):
+            for p in net.parameters():
+                p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
+
+
 def trace_sb3(job: Job, ulp: bool = False, forced: np.ndarray | None = None) -> dict[str, np.ndarray]:
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -55,11 +63,8 @@ def trace_sb3(job: Job, ulp: bool = False, forced: np.ndarray | None = None) -> 
 
     class Record(BaseCallback):
         def _on_training_start(self) -> None:
-            if ulp:  # both networks start one ulp away from SB3's own initial weights
-                with torch.no_grad():
-                    for net in (self.model.q_net, self.model.q_net_target):
-                        for p in net.parameters():
-                            p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
+            if ulp:
+                nudge_one_ulp(self.model)
 
         def _on_step(self) -> bool:  # before _store_transition: _last_obs is the observation the action was taken at
             o = np.asarray(self.model._last_obs, dtype=np.float32).reshape(1, -1)
