@@ -266,15 +266,16 @@ def forced_trace_lines(forced: list[tuple[Path, dict]]) -> list[str]:
              "train again on the same job, each making its own random draws but taking SB3's action at every step. "
              "Their replay buffers at the end are compared field by field (observation, next observation, action, "
              "reward, and the done flag as SB3's TD target reads it, `dones * (1 - timeouts)`), and the largest "
-             "|Q - Q_SB3| relative to max |Q_SB3| on the observations visited is followed to the end of the run: "
+             "|Q - Q_SB3| on the observations visited is followed to the end of the run, beside the largest |Q_SB3| (the "
+             "size of the Q-values): "
              "where the engine's curve leaves SB3-one-ulp's, its learning update differs from SB3's by more than "
              "rounding.", "",
              "| trace | task | seed | steps | truncated episodes (first at) | buffer wraps at | replay identical "
-             "(engine; SB3-one-ulp) | relative Q difference by 10k / 20k / 30k / end: engine | the same: SB3-one-ulp |",
-             "|---|---|---:|---:|---:|---:|---|---|---|"]
+             "(engine; SB3-one-ulp) | max abs Q difference by 10k / 20k / 30k / end: engine | the same: SB3-one-ulp "
+             "| max abs Q of SB3 |", "|---|---|---:|---:|---:|---:|---|---|---|---:|"]
     for path, t in forced:
         def rel(name: str) -> str:
-            checks = t[name]["max_relative_q_difference_before"]
+            checks = t[name]["max_abs_q_difference_before"]
             end = checks[str(max(map(int, checks)))]
             return " / ".join(f"{checks[k]:.1e}" if k in checks else "-" for k in ("10000", "20000", "30000")) + \
                 f" / {end:.1e}"
@@ -282,9 +283,12 @@ def forced_trace_lines(forced: list[tuple[Path, dict]]) -> list[str]:
         same = "; ".join("yes" if not t[n]["replay_differs_in"] else "no: " + ", ".join(t[n]["replay_differs_in"])
                          for n in ("engine", "sb3_ulp"))
         first_trunc = "" if t["first_truncation"] is None else f" ({t['first_truncation']:,})"
+        sizes = t["engine"].get("max_abs_q_sb3_before")
+        size = f"{sizes[str(max(map(int, sizes)))]:.3g}" if sizes else "not recorded"
         wraps = "no wrap" if t["buffer_wraps_at"] is None else f"{t['buffer_wraps_at']:,}"
         lines.append(f"| `{path.name}` | `{t['task']}` | {t['seed']:,} | {t['steps']:,} | "
-                     f"{t['episodes_truncated']}{first_trunc} | {wraps} | {same} | {rel('engine')} | {rel('sb3_ulp')} |")
+                     f"{t['episodes_truncated']}{first_trunc} | {wraps} | {same} | {rel('engine')} | {rel('sb3_ulp')} | "
+                     f"{size} |")
     return [*lines, ""]
 
 
