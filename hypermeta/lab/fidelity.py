@@ -255,31 +255,31 @@ def trace_lines(folder: Path) -> list[str]:
     return [*lines, "", *forced_trace_lines(forced)]
 
 
+def _q_growth(run: dict) -> str:
+    """A forced run's largest |Q - Q_SB3| by 10k, 20k and 30k steps and at the end."""
+    checks = run["max_abs_q_difference_before"]
+    end = checks[str(max(map(int, checks)))]
+    return " / ".join(f"{checks[k]:.1e}" if k in checks else "-" for k in ("10000", "20000", "30000")) + f" / {end:.1e}"
+
+
 def forced_trace_lines(forced: list[tuple[Path, dict]]) -> list[str]:
     """The forced traces (``trace.py --forced``): the engine and SB3-one-ulp take SB3's actions for the whole budget,
     so their replay contents can be compared and their Q-values followed past the first flip."""
     if not forced:
         return []
     lines = ["### Past the first flip: the same actions for the whole budget", "",
-             "`trace.py --forced` (best-fixed's schedules over the plan's settings, `studies/fidelity2/best-fixed.json`, "
-             "on one of the plan's jobs): SB3 trains freely and records its actions; the engine, and SB3 started one ulp away, "
-             "train again on the same job, each making its own random draws but taking SB3's action at every step. "
-             "Their replay buffers at the end are compared field by field (observation, next observation, action, "
-             "reward, and the done flag as SB3's TD target reads it, `dones * (1 - timeouts)`), and the largest "
-             "|Q - Q_SB3| on the observations visited is followed to the end of the run, beside the largest |Q_SB3| (the "
-             "size of the Q-values): "
-             "where the engine's curve leaves SB3-one-ulp's, its learning update differs from SB3's by more than "
-             "rounding.", "",
+             "`trace.py --forced` (best-fixed's schedules over the plan's settings, "
+             "`studies/fidelity2/best-fixed.json`, on one of the plan's jobs): SB3 trains freely and records its "
+             "actions; the engine, and SB3 started one ulp away, train again on the same job, each making its own "
+             "random draws but taking SB3's action at every step. Their replay buffers at the end are compared field "
+             "by field (observation, next observation, action, reward, and the done flag as SB3's TD target reads it, "
+             "`dones * (1 - timeouts)`), and the largest |Q - Q_SB3| on the observations visited is followed to the "
+             "end of the run, beside the largest |Q_SB3| (the size of the Q-values): where the engine's curve leaves "
+             "SB3-one-ulp's, its learning update differs from SB3's by more than rounding.", "",
              "| trace | task | seed | steps | truncated episodes (first at) | buffer wraps at | replay identical "
              "(engine; SB3-one-ulp) | max abs Q difference by 10k / 20k / 30k / end: engine | the same: SB3-one-ulp "
              "| max abs Q of SB3 |", "|---|---|---:|---:|---:|---:|---|---|---|---:|"]
     for path, t in forced:
-        def rel(name: str) -> str:
-            checks = t[name]["max_abs_q_difference_before"]
-            end = checks[str(max(map(int, checks)))]
-            return " / ".join(f"{checks[k]:.1e}" if k in checks else "-" for k in ("10000", "20000", "30000")) + \
-                f" / {end:.1e}"
-
         same = "; ".join("yes" if not t[n]["replay_differs_in"] else "no: " + ", ".join(t[n]["replay_differs_in"])
                          for n in ("engine", "sb3_ulp"))
         first_trunc = "" if t["first_truncation"] is None else f" ({t['first_truncation']:,})"
@@ -287,8 +287,8 @@ def forced_trace_lines(forced: list[tuple[Path, dict]]) -> list[str]:
         size = f"{sizes[str(max(map(int, sizes)))]:.3g}" if sizes else "not recorded"
         wraps = "no wrap" if t["buffer_wraps_at"] is None else f"{t['buffer_wraps_at']:,}"
         lines.append(f"| `{path.name}` | `{t['task']}` | {t['seed']:,} | {t['steps']:,} | "
-                     f"{t['episodes_truncated']}{first_trunc} | {wraps} | {same} | {rel('engine')} | {rel('sb3_ulp')} | "
-                     f"{size} |")
+                     f"{t['episodes_truncated']}{first_trunc} | {wraps} | {same} | {_q_growth(t['engine'])} | "
+                     f"{_q_growth(t['sb3_ulp'])} | {size} |")
     return [*lines, ""]
 
 

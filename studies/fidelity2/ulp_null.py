@@ -69,12 +69,13 @@ def report(plan: FidelityPlan, family: str, out: Path) -> Path:
     runs = {r: scored_runs(plan, r) for r in ("sb3", "batched", RUNNER)}
     runs = {r: f[f["family"] == family] for r, f in runs.items()}
     lines = [f"# SB3 against itself one ulp away: the rounding-only null for {family} (exploratory)", "",
-             f"Rendered {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python studies/fidelity2/ulp_null.py "
-             f"--plan {plan.path} --family {family}`. **Not part of the pre-registered plan**: added on 2026-12-06, after "
-             f"the plan's {family} verdict was seen, to ask whether a difference of rounding size alone moves the paired "
-             "mean as far. Same jobs, scores, strata, bootstrap and margin as the plan's test "
-             "([`fidelity_full.md`](fidelity_full.md)).", "",
-             f"Stored: SB3 {len(runs['sb3'])}, engine {len(runs['batched'])}, SB3-one-ulp {len(runs[RUNNER])} runs.", "",
+             f"Rendered {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python "
+             f"studies/fidelity2/ulp_null.py --plan {plan.path} --family {family}`. **Not part of the pre-registered "
+             f"plan**: added on 2026-12-06, after the plan's {family} verdict was seen, to ask whether a difference of "
+             "rounding size alone moves the paired mean as far. Same jobs, scores, strata, bootstrap and margin as the "
+             "plan's test ([`fidelity_full.md`](fidelity_full.md)).", "",
+             f"Stored: SB3 {len(runs['sb3'])}, engine {len(runs['batched'])}, SB3-one-ulp {len(runs[RUNNER])} "
+             "runs.", "",
              "| pairing | runs | mean difference | 90% CI | 95% CI | equivalent (+-margin) | identical curves |",
              "|---|---:|---:|---|---|---|---:|"]
     for label, a, b in (("SB3-one-ulp - SB3", RUNNER, "sb3"), ("engine - SB3 (the plan's)", "batched", "sb3"),
