@@ -15,7 +15,11 @@ place (``torch.nextafter`` towards +inf): how far a difference of rounding size 
 SB3 started one ulp away, train again, each making its own random draws as usual but taking SB3's recorded action at
 every step. The observations, rewards and replay contents are then the same in all three runs for the whole budget
 (buffer wrap-around and time-limit truncations included), and the growth of |Q - Q_SB3| on them, engine beside
-SB3-one-ulp, shows whether the engine's learning updates ever leave rounding size:
+SB3-one-ulp, shows whether the engine's learning updates leave rounding size while the comparison is still sensitive.
+What it cannot see: the engine's action selection (its actions are replaced; the epsilon schedule, the random phase,
+greedy ties), the evaluation episodes (not compared), a difference that starts after the one-ulp run's |dQ| has grown
+to the size of Q (it is hidden in that noise), and anything in other jobs than the one traced. Flat observations
+only (a Discrete observation is stored as an integer by SB3 and one-hot by the engine):
 
     python studies/fidelity2/trace.py cartpole 60000 --forced --out studies/fidelity2/trace_cartpole_forced.json
 """

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from hypermeta.engine.pipeline import run_row
+from hypermeta.engine.pipeline import diverged_row, run_row
+from hypermeta.guard import DivergenceError
 from hypermeta.lab.fidelity import FidelityPlan, equivalence_table, family_of, paired, scored_runs, verdict_text
 
 RUNNER = "sb3_ulp"
@@ -59,7 +60,10 @@ def run_ulp(plan: FidelityPlan, family: str, limit: int | None = None) -> int:
     sb3.DQN.learn = learn_nudged
     try:
         for job in tqdm(todo, desc=f"SB3 one ulp away ({family})", unit="run"):
-            store.add(run_row(job, sb3.SB3Runner().run(job)))  # as the plan's SB3 runner trains it
+            try:  # as the plan's SB3 runner trains it; a diverged run is stored as the plan's runners store it
+                store.add(run_row(job, sb3.SB3Runner().run(job)))
+            except DivergenceError as error:
+                store.add(diverged_row(job, error))
     finally:
         sb3.DQN.learn = learn
     return len(todo)
@@ -68,14 +72,18 @@ def run_ulp(plan: FidelityPlan, family: str, limit: int | None = None) -> int:
 def report(plan: FidelityPlan, family: str, out: Path) -> Path:
     runs = {r: scored_runs(plan, r) for r in ("sb3", "batched", RUNNER)}
     runs = {r: f[f["family"] == family] for r, f in runs.items()}
+    keys = ["task", "method", "seed"]
+    common = runs["sb3"][keys].merge(runs["batched"][keys]).merge(runs[RUNNER][keys])  # every pairing, the same jobs
+    runs = {r: f.merge(common, on=keys) for r, f in runs.items()}
     lines = [f"# SB3 against itself one ulp away: the rounding-only null for {family} (exploratory)", "",
              f"Rendered {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python "
              f"studies/fidelity2/ulp_null.py --plan {plan.path} --family {family}`. **Not part of the pre-registered "
              f"plan**: added on 2026-12-06, after the plan's {family} verdict was seen, to ask whether a difference of "
              "rounding size alone moves the paired mean as far. Same jobs, scores, strata, bootstrap and margin as the "
              "plan's test ([`fidelity_full.md`](fidelity_full.md)).", "",
-             f"Stored: SB3 {len(runs['sb3'])}, engine {len(runs['batched'])}, SB3-one-ulp {len(runs[RUNNER])} "
-             "runs.", "",
+             f"Jobs stored in all three runners (every row below is over these): {len(common)}. The first row is "
+             "one draw of what rounding alone does to the paired mean; a CI excluding 0 there means rounding alone "
+             "moved it, not that the runners differ. The third row pairs the engine with SB3-one-ulp.", "",
              "| pairing | runs | mean difference | 90% CI | 95% CI | equivalent (+-margin) | identical curves |",
              "|---|---:|---:|---|---|---|---:|"]
     for label, a, b in (("SB3-one-ulp - SB3", RUNNER, "sb3"), ("engine - SB3 (the plan's)", "batched", "sb3"),
@@ -85,8 +93,11 @@ def report(plan: FidelityPlan, family: str, out: Path) -> Path:
             lines.append(f"| {label} | 0 | | | | | |")
             continue
         r = next(equivalence_table(pairs, plan.margin).query("family != 'overall'").itertuples())
+        verdict = verdict_text(r)
+        if a == RUNNER and "differ" in verdict:  # the null row: the same SB3, one ulp apart
+            verdict = "rounding alone moved the mean (95% CI excludes 0)"
         lines.append(f"| {label} | {r.runs} | {r.mean:+.4f} | [{r.ci90_low:+.4f}, {r.ci90_high:+.4f}] | "
-                     f"[{r.ci95_low:+.4f}, {r.ci95_high:+.4f}] | {verdict_text(r)} | {r.identical} |")
+                     f"[{r.ci95_low:+.4f}, {r.ci95_high:+.4f}] | {verdict} | {r.identical} |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
