@@ -81,7 +81,10 @@ def report(plan: FidelityPlan, family: str, out: Path) -> Path:
              f"plan**: added on 2026-12-06, after the plan's {family} verdict was seen, to ask whether a difference of "
              "rounding size alone moves the paired mean as far. Same jobs, scores, strata, bootstrap and margin as the "
              "plan's test ([`fidelity_full.md`](fidelity_full.md)).", "",
-             f"Jobs stored in all three runners (every row below is over these): {len(common)}. The first row is "
+             f"Jobs stored in all three runners (every row below is over these): {len(common)} of the family's "
+             f"{sum(family_of(j.task) == family for j in plan.jobs())}"
+             + ("" if len(common) == sum(family_of(j.task) == family for j in plan.jobs()) else
+                " (**interim**: the rest are not run yet; `--family` again resumes)") + ". The first row is "
              "one draw of what rounding alone does to the paired mean; a CI excluding 0 there means rounding alone "
              "moved it, not that the runners differ. The third row pairs the engine with SB3-one-ulp.", "",
              "| pairing | runs | mean difference | 90% CI | 95% CI | equivalent (+-margin) | identical curves |",
