@@ -30,7 +30,9 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -44,12 +46,43 @@ META2_FIXED = dict(net_arch="small", batch_size=64, train_freq=4, subsample_step
                    learning_starts=1000, gamma=0.99, buffer_size=50000)
 
 
-def nudge_one_ulp(model) -> None:
+def nudge_one_ulp(model: Any) -> None:
     """Move every initial weight of both of a DQN's networks one unit in the last place (towards +inf)."""
     with torch.no_grad():
         for net in (model.q_net, model.q_net_target):
             for p in net.parameters():
                 p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
+
+
+def one_ulp_start() -> Any:
+    """An SB3 callback that nudges both networks one ulp (:func:`nudge_one_ulp`) when training starts."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class OneUlpStart(BaseCallback):
+        def _on_training_start(self) -> None:
+            nudge_one_ulp(self.model)
+
+        def _on_step(self) -> bool:
+            return True
+
+    return OneUlpStart()
+
+
+@contextmanager
+def sb3_callbacks(*extra: Any) -> Iterator[None]:
+    """Within the block, the SB3 runner's ``DQN.learn`` also runs ``extra`` callbacks, after its own."""
+    import hypermeta.engine.sb3 as sb3
+
+    learn = sb3.DQN.learn
+
+    def learn_with(self, total_timesteps, callback=None, **kwargs):
+        return learn(self, total_timesteps, callback=[*callback, *extra], **kwargs)
+
+    sb3.DQN.learn = learn_with
+    try:
+        yield
+    finally:
+        sb3.DQN.learn = learn
 
 
 def trace_sb3(job: Job, ulp: bool = False, forced: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -66,10 +99,6 @@ def trace_sb3(job: Job, ulp: bool = False, forced: np.ndarray | None = None) -> 
         return a, a.copy()
 
     class Record(BaseCallback):
-        def _on_training_start(self) -> None:
-            if ulp:
-                nudge_one_ulp(self.model)
-
         def _on_step(self) -> bool:  # before _store_transition: _last_obs is the observation the action was taken at
             o = np.asarray(self.model._last_obs, dtype=np.float32).reshape(1, -1)
             with torch.no_grad():
@@ -88,18 +117,13 @@ def trace_sb3(job: Job, ulp: bool = False, forced: np.ndarray | None = None) -> 
                           action=rb.actions[:, 0].reshape(len(rb.actions), -1)[:, 0].copy(),
                           reward=rb.rewards[:, 0].copy(), done=(rb.dones[:, 0] * (1 - rb.timeouts[:, 0])).copy())
 
-    learn = sb3.DQN.learn
-
-    def learn_recording(self, total_timesteps, callback=None, **kwargs):
-        return learn(self, total_timesteps, callback=[*callback, Record()], **kwargs)
-
-    sb3.DQN.learn = learn_recording
     if forced is not None:
         sb3.DQN._sample_action = sample_forced
     try:
-        curve = sb3.run_curve(job.task, job.config, job.measurement, job.seed)
+        with sb3_callbacks(Record(), *([one_ulp_start()] if ulp else [])):  # the nudge before the first step
+            curve = sb3.run_curve(job.task, job.config, job.measurement, job.seed)
     finally:
-        sb3.DQN.learn, sb3.DQN._sample_action = learn, sample
+        sb3.DQN._sample_action = sample
     return {"obs": np.array(obs), "actions": np.array(acts), "q": np.array(qs), "curve": np.array(curve.returns),
             "truncated": np.array(trunc), "terminated": np.array(term), "replay": replay}
 

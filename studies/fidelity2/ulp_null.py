@@ -36,36 +36,19 @@ def _trace_module():
 
 def run_ulp(plan: FidelityPlan, family: str, limit: int | None = None) -> int:
     """Train the family's jobs not yet stored with SB3 started one ulp away; returns how many were trained."""
-    from stable_baselines3.common.callbacks import BaseCallback
     from tqdm.auto import tqdm
 
     import hypermeta.engine.sb3 as sb3
 
-    nudge = _trace_module().nudge_one_ulp
-
-    class OneUlp(BaseCallback):
-        def _on_training_start(self) -> None:
-            nudge(self.model)
-
-        def _on_step(self) -> bool:
-            return True
-
+    trace = _trace_module()
     store = plan.store(RUNNER)
     todo = [j for j in plan.jobs() if family_of(j.task) == family and store.get(j) is None][:limit]
-    learn = sb3.DQN.learn
-
-    def learn_nudged(self, total_timesteps, callback=None, **kwargs):
-        return learn(self, total_timesteps, callback=[*callback, OneUlp()], **kwargs)
-
-    sb3.DQN.learn = learn_nudged
-    try:
+    with trace.sb3_callbacks(trace.one_ulp_start()):
         for job in tqdm(todo, desc=f"SB3 one ulp away ({family})", unit="run"):
             try:  # as the plan's SB3 runner trains it; a diverged run is stored as the plan's runners store it
                 store.add(run_row(job, sb3.SB3Runner().run(job)))
             except DivergenceError as error:
                 store.add(diverged_row(job, error))
-    finally:
-        sb3.DQN.learn = learn
     return len(todo)
 
 
@@ -75,6 +58,7 @@ def report(plan: FidelityPlan, family: str, out: Path) -> Path:
     keys = ["task", "method", "seed"]
     common = runs["sb3"][keys].merge(runs["batched"][keys]).merge(runs[RUNNER][keys])  # every pairing, the same jobs
     runs = {r: f.merge(common, on=keys) for r, f in runs.items()}
+    n_jobs = sum(family_of(j.task) == family for j in plan.jobs())
     lines = [f"# SB3 against itself one ulp away: the rounding-only null for {family} (exploratory)", "",
              f"Rendered {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python "
              f"studies/fidelity2/ulp_null.py --plan {plan.path} --family {family}`. **Not part of the pre-registered "
@@ -82,9 +66,8 @@ def report(plan: FidelityPlan, family: str, out: Path) -> Path:
              "rounding size alone moves the paired mean as far. Same jobs, scores, strata, bootstrap and margin as the "
              "plan's test ([`fidelity_full.md`](fidelity_full.md)).", "",
              f"Jobs stored in all three runners (every row below is over these): {len(common)} of the family's "
-             f"{sum(family_of(j.task) == family for j in plan.jobs())}"
-             + ("" if len(common) == sum(family_of(j.task) == family for j in plan.jobs()) else
-                " (**interim**: the rest are not run yet; `--family` again resumes)") + ". The first row is "
+             f"{n_jobs}" + ("" if len(common) == n_jobs else
+                            " (**interim**: the rest are not run yet; `--family` again resumes)") + ". The first row is "
              "one draw of what rounding alone does to the paired mean; a CI excluding 0 there means rounding alone "
              "moved it, not that the runners differ. The third row pairs the engine with SB3-one-ulp.", "",
              "| pairing | runs | mean difference | 90% CI | 95% CI | equivalent (+-margin) | identical curves |",
