@@ -122,3 +122,53 @@ def test_a_forced_trace_finds_identical_replay_through_truncations_and_wrap_arou
         assert t[name]["max_abs_q_difference_before"]["1500"] < 1e-4
     table = "\n".join(trace_lines(tmp_path))
     assert "| `trace_mountaincar_forced.json` | `mountaincar` | 10,000,000 | 1,500 | 7 (199) | 1,000 | yes; yes |" in table
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "studies/fidelity2" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_engine_started_one_ulp_away_differs_from_sb3s_init_by_exactly_one_ulp_in_both_networks():
+    from hypermeta.engine.batched import _Agents
+    from hypermeta.engine.measurement import Measurement
+    from hypermeta.engine.runner import Job
+    from hypermeta.space import DQNConfig
+
+    import torch
+
+    job = Job("cartpole", "base", DQNConfig(), Measurement(timesteps=200, n_evals=1, eval_episodes=1), 7)
+    plain = _Agents([job])
+    with _script("ulp_null").engine_one_ulp():
+        nudged = _Agents([job])
+    after = _Agents([job])  # the patch is undone on leaving the block
+    assert torch.equal(after.flat, plain.flat)
+    up = torch.nextafter(plain.flat.detach(), torch.full_like(plain.flat, float("inf")))
+    assert torch.equal(nudged.flat.detach(), up) and not torch.equal(up, plain.flat.detach())
+    assert torch.equal(nudged.target, up)
+
+
+def test_the_rounding_only_null_trains_each_runner_one_ulp_away_resumes_and_pairs_all_draws(plan_path, tmp_path):
+    """studies/fidelity2/ulp_null.py on a tiny plan: SB3 and then the engine one ulp away, each into its own store
+    (a second call trains nothing), and the report pairs every draw over the same jobs."""
+    ulp_null = _script("ulp_null")
+    assert main(["bench", "fidelity", "--plan", str(plan_path), "--out", str(tmp_path / "full.md")]) == 0
+    out = tmp_path / "null.md"
+    args = ["--plan", str(plan_path), "--family", "cartpole", "--out", str(out)]
+    assert ulp_null.main(args) == 0
+    assert "| SB3-one-ulp - SB3 | 6 |" in out.read_text() and "engine-one-ulp" not in out.read_text()
+    assert ulp_null.main([*args, "--runner", "engine"]) == 0
+    assert len(pd.read_csv(tmp_path / "runs_batched_ulp.csv")) == 6 == len(pd.read_csv(tmp_path / "runs_sb3_ulp.csv"))
+    before = (tmp_path / "runs_batched_ulp.csv").read_text()
+    assert ulp_null.main([*args, "--runner", "engine"]) == 0
+    assert (tmp_path / "runs_batched_ulp.csv").read_text() == before
+    text = out.read_text()
+    for row in ("SB3-one-ulp - SB3", "engine - SB3 (the plan's)", "engine - SB3-one-ulp", "engine-one-ulp - engine",
+                "engine-one-ulp - SB3", "engine-one-ulp - SB3-one-ulp",
+                "engine (mean of 2 draws) - SB3 (mean of 2 draws)"):
+        assert f"| {row} | 6 |" in text
+    assert ulp_null.main(["--plan", str(plan_path), "--family", "taxi"]) == 2
