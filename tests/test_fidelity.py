@@ -120,8 +120,11 @@ def test_a_forced_trace_finds_identical_replay_through_truncations_and_wrap_arou
         # rounding size before and after the wrap at 1,000 (a wrong sampling range after it shows only at the end)
         assert t[name]["max_abs_q_difference_before"]["1000"] < 1e-4
         assert t[name]["max_abs_q_difference_before"]["1500"] < 1e-4
+        # action selection: the same random draws and (to rounding) the same Q-values give SB3's own choices
+        assert t[name]["own_choice_differs_before"] == {"1000": 0, "1500": 0}
     table = "\n".join(trace_lines(tmp_path))
     assert "| `trace_mountaincar_forced.json` | `mountaincar` | 10,000,000 | 1,500 | 7 (199) | 1,000 | yes; yes |" in table
+    assert "| 0; 0 of 1,500 |" in table  # the own-choice column
 
 
 def _script(name: str):

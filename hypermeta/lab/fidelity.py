@@ -269,16 +269,21 @@ def forced_trace_lines(forced: list[tuple[Path, dict]]) -> list[str]:
         return []
     lines = ["### Past the first flip: the same actions for the whole budget", "",
              "`trace.py --forced` (best-fixed's schedules over the plan's settings, "
-             "`studies/fidelity2/best-fixed.json`, on one of the plan's jobs): SB3 trains freely and records its "
+             "`studies/fidelity2/best-fixed.json`, on one of the plan's jobs; `-rlzoo` in a trace's name: rl-zoo's, "
+             "`studies/fidelity2/rl-zoo.json`): SB3 trains freely and records its "
              "actions; the engine, and SB3 started one ulp away, train again on the same job, each making its own "
              "random draws but taking SB3's action at every step. Their replay buffers at the end are compared field "
              "by field (observation, next observation, action, reward, and the done flag as SB3's TD target reads it, "
              "`dones * (1 - timeouts)`), and the largest |Q - Q_SB3| on the observations visited is followed to the "
              "end of the run, beside the largest |Q_SB3| (the size of the Q-values): where the engine's curve leaves "
-             "SB3-one-ulp's, its learning update differs from SB3's by more than rounding.", "",
+             "SB3-one-ulp's, its learning update differs from SB3's by more than rounding. Action selection: how many "
+             "times a run's own epsilon-greedy choice (its own random draws and Q-values) was not the action SB3 took; "
+             "where the engine's count leaves SB3-one-ulp's, its action selection differs from SB3's by more than "
+             "rounding (older traces did not record it).", "",
              "| trace | task | seed | steps | truncated episodes (first at) | buffer wraps at | replay identical "
              "(engine; SB3-one-ulp) | max abs Q difference by 10k / 20k / 30k / end: engine | the same: SB3-one-ulp "
-             "| max abs Q of SB3 |", "|---|---|---:|---:|---:|---:|---|---|---|---:|"]
+             "| max abs Q of SB3 | own choice not SB3's action, whole run (engine; SB3-one-ulp) |",
+             "|---|---|---:|---:|---:|---:|---|---|---|---:|---|"]
     for path, t in forced:
         same = "; ".join("yes" if not t[n]["replay_differs_in"] else "no: " + ", ".join(t[n]["replay_differs_in"])
                          for n in ("engine", "sb3_ulp"))
@@ -288,8 +293,22 @@ def forced_trace_lines(forced: list[tuple[Path, dict]]) -> list[str]:
         wraps = "no wrap" if t["buffer_wraps_at"] is None else f"{t['buffer_wraps_at']:,}"
         lines.append(f"| `{path.name}` | `{t['task']}` | {t['seed']:,} | {t['steps']:,} | "
                      f"{t['episodes_truncated']}{first_trunc} | {wraps} | {same} | {_q_growth(t['engine'])} | "
-                     f"{_q_growth(t['sb3_ulp'])} | {size} |")
+                     f"{_q_growth(t['sb3_ulp'])} | {size} | {_own_choices(t)} |")
     return [*lines, ""]
+
+
+def _own_choices(trace: dict) -> str:
+    """How often the engine's and SB3-one-ulp's own choices were not SB3's action, over the whole forced run."""
+    counts = [trace[n].get("own_choice_differs_before") for n in ("engine", "sb3_ulp")]
+    if not all(counts):
+        return "not recorded"
+    return "; ".join(f"{c[str(max(map(int, c)))]:,}" for c in counts) + f" of {trace['steps']:,}"
+
+
+def _conclusion(plan: FidelityPlan) -> list[str]:
+    """``conclusion.md`` beside the plan (what the results show, written after them and dated), if there is one."""
+    path = plan.path.parent / "conclusion.md"
+    return [*path.read_text().rstrip("\n").splitlines(), ""] if path.is_file() else []
 
 
 def render(plan: FidelityPlan, out: Path) -> Path:
@@ -311,6 +330,7 @@ def render(plan: FidelityPlan, out: Path) -> Path:
     lines = [f"# Engine fidelity at full budgets: the pre-registered equivalence test ({plan.name})", "",
              *(["## Deviations and notes (dated, after the plan)", "", *(f"- {d}" for d in plan.deviations), ""]
                if plan.deviations else []),
+             *_conclusion(plan),
              f"Plan: `{plan.path}` (committed before any of its runs). Rendered {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
              f"with `hypermeta bench fidelity --plan {plan.path} --render-only` at commit {git_commit()} ({_machine()}).", "",
              "Stored runs: " + ", ".join(f"{r} {n} of {len(jobs)}" for r, n in stored.items())

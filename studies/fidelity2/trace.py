@@ -16,10 +16,12 @@ SB3 started one ulp away, train again, each making its own random draws as usual
 every step. The observations, rewards and replay contents are then the same in all three runs for the whole budget
 (buffer wrap-around and time-limit truncations included), and the growth of |Q - Q_SB3| on them, engine beside
 SB3-one-ulp, shows whether the engine's learning updates leave rounding size while the comparison is still sensitive.
-What it cannot see: the engine's action selection (its actions are replaced; the epsilon schedule, the random phase,
-greedy ties), the evaluation episodes (not compared), a difference that starts after the one-ulp run's |dQ| has grown
-to the size of Q (it is hidden in that noise), and anything in other jobs than the one traced. Flat observations
-only (a Discrete observation is stored as an integer by SB3 and one-hot by the engine):
+Each run's own epsilon-greedy choice is recorded beside the action it was made to take: how often the engine's
+choice was not SB3's action, beside how often SB3-one-ulp's was not, compares their action selection (the same
+random draws; greedy choices part only where the Q-values have), and each run's evaluation curve (of its own
+network) is kept. What it cannot see: how those choices would have steered the runs, a difference that starts after
+the one-ulp run's |dQ| has grown to the size of Q (it is hidden in that noise), and anything in other jobs than the
+one traced. Flat observations only (a Discrete observation is stored as an integer by SB3 and one-hot by the engine):
 
     python studies/fidelity2/trace.py cartpole 60000 --forced --out studies/fidelity2/trace_cartpole_forced.json
 """
@@ -90,11 +92,12 @@ def trace_sb3(job: Job, ulp: bool = False, forced: np.ndarray | None = None) -> 
 
     import hypermeta.engine.sb3 as sb3
 
-    obs, acts, qs, trunc, term, replay = [], [], [], [], [], {}
+    obs, acts, qs, trunc, term, replay, own = [], [], [], [], [], {}, []
     sample = sb3.DQN._sample_action
 
     def sample_forced(self, learning_starts, action_noise=None, n_envs=1):
         action, buffer_action = sample(self, learning_starts, action_noise, n_envs)  # SB3's own random draws
+        own.append(int(action[0]))  # what this run would have done
         a = np.full_like(action, forced[len(acts)])
         return a, a.copy()
 
@@ -125,18 +128,19 @@ def trace_sb3(job: Job, ulp: bool = False, forced: np.ndarray | None = None) -> 
     finally:
         sb3.DQN._sample_action = sample
     return {"obs": np.array(obs), "actions": np.array(acts), "q": np.array(qs), "curve": np.array(curve.returns),
-            "truncated": np.array(trunc), "terminated": np.array(term), "replay": replay}
+            "truncated": np.array(trunc), "terminated": np.array(term), "replay": replay, "own": np.array(own)}
 
 
 def trace_engine(job: Job, forced: np.ndarray | None = None) -> dict[str, np.ndarray]:
     import hypermeta.engine.batched as engine
 
-    obs, acts, qs, seen = [], [], [], []
+    obs, acts, qs, seen, own = [], [], [], [], []
     act = engine._Agents.act
 
     def act_recording(agents, t, active):
         seen[:] = [agents]
         actions = act(agents, t, active)  # the engine's own random draws
+        own.append(int(actions[0]))  # what the engine would have done
         if forced is not None:
             actions[0] = forced[len(acts)]
         obs.append(agents.obs[0].copy())
@@ -156,7 +160,7 @@ def trace_engine(job: Job, forced: np.ndarray | None = None) -> dict[str, np.nda
               for name, b in (("obs", "obs"), ("next_obs", "next"), ("action", "act"), ("reward", "rew"),
                               ("done", "done"))}
     return {"obs": np.array(obs), "actions": np.array(acts), "q": np.array(qs), "curve": np.array(curve.returns),
-            "replay": replay}
+            "replay": replay, "own": np.array(own)}
 
 
 def first(mask: np.ndarray) -> int | None:
@@ -214,7 +218,12 @@ def compare_forced(a: dict[str, np.ndarray], others: dict[str, dict[str, np.ndar
             "first_obs_difference": first(np.any(a["obs"][:m] != b["obs"][:m], axis=1)),
             "max_abs_q_difference_before": {str(s): float(qdiff[:s].max()) for s in checks},
             "max_abs_q_sb3_before": {str(s): float(scale[:s].max()) for s in checks},  # the size of Q then
+            # action selection: how often the run's own epsilon-greedy choice (from its own random draws and its
+            # own Q) was not SB3's action, up to each checkpoint; the evaluation curve of its own network
+            "own_choice_differs_before": {str(s): int((b["own"][:s] != a["actions"][:s]).sum()) for s in checks},
+            "curve": b["curve"].tolist(),
         }
+    out["curve_sb3"] = a["curve"].tolist()
     return out
 
 
