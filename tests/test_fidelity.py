@@ -175,3 +175,42 @@ def test_the_rounding_only_null_trains_each_runner_one_ulp_away_resumes_and_pair
                 "engine (mean of 2 draws) - SB3 (mean of 2 draws)"):
         assert f"| {row} | 6 |" in text
     assert ulp_null.main(["--plan", str(plan_path), "--family", "taxi"]) == 2
+
+
+def _linear_policy_start(v, hidden=(64, 64)):
+    """A Q-network start whose greedy action is 1 where ``v . obs > 0`` (Q_1 - Q_0 = v . obs, through ReLU pairs)."""
+    from hypermeta.qstart import QStart
+
+    sizes = [len(v), *hidden, 2]
+    w = [np.zeros((o, i), np.float32) for i, o in zip(sizes[:-1], sizes[1:])]
+    w[0][0], w[0][1] = v, -np.asarray(v)
+    w[1][0, 0] = w[1][1, 1] = 1.0
+    w[2][1, 0], w[2][1, 1] = 1.0, -1.0
+    return QStart({f"q_net.{2 * i}.{n}": a for i, (wi, o) in enumerate(zip(w, sizes[1:]))
+                   for n, a in (("weight", wi), ("bias", np.zeros(o, np.float32)))})
+
+
+@pytest.mark.parametrize("task", ["cartpole", "cartpole:gravity=12,length=0.7,masspole=0.15"])
+def test_greedy_evaluation_episodes_are_sb3s_with_the_same_weights_through_terminations_and_the_500_step_cap(task):
+    """The engine's evaluation (its own env, seeding and greedy batch) returns exactly what the SB3 runner's
+    `evaluate_policy` returns for the same weights: policies that fall and one that balances to the time limit."""
+    from hypermeta.engine import sb3
+    from hypermeta.engine.batched import _Agents
+    from hypermeta.engine.measurement import Measurement
+    from hypermeta.engine.runner import Job
+    from hypermeta.qstart import load_into_sb3
+    from hypermeta.space import DQNConfig
+
+    config = DQNConfig.from_dict({"net_arch": "small"})
+    returns = []
+    for v in ([0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0], [0.3, -0.2, 0.5, -0.1]):
+        start = _linear_policy_start(v)
+        for seed in (3, 4):
+            job = Job(task, "eval", config, Measurement(1000, n_evals=1, eval_episodes=4), seed, init=start)
+            engine = _Agents([job]).evaluate([0])[0]
+            model = sb3.build_model(task, config, seed)
+            load_into_sb3(model, start)
+            theirs = sb3.evaluate(model, task, 4, seed)
+            assert engine == float(np.mean(theirs)), (v, seed)
+            returns += list(theirs)
+    assert max(returns) == 500.0 and min(returns) < 100  # truncated at the cap, and terminated early
