@@ -24,8 +24,8 @@ from hypermeta.files import read_yaml
 from hypermeta.seeds import fidelity_seeds
 from hypermeta.space import DQNConfig
 
-PLAN_KEYS = {"name", "fixed", "contexts", "configs", "portfolio_plan", "seeds", "n_evals", "eval_episodes", "runners",
-             "score", "margin", "targets", "deviations"}
+PLAN_KEYS = {"name", "fixed", "contexts", "configs", "portfolio_plan", "seeds", "seed_offset", "n_evals",
+             "eval_episodes", "runners", "score", "margin", "targets", "deviations"}
 BOOTSTRAP = 10_000
 
 
@@ -38,6 +38,8 @@ class FidelityPlan:
     configs: list[str]
     portfolio_plan: str
     seeds: int
+    #: the plan's seeds are the fidelity seeds ``seed_offset .. seed_offset + seeds - 1`` (a later plan on new seeds)
+    seed_offset: int = 0
     n_evals: int = 5
     eval_episodes: int = 5
     runners: list[str] = field(default_factory=lambda: ["sb3", "batched"])
@@ -93,7 +95,8 @@ class FidelityPlan:
             configs = self.configs_for(ctx["task"])
             measurement = Measurement(int(ctx["timesteps"]), self.n_evals, self.eval_episodes)
             jobs += [Job(ctx["task"], name, config, measurement, seed)
-                     for seed in fidelity_seeds(self.seeds) for name, config in configs.items()]
+                     for seed in fidelity_seeds(self.seed_offset + self.seeds)[self.seed_offset:]
+                     for name, config in configs.items()]
         self._jobs = jobs
         return jobs
 
