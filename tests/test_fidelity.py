@@ -214,3 +214,10 @@ def test_greedy_evaluation_episodes_are_sb3s_with_the_same_weights_through_termi
             assert engine == float(np.mean(theirs)), (v, seed)
             returns += list(theirs)
     assert max(returns) == 500.0 and min(returns) < 100  # truncated at the cap, and terminated early
+
+
+def test_a_later_plan_on_new_seeds_takes_them_from_its_seed_offset(plan_path, tmp_path):
+    later = tmp_path / "later.yaml"
+    later.write_text(plan_path.read_text().replace("seeds: 2", "seeds: 2\nseed_offset: 100"))
+    assert {j.seed for j in FidelityPlan.load(later).jobs()} == {30_000_100, 30_000_101}
+    assert {j.seed for j in FidelityPlan.load(plan_path).jobs()} == {30_000_000, 30_000_001}
