@@ -75,11 +75,12 @@ def test_seeds(n: int) -> list[int]:
     return [TEST_SEED_START + i for i in range(n)]
 
 
-def fidelity_seeds(n: int) -> list[int]:
-    """The first ``n`` seeds of the engine's fidelity test (both runners train each)."""
+def fidelity_seeds(n: int, offset: int = 0) -> list[int]:
+    """``n`` seeds of the engine's fidelity test from the ``offset``-th on (both runners train each; a later plan
+    takes new ones with an offset)."""
     if n < 1:
         raise ValueError(f"the number of fidelity seeds must be >= 1, got {n}")
-    return [FIDELITY_SEED_START + i for i in range(n)]
+    return [FIDELITY_SEED_START + offset + i for i in range(n)]
 
 
 test_seeds.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name

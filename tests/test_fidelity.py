@@ -94,18 +94,24 @@ def test_tost_calls_equivalent_only_when_the_90_percent_ci_is_inside_the_margin(
     assert {verdict_text(r) for r in shifted.itertuples()} == {"**no: they differ** (95% CI excludes 0)"}
 
 
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "studies/fidelity2" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_a_forced_trace_finds_identical_replay_through_truncations_and_wrap_around_and_the_report_shows_it(tmp_path):
     """studies/fidelity2/trace.py --forced on a short MountainCar job whose buffer wraps (1,000 of 1,500 steps) and
     whose episodes are all truncated at 200 steps: the engine and SB3-one-ulp, taking SB3's actions, store exactly
     SB3's replay contents (done flags as SB3's TD target reads them), and the report renders the row."""
-    import importlib.util
     import json
 
     from hypermeta.lab.fidelity import trace_lines
 
-    spec = importlib.util.spec_from_file_location("trace", ROOT / "studies/fidelity2/trace.py")
-    trace = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(trace)
+    trace = _script("trace")
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"buffer_size": 1000, "learning_starts": 100, "batch_size": 32, "train_freq": 4,
                                   "target_update_interval": 250, "net_arch": "small"}))
@@ -125,15 +131,6 @@ def test_a_forced_trace_finds_identical_replay_through_truncations_and_wrap_arou
     table = "\n".join(trace_lines(tmp_path))
     assert "| `trace_mountaincar_forced.json` | `mountaincar` | 10,000,000 | 1,500 | 7 (199) | 1,000 | yes; yes |" in table
     assert "| 0; 0 of 1,500 |" in table  # the own-choice column
-
-
-def _script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "studies/fidelity2" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_engine_started_one_ulp_away_differs_from_sb3s_init_by_exactly_one_ulp_in_both_networks():

@@ -95,8 +95,7 @@ class FidelityPlan:
             configs = self.configs_for(ctx["task"])
             measurement = Measurement(int(ctx["timesteps"]), self.n_evals, self.eval_episodes)
             jobs += [Job(ctx["task"], name, config, measurement, seed)
-                     for seed in fidelity_seeds(self.seed_offset + self.seeds)[self.seed_offset:]
-                     for name, config in configs.items()]
+                     for seed in fidelity_seeds(self.seeds, self.seed_offset) for name, config in configs.items()]
         self._jobs = jobs
         return jobs
 
@@ -258,11 +257,16 @@ def trace_lines(folder: Path) -> list[str]:
     return [*lines, "", *forced_trace_lines(forced)]
 
 
+def _at_end(checks: dict[str, Any]) -> Any:
+    """The value at a forced trace's last checkpoint (its keys are step counts as strings)."""
+    return checks[str(max(map(int, checks)))]
+
+
 def _q_growth(run: dict) -> str:
     """A forced run's largest |Q - Q_SB3| by 10k, 20k and 30k steps and at the end."""
     checks = run["max_abs_q_difference_before"]
-    end = checks[str(max(map(int, checks)))]
-    return " / ".join(f"{checks[k]:.1e}" if k in checks else "-" for k in ("10000", "20000", "30000")) + f" / {end:.1e}"
+    return (" / ".join(f"{checks[k]:.1e}" if k in checks else "-" for k in ("10000", "20000", "30000"))
+            + f" / {_at_end(checks):.1e}")
 
 
 def forced_trace_lines(forced: list[tuple[Path, dict]]) -> list[str]:
@@ -292,7 +296,7 @@ def forced_trace_lines(forced: list[tuple[Path, dict]]) -> list[str]:
                          for n in ("engine", "sb3_ulp"))
         first_trunc = "" if t["first_truncation"] is None else f" ({t['first_truncation']:,})"
         sizes = t["engine"].get("max_abs_q_sb3_before")
-        size = f"{sizes[str(max(map(int, sizes)))]:.3g}" if sizes else "not recorded"
+        size = f"{_at_end(sizes):.3g}" if sizes else "not recorded"
         wraps = "no wrap" if t["buffer_wraps_at"] is None else f"{t['buffer_wraps_at']:,}"
         lines.append(f"| `{path.name}` | `{t['task']}` | {t['seed']:,} | {t['steps']:,} | "
                      f"{t['episodes_truncated']}{first_trunc} | {wraps} | {same} | {_q_growth(t['engine'])} | "
@@ -305,7 +309,7 @@ def _own_choices(trace: dict) -> str:
     counts = [trace[n].get("own_choice_differs_before") for n in ("engine", "sb3_ulp")]
     if not all(counts):
         return "not recorded"
-    return "; ".join(f"{c[str(max(map(int, c)))]:,}" for c in counts) + f" of {trace['steps']:,}"
+    return "; ".join(f"{_at_end(c):,}" for c in counts) + f" of {trace['steps']:,}"
 
 
 def _conclusion(plan: FidelityPlan) -> list[str]:

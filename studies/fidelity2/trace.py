@@ -48,12 +48,17 @@ META2_FIXED = dict(net_arch="small", batch_size=64, train_freq=4, subsample_step
                    learning_starts=1000, gamma=0.99, buffer_size=50000)
 
 
+def one_ulp_up(t: torch.Tensor) -> torch.Tensor:
+    """Every value of ``t`` moved one unit in the last place towards +inf."""
+    return torch.nextafter(t, torch.full_like(t, float("inf")))
+
+
 def nudge_one_ulp(model: Any) -> None:
     """Move every initial weight of both of a DQN's networks one unit in the last place (towards +inf)."""
     with torch.no_grad():
         for net in (model.q_net, model.q_net_target):
             for p in net.parameters():
-                p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
+                p.copy_(one_ulp_up(p))
 
 
 def one_ulp_start() -> Any:

@@ -68,11 +68,10 @@ def engine_one_ulp() -> Iterator[None]:
     initialisation, in both its online weights and its target (which starts as a copy of them)."""
     from hypermeta.engine import batched
 
-    init = batched._Agents._init_params
+    init, one_ulp_up = batched._Agents._init_params, _trace_module().one_ulp_up
 
     def nudged(self):
-        flat = init(self)
-        return torch.nextafter(flat, torch.full_like(flat, float("inf")))
+        return one_ulp_up(init(self))
 
     batched._Agents._init_params = nudged
     try:
