@@ -147,7 +147,8 @@ class HyperMetaCallback(BaseCallback):
         guard's lr cut applies under the controller's offset. One env only (``ValueError`` otherwise). ``None``
         (default): the schedules as they are.
     :param init: a meta-learned Q-network start (:mod:`hypermeta.qstart`: a ``.safetensors`` file from
-        ``hypermeta meta-init FAMILY`` or a ``QStart``), loaded into ``q_net`` and ``q_net_target`` at the first
+        ``hypermeta meta-init FAMILY``, a ``QStart``, or ``"default"``: the start shipped for the env's family, an
+        error naming the shipped families when there is none), loaded into ``q_net`` and ``q_net_target`` at the first
         training start of a model that has made no gradient update and has no start loaded yet (a mark saved with
         the model), so later ``learn`` calls, with or without ``reset_num_timesteps``, and loaded models keep their
         weights. A start made for other shapes is refused (``ValueError``, one line); one
@@ -162,7 +163,9 @@ class HyperMetaCallback(BaseCallback):
         super().__init__(verbose)
         from hypermeta.qstart import get_start
 
-        self.init = None if init is None else get_start(init)  # a missing or unsafe file fails now
+        # a missing or unsafe file fails now; "default" is resolved at training start, where the env's family is known
+        self.init = None if init is None or str(init) == "default" else get_start(init)
+        self._default_init = init is not None and str(init) == "default"
         from hypermeta.controller import get_controller
 
         self.controller = None if controller is None else get_controller(controller)  # bad names fail now
@@ -184,9 +187,12 @@ class HyperMetaCallback(BaseCallback):
                 f"{type(self.model).__name__} model. Use it with stable_baselines3.DQN (or a DQN subclass)."
             )
         check_spaces(self.training_env, "HyperMetaCallback")
-        if self.init is not None and self.model._n_updates == 0 and not getattr(self.model, _START_LOADED, False):
-            from hypermeta.qstart import load_into_sb3
+        if ((self.init is not None or self._default_init) and self.model._n_updates == 0
+                and not getattr(self.model, _START_LOADED, False)):
+            from hypermeta.qstart import get_start, load_into_sb3
 
+            if self.init is None:
+                self.init = get_start("default", _family_of(self.training_env))
             load_into_sb3(self.model, self.init, _family_of(self.training_env))
             setattr(self.model, _START_LOADED, True)  # saved with the model: a loaded model keeps its weights
         if self.config is None:

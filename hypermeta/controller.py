@@ -333,6 +333,23 @@ def smooth_l1_mean(q: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(np.where(d < 1.0, 0.5 * d * d, d - 0.5)))
 
 
+#: The package's meta-learned controller (copied by ``hypermeta meta-eval PLAN --ship`` when meta-learner v3's
+#: evaluation meets the plan's shipping rule).
+SHIPPED_CONTROLLER = Path(__file__).parent / "weights" / "controller.safetensors"
+
+
+def _not_shipped_reason(weights: Path) -> str:
+    """Why the package holds no controller: the v3 evaluation's shipping decision, when it has been made."""
+    import json
+
+    record = weights / "v3.provenance.json"
+    if not record.is_file():
+        return "meta-learner v3's evaluation has not decided yet"
+    missed = [name for name, c in json.loads(record.read_text())["controller"]["conditions"].items() if not c["met"]]
+    return (f"meta-learner v3's evaluation missed the plan's shipping rule on {', '.join(missed)}: "
+            "studies/reports/v3/report.md")
+
+
 #: Controllers by name: ``rule`` (the hand-written rule) and ``zero`` (the base schedules, through the controller's
 #: machinery: a check that control changes nothing by itself). ``default``: the shipped meta-learned controller.
 def get_controller(name: str | Path | Controller) -> Controller:
@@ -344,10 +361,10 @@ def get_controller(name: str | Path | Controller) -> Controller:
     if name == "zero":
         return LinearController.zeros()
     if name == "default":
-        path = Path(__file__).parent / "weights" / "controller.safetensors"
+        path = SHIPPED_CONTROLLER
         if not path.is_file():
-            raise ValueError("no meta-learned controller is shipped yet (meta-learner v3 is in progress); use "
-                             "controller='rule' (the hand-written rule) or a .safetensors file")
+            raise ValueError(f"no meta-learned controller is shipped ({_not_shipped_reason(path.parent)}); use "
+                             "controller='rule' (the hand-written rule) or a controller's .safetensors file")
         return LinearController.load(path)
     if Path(name).suffix != ".safetensors":
         raise ValueError(f"unknown controller {str(name)!r}: use 'rule', 'default', 'zero' or a controller's "

@@ -98,8 +98,29 @@ class QStart:
                              "(`hypermeta meta-init FAMILY`)")
 
 
-def get_start(init: str | Path | QStart) -> QStart:
-    return init if isinstance(init, QStart) else QStart.load(init)
+#: The package's folder of shipped starts (``FAMILY.safetensors``, copied by ``hypermeta meta-eval PLAN --ship`` for
+#: each family whose start met meta-learner v3's pre-registered target).
+SHIPPED_STARTS = Path(__file__).parent / "weights" / "starts"
+
+
+def shipped_families() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_STARTS.glob("*.safetensors"))
+
+
+def get_start(init: str | Path | QStart, family: str | None = None) -> QStart:
+    """A start from a ``.safetensors`` path, a :class:`QStart`, or ``"default"``: the start shipped for ``family``
+    (a one-line ``ValueError`` naming the shipped families when there is none)."""
+    if isinstance(init, QStart):
+        return init
+    if str(init) == "default":
+        if family is None or family not in shipped_families():
+            shipped = ", ".join(shipped_families()) or "none yet (studies/reports/v3/report.md says why)"
+            where = "this env's family is unknown" if family is None else f"none is shipped for family {family!r}"
+            raise ValueError(f"init='default' loads the Q-network start shipped for the env's family, but {where} "
+                             f"(shipped: {shipped}); give a start's .safetensors (`hypermeta meta-init FAMILY`) "
+                             "or no init")
+        return QStart.load(SHIPPED_STARTS / f"{family}.safetensors")
+    return QStart.load(init)
 
 
 def load_into_sb3(model: Any, start: QStart, family: str | None = None) -> None:

@@ -18,6 +18,7 @@ FILES = {
     "fake.safetensors": "\x80\x04 a pickle in disguise",
     "spec.yaml": "name: x\ntasks: {cartpole: 100}\ntrial: 3\n",
     "dist.yaml": "name: d\nbudgets: {cartpole: 100}\ntrain: {cartpole: 1}\nheldout_contexts: []\nheldout_family: []\n",
+    "v3.yaml": "name: v3\nmatrix_plan: studies/meta2/plan.yaml\n",
 }
 PG = "postgresql+psycopg2://hyper:s3cret@127.0.0.1:1/x"  # nothing listens on port 1
 
@@ -94,6 +95,8 @@ CASES = [
     (["meta-init", "cartpole", "--method", "bogus"], "invalid choice: 'bogus'"),
     (["meta-eval", "missing.yaml"], "plan file 'missing.yaml' does not exist"),
     (["meta-eval", "missing.yaml", "--step", "everything"], "invalid choice: 'everything'"),
+    (["meta-eval", "v3.yaml", "--ship"], "the evaluation is not finished (steps to do: predictions, init-choice"),
+    (["train", "taxi", "--timesteps", "100", "--init", "default"], "none is shipped for family 'taxi'"),
     (["meta-init", "cartpole", "--method", "reptile", "--plan", "missing.yaml"], "missing.yaml"),
     (["train", "cartpole", "--timesteps", "100", "--controller", "magic"], "unknown controller 'magic': use 'rule', 'default'"),
     (["train", "cartpole", "--timesteps", "100", "--init", "start.pt"], "must be a .safetensors file"),

@@ -115,8 +115,23 @@ def test_controller_weights_round_trip_through_safetensors(tmp_path):
     assert np.array_equal(again.weights, ctl.weights) and again.key == ctl.key
     with pytest.raises(ValueError, match="unknown controller"):
         get_controller(str(tmp_path / "ctl.pt"))
-    with pytest.raises(ValueError, match="no meta-learned controller is shipped yet"):
+
+
+def test_default_controller_says_why_none_is_shipped(tmp_path, monkeypatch):
+    import json
+
+    import hypermeta.controller as controller
+
+    monkeypatch.setattr(controller, "SHIPPED_CONTROLLER", tmp_path / "controller.safetensors")
+    with pytest.raises(ValueError, match="no meta-learned controller is shipped .meta-learner v3's evaluation has not "
+                                         "decided yet.; use controller='rule'"):
         get_controller("default")
+    conditions = {"heldout_contexts": {"met": False}, "heldout_family": {"met": True}}
+    (tmp_path / "v3.provenance.json").write_text(json.dumps({"controller": {"conditions": conditions}}))
+    with pytest.raises(ValueError, match="missed the plan's shipping rule on heldout_contexts: studies/reports/v3"):
+        get_controller("default")
+    random_linear(4).save(tmp_path / "controller")
+    assert get_controller("default").key == random_linear(4).key
 
 
 def test_callback_with_a_controller_survives_save_load_evalcallback_and_a_second_learn(tmp_path):

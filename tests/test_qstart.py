@@ -75,6 +75,31 @@ def test_the_callback_loads_a_start_into_both_networks_once(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in loaded.q_net.state_dict().items())
 
 
+def test_init_default_loads_the_start_shipped_for_the_envs_family(tmp_path, monkeypatch):
+    import hypermeta.qstart as qstart
+    from hypermeta import HyperMetaCallback
+    from hypermeta.cli.train import _family_of_task
+    from hypermeta.engine.sb3 import build_model
+
+    monkeypatch.setattr(qstart, "SHIPPED_STARTS", tmp_path / "starts")
+    with pytest.raises(ValueError, match=r"none is shipped for family 'cartpole' \(shipped: none yet"):
+        qstart.get_start("default", "cartpole")
+    start = _start_for("cartpole", seed=5)
+    start.save(tmp_path / "starts" / "cartpole")
+    assert qstart.get_start("default", _family_of_task("CartPole-v1")).key == start.key
+    with pytest.raises(ValueError, match=r"this env's family is unknown \(shipped: cartpole\)"):
+        qstart.get_start("default", None)
+    model = build_model("cartpole:gravity=12", CONFIG, seed=3)
+    callback = HyperMetaCallback(CONFIG, init="default")  # resolved at training start, from the env's family
+    model.learn(50, callback=callback)
+    assert callback.init.key == start.key
+    for net in (model.q_net, model.q_net_target):
+        assert torch.equal(net.state_dict()["q_net.0.weight"], torch.as_tensor(start.state["q_net.0.weight"]))
+    other = build_model("acrobot", CONFIG, seed=3)
+    with pytest.raises(ValueError, match="none is shipped for family 'acrobot'"):
+        other.learn(10, callback=HyperMetaCallback(CONFIG, init="default"))
+
+
 def test_a_start_of_other_shapes_is_refused_and_another_family_warns():
     from hypermeta import HyperMetaCallback
     from hypermeta.engine.sb3 import build_model

@@ -56,7 +56,8 @@ def test_v2_step_runs_the_fallback_variants_paired_and_the_report_shows_them(sma
     text = render_v3_report(ev.plan_path, tmp_path / "report.md").read_text()
     line = next(x for x in text.splitlines() if x.startswith("- the same contexts, v2-winner-structure-fallback"))
     assert "not measured yet" not in line and "[" in line
-    assert "- 40 new held-out contexts, controller - best-fixed > 0 with the paired 95% CI above 0: not measured yet" in text
+    assert (f"- {len(ev.context_tasks)} new held-out contexts, controller - best-fixed > 0 with the paired 95% CI "
+            "above 0: not measured yet") in text
     assert "Steps done: predictions, v2" in text
 
 
@@ -188,3 +189,65 @@ def test_every_step_runs_end_to_end_and_the_report_fills_every_target(small_plan
     assert "not measured yet" not in targets and targets.count("**m") == 5 + families
     assert "Steps done: " + ", ".join(STEPS) + "; to do: none." in text
     assert "| controller - best-fixed |" in text.split("### SB3 confirmation")[1]
+    assert "## Shipping (the plan's rule)" in text
+    # --ship: what the rule allows goes into the (here: a temporary) package folder, the rest is removed
+    from hypermeta.reports.v3_ship import ship_v3
+    from hypermeta.qstart import QStart
+    from hypermeta.reports.v3 import _Data, shipping_decision
+
+    decision = shipping_decision(_Data.load(ev))
+    weights = tmp_path / "weights"
+    (weights / "starts").mkdir(parents=True)
+    stale = {f: weights / "starts" / f"{f}.safetensors" for f in ev.contexts}
+    for path in [*stale.values(), weights / "controller.safetensors"]:
+        path.write_bytes(b"left by an earlier decision")
+    record = ship_v3(ev.plan_path, weights)
+    assert record["controller"]["shipped"] is decision.controller
+    assert set(record["controller"]["conditions"]) == {"heldout_contexts", "heldout_family", "sb3_confirmation_above_0"}
+    if decision.controller:
+        assert LinearController.load(weights / "controller.safetensors").key == ctl.key
+    else:
+        assert not (weights / "controller.safetensors").exists()
+    for family, ship in decision.starts.items():
+        assert record["starts"][family]["shipped"] is ship and stale[family].exists() is ship
+        if ship:
+            assert QStart.load(stale[family]).key == QStart.load(ev.start_path(family, "reptile")).key
+    assert json.loads((weights / "v3.provenance.json").read_text()) == json.loads(json.dumps(record))
+    # both ways, whatever these tiny runs decided: every condition met installs everything, none met removes it
+    from hypermeta.reports import v3 as report
+
+    results = report.target_results(_Data.load(ev))
+    for met in (True, False):
+        monkeypatch.setattr(report, "target_results", lambda data, met=met: {
+            k: report.Target(t.label, met, t.text) for k, t in results.items()})
+        record = ship_v3(ev.plan_path, weights)
+        assert record["controller"]["shipped"] is met and (weights / "controller.safetensors").exists() is met
+        if met:
+            assert LinearController.load(weights / "controller.safetensors").key == ctl.key
+        assert all(stale[f].exists() is met and e["shipped"] is met for f, e in record["starts"].items())
+    assert not list((weights / "starts").iterdir())
+
+
+def test_the_shipping_rule_needs_every_condition_and_a_finished_evaluation(small_plan, monkeypatch):
+    from hypermeta.reports.v3_ship import ship_v3
+    from hypermeta.reports import v3 as report
+
+    ev = small_plan
+    with pytest.raises(EvaluationError, match="the evaluation is not finished .steps to do: predictions, init-choice"):
+        ship_v3(ev.plan_path)
+    data = report._Data.load(ev)
+
+    def decided(**met):
+        results = {k: report.Target(k, met.get(k, True), "") for k in
+                   ("heldout_contexts", "structure_fallback", "heldout_family", "failures", "stretch",
+                    "sb3_confirmation_above_0", "start:cartpole", "start:acrobot")}
+        monkeypatch.setattr(report, "target_results", lambda data: results)
+        return report.shipping_decision(data)
+
+    assert decided().controller is True and decided().starts == {"cartpole": True, "acrobot": True}
+    # the structure rule, the failures and the stretch target are not conditions of the controller's shipping
+    assert decided(structure_fallback=False, failures=False, stretch=False).controller is True
+    assert decided(heldout_family=False).controller is False
+    assert decided(sb3_confirmation_above_0=None).controller is None
+    assert decided(sb3_confirmation_above_0=None, heldout_contexts=False).controller is False
+    assert decided(**{"start:acrobot": False}).starts == {"cartpole": True, "acrobot": False}

@@ -172,7 +172,7 @@ def cmd_meta_eval(args: argparse.Namespace) -> int:
     from hypermeta.lab.v3 import STEPS, EvaluationError, V3Evaluation, run_step
 
     ev = V3Evaluation.load(args.plan)
-    steps = [] if args.render and not args.step else (args.step or list(STEPS))
+    steps = [] if (args.render or args.ship) and not args.step else (args.step or list(STEPS))
     for step in steps:
         try:
             print(run_step(ev, step, workers=args.workers, progress=args.progress), flush=True)
@@ -180,6 +180,14 @@ def cmd_meta_eval(args: argparse.Namespace) -> int:
             if args.step:  # a step asked for by name that cannot run is an error
                 raise
             print(f"step {step}: not yet: {exc}", flush=True)  # every step in order: the others still run
+    if args.ship:
+        from hypermeta.reports.v3_ship import PROVENANCE, package_weights, ship_v3
+
+        record = ship_v3(ev.plan_path)
+        word = {True: "shipped", False: "not shipped"}
+        print(f"controller: {word[record['controller']['shipped']]}; starts: "
+              + ", ".join(f"{f} {word[e['shipped']]}" for f, e in record["starts"].items())
+              + f" (decisions and numbers: {package_weights() / PROVENANCE})")
     from hypermeta.reports.v3 import render_v3_report
 
     print(f"report written to {render_v3_report(ev.plan_path, args.out)}")
@@ -331,6 +339,9 @@ def _add_meta_eval(sub: Any) -> None:
                    help="run only this step (repeatable; default: every step in order, each that cannot run yet said "
                    "in one line; a done step is never redone)")
     p.add_argument("--render", action="store_true", help="without --step: only write the report from what exists")
+    p.add_argument("--ship", action="store_true", help="apply the plan's shipping rule to the finished evaluation: "
+                   "copy the controller and each family's start that met it into the package, remove what did not, "
+                   "record the decisions in hypermeta/weights/v3.provenance.json; then write the report")
     p.add_argument("--out", help="report path (default studies/reports/v3/report.md)")
     p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--progress", action="store_true")

@@ -27,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.controller is not None:
             get_controller(args.controller)
         if args.init is not None:
-            get_start(args.init)
+            get_start(args.init, _family_of_task(args.task))
     if sum(map(bool, (args.schedule, args.base, args.weights))) > 1:
         raise ValueError("give one of --schedule FILE (a fixed configuration), --base (the base configuration) "
                          "or --weights FILE (a meta-learner); without any, the shipped meta-learner predicts")
@@ -103,10 +103,21 @@ def _add_train(sub: Any) -> None:
                    "shipped meta-learned controller) or a controller .safetensors (meta-learner v3)")
     p.add_argument("--compare", type=positive_int, metavar="N",
                    help="then measure the schedules against SB3's default ones on N test seeds (batched engine)")
-    p.add_argument("--init", help="a Q-network start (.safetensors from `hypermeta meta-init`) loaded before the first step")
+    p.add_argument("--init", help="a Q-network start loaded before the first step: a .safetensors from `hypermeta "
+                   "meta-init`, or 'default' (the start shipped for the task's family)")
     p.set_defaults(func=cmd_train)
 
 
 
 #: command name -> the function that adds its subparser, in the order ``hypermeta --help`` lists them
 PARSERS = {"train": _add_train}
+
+
+def _family_of_task(task: str) -> str | None:
+    """The hypermeta family of a task id (``cartpole:gravity=12``) or of a family's gymnasium id."""
+    from hypermeta.tasks.families import family_of_env_id, is_family_task
+
+    if is_family_task(task):
+        return task.partition(":")[0]
+    family = family_of_env_id(task)
+    return None if family is None else family.name

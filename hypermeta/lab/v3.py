@@ -396,11 +396,11 @@ def _check_ready(ev: V3Evaluation, step: str) -> str | None:
         if not ended:
             raise EvaluationError(f"meta-training has not ended ({where}): finish it with `hypermeta meta-control "
                                   f"{ev.plan_path}` before any held-out run of the controller")
-        return _check_candidate(ev)
+        return check_candidate(ev)
     return None
 
 
-def _check_candidate(ev: V3Evaluation) -> str:
+def check_candidate(ev: V3Evaluation) -> str:
     """The candidate file must be the one the ended meta-training's state selects (the best validation check above
     0), not one left by an earlier, shorter call; returns its key."""
     from hypermeta.controller import LinearController

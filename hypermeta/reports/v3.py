@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from hypermeta.reports.common import (ci_text, generated_line, paired_diff, pair
                                       target_verdict, test_seed_text, versions_text, wall_hours, write_markdown)
 
 FAILURE = 0.1  # a run below this normalised AUC has failed (the plan's definition)
+SHIPPING_ONLY = ("sb3_confirmation_above_0",)  # conditions of the plan's shipping rule that are not targets
 METHOD_ORDER = ("controller", "hand-rule", "base", "sb3-default", "v2-winner", "v2-winner-no-fallback",
                 "v2-winner-structure-fallback", *(f"init-{s}" for s in STARTS), "init-best+controller")
 
@@ -59,7 +61,8 @@ def render_v3_report(plan: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out is not None else Path("studies/reports/v3/report.md")
     lines = [f"# Meta-learner v3: the in-run controller and the meta-learned Q-network start ({ev.plan_path})", "",
              generated_line(f"hypermeta meta-eval {ev.plan_path} --render"), "", *status_section(data), "",
-             *deviations_section(ev), "", *targets_section(data), "", *setup_section(data), "",
+             *deviations_section(ev), "", *targets_section(data), "", *shipping_section(data), "",
+             *setup_section(data), "",
              *per_family_section(data), "", *failures_section(data), "", *fallback_section(data), "",
              *starts_section(data), "", *meta_training_section(data), "", *trajectory_section(data, out.parent), "",
              *secondary_section(data), "", *cost_section(data), ""]
@@ -79,49 +82,120 @@ def status_section(data: _Data) -> list[str]:
 
 
 def targets_section(data: _Data) -> list[str]:
+    return ["## Targets (pre-registered in the plan)", "",
+            *(f"- {t.label}: {t.text}" for key, t in target_results(data).items() if key not in SHIPPING_ONLY)]
+
+
+@dataclass
+class Target:
+    """One pre-registered target: ``met`` is None until its runs exist; ``text`` is the verdict as reported."""
+    label: str
+    met: bool | None
+    text: str
+
+
+def _judged(label: str, d: dict | None, test: Any) -> Target:
+    return Target(label, None if d is None else bool(test(d)), target_verdict(d, test))
+
+
+def target_results(data: _Data) -> dict[str, Target]:
+    """Every target of the plan, keyed as the plan's shipping rule names them (``heldout_contexts``,
+    ``structure_fallback``, ``heldout_family``, ``failures``, ``stretch``, ``start:FAMILY``), and
+    ``sb3_confirmation_above_0`` (the SB3 confirmation's mean difference, a condition of the shipping rule)."""
     ev, runs = data.ev, data.runs
     ctx, fam = ev.context_tasks, ev.family_tasks
     above = lambda d: d["ci_low"] > 0  # noqa: E731
-    lines = ["## Targets (pre-registered in the plan)", "",
-             f"- 40 new held-out contexts, controller - best-fixed > 0 with the paired 95% CI above 0: "
-             f"{target_verdict(paired_diff(runs, 'controller', 'best-fixed', ctx), above)}",
-             f"- the same contexts, v2-winner-structure-fallback - best-fixed, CI above 0: "
-             f"{target_verdict(paired_diff(runs, 'v2-winner-structure-fallback', 'best-fixed', ctx), above)}",
-             f"- held-out family ({ev.plan['evaluation']['heldout_family']['family']}), controller - best-fixed with "
-             f"the CI's lower bound above -0.03: "
-             f"{target_verdict(paired_diff(runs, 'controller', 'best-fixed', fam), lambda d: d['ci_low'] > -0.03)}",
-             f"- fewer failed runs (normalised AUC below {FAILURE}) than best-fixed: "
-             f"{_failure_verdict(runs[runs['task'].isin([*ctx, *fam])])}",
-             f"- stretch, meta2's 16 held-out contexts, controller - optuna-tpe@20 with the CI above 0: "
-             f"{target_verdict(paired_diff(data.tpe, 'controller', 'optuna-tpe@20', ev.tpe_tasks()), above)}"]
-    for family, tasks in ev.contexts.items():
-        lines.append(f"- starts, {family}: {_start_verdict(data, tasks)}")
-    return lines
+    family = ev.plan["evaluation"]["heldout_family"]["family"]
+    results = {
+        "heldout_contexts": _judged(f"{len(ctx)} new held-out contexts, controller - best-fixed > 0 with the paired "
+                                    "95% CI above 0", paired_diff(runs, "controller", "best-fixed", ctx), above),
+        "structure_fallback": _judged("the same contexts, v2-winner-structure-fallback - best-fixed, CI above 0",
+                                      paired_diff(runs, "v2-winner-structure-fallback", "best-fixed", ctx), above),
+        "heldout_family": _judged(f"held-out family ({family}), controller - best-fixed with the CI's lower bound "
+                                  "above -0.03", paired_diff(runs, "controller", "best-fixed", fam),
+                                  lambda d: d["ci_low"] > -0.03),
+        "failures": _failure_target(runs[runs["task"].isin([*ctx, *fam])]),
+        "stretch": _judged("stretch, meta2's 16 held-out contexts, controller - optuna-tpe@20 with the CI above 0",
+                           paired_diff(data.tpe, "controller", "optuna-tpe@20", ev.tpe_tasks()), above)}
+    for name, tasks in ev.contexts.items():
+        results[f"start:{name}"] = _start_target(data, name, tasks)
+    results["sb3_confirmation_above_0"] = _judged(
+        f"SB3 confirmation ({CONFIRM_SEEDS} seeds, every held-out task), controller - best-fixed > 0 (a condition of "
+        "the plan's shipping rule, not a target)",
+        paired_diff(data.sb3, "controller", "best-fixed", [*ctx, *fam]), lambda d: d["diff"] > 0)
+    return results
 
 
-def _failure_verdict(runs: pd.DataFrame) -> str:
+def _failure_target(runs: pd.DataFrame) -> Target:
+    label = f"fewer failed runs (normalised AUC below {FAILURE}) than best-fixed"
     counts = {m: int((runs.loc[runs["method"] == m, "score"] < FAILURE).sum()) for m in ("controller", "best-fixed")}
     if runs[runs["method"] == "controller"].empty:
-        return "not measured yet"
+        return Target(label, None, "not measured yet")
     met = counts["controller"] < counts["best-fixed"]
-    return f"{'**met**' if met else '**missed**'} (controller {counts['controller']}, best-fixed {counts['best-fixed']})"
+    return Target(label, met, f"{'**met**' if met else '**missed**'} (controller {counts['controller']}, "
+                              f"best-fixed {counts['best-fixed']})")
 
 
-def _start_verdict(data: _Data, tasks: list[str]) -> str:
+def _start_target(data: _Data, family: str, tasks: list[str]) -> Target:
     """Meta-learned start (the one chosen for the 2 x 2) - random start > 0 with the CI above 0, the final
     evaluation's difference with its lower bound above -0.03, and >= plain transfer."""
+    label = f"starts, {family}"
     try:
         start = f"init-{data.ev.chosen_start()}"
     except EvaluationError:
-        return "not measured yet (the start is not chosen yet)"
+        return Target(label, None, "not measured yet (the start is not chosen yet)")
     auc = paired_diff(data.runs, start, "best-fixed", tasks)
     final = paired_diff(data.runs.assign(score=data.runs["final_score"].astype(float)), start, "best-fixed", tasks)
     transfer = paired_diff(data.runs, start, "init-transfer", tasks)
     if auc is None or final is None or transfer is None:
-        return "not measured yet"
+        return Target(label, None, "not measured yet")
     met = auc["ci_low"] > 0 and final["ci_low"] > -0.03 and transfer["diff"] >= 0
-    return (f"{'**met**' if met else '**missed**'}: `{start}` - random start {ci_text(auc)}; final evaluation "
-            f"{ci_text(final)}; - plain transfer {transfer['diff']:+.3f}")
+    return Target(label, met, f"{'**met**' if met else '**missed**'}: `{start}` - random start {ci_text(auc)}; "
+                              f"final evaluation {ci_text(final)}; - plain transfer {transfer['diff']:+.3f}")
+
+
+@dataclass
+class Decision:
+    """What the plan's shipping rule decides: ``controller`` and each family's start are True (ship), False (do not)
+    or None (a condition is not measured yet)."""
+    controller: bool | None
+    conditions: dict[str, Target]
+    starts: dict[str, bool | None]
+    start_targets: dict[str, Target]
+
+
+def shipping_decision(data: _Data) -> Decision:
+    """The plan's ``shipping`` rule on the targets: the controller ships if every condition it names is met; a
+    family's chosen start ships where that family's start target is met."""
+    results = target_results(data)
+    rule = data.ev.plan.get("shipping") or {}
+    names = list(rule.get("controller", []))
+    unknown = [n for n in names if n not in results]
+    if unknown or not names:
+        raise EvaluationError(f"the plan's shipping.controller names {unknown or 'no condition'}: use some of "
+                              f"{', '.join(k for k in results if not k.startswith('start:'))}")
+    if rule.get("starts") != "per_family_target":
+        raise EvaluationError("the plan's shipping.starts must be 'per_family_target' (the one rule implemented)")
+    conditions = {n: results[n] for n in names}
+    met = [c.met for c in conditions.values()]
+    controller = False if False in met else (None if None in met else True)
+    targets = {k.partition(":")[2]: t for k, t in results.items() if k.startswith("start:")}
+    return Decision(controller, conditions, {f: t.met for f, t in targets.items()}, targets)
+
+
+def shipping_section(data: _Data) -> list[str]:
+    try:
+        decision = shipping_decision(data)
+    except EvaluationError as exc:
+        return ["## Shipping (the plan's rule)", "", f"Not applicable: {exc}."]
+    word = {True: "**ships**", False: "**does not ship**", None: "not decided yet"}
+    lines = ["## Shipping (the plan's rule)", "",
+             f"`hypermeta meta-eval {data.ev.plan_path} --ship` applies it once every step is done. The controller "
+             f"{word[decision.controller]} (every condition must be met):", ""]
+    lines += [f"- `{name}`: {t.text}" for name, t in decision.conditions.items()]
+    lines += ["", "A family's chosen start ships where its start target is met:", ""]
+    lines += [f"- {family}: {word[ship]}" for family, ship in decision.starts.items()]
+    return lines
 
 
 def deviations_section(ev: V3Evaluation) -> list[str]:
