@@ -9,6 +9,8 @@ It lives with the reports because it acts on their verdicts: the rule is decided
 * a family's chosen start (the ``init-choice`` step's) is copied to ``hypermeta/weights/starts/FAMILY.safetensors``
   (what ``init="default"`` loads for an env of that family) only where that family's start target is met.
 
+Where the controller ships, making it the default of ``HyperMetaCallback`` and ``hypermeta train`` (the plan's rule)
+is the change to their ``controller`` argument made in the same commit as the weights, with its CHANGELOG entry.
 What is not shipped is removed from the package folder, so that running it again after a change of the runs can
 never leave a file the rule no longer allows. Every decision, with its numbers, the files' sha256 and the commit, is
 written to ``hypermeta/weights/v3.provenance.json``.
