@@ -138,3 +138,24 @@ def load_arrays(path: str | Path, what: str) -> tuple[dict, dict]:
     manifest_path = path.with_suffix(".json")
     return dict(load_file(str(path))), json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
 
+
+def platform_fingerprint() -> str:
+    """What decides a run's floating-point results besides its code and seeds: the torch build and the CPU (its
+    model and vector extensions). Runs made under different fingerprints are valid runs of the same jobs, not
+    bit-identical copies (seen: meta2's held-out runs and today's, 2026-12-06)."""
+    import platform
+
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.partition(":")[2].strip()
+            elif line.startswith("flags"):
+                flags = set(line.partition(":")[2].split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"torch {torch.__version__}; {model}; {'+'.join(isa) or platform.machine()}"

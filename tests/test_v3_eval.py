@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hypermeta.lab.v3 import (SB3_SETTINGS_METHODS, STARTS, STEP_METHODS, STEPS, EvaluationError, V3Evaluation,
-                              run_step)
+from hypermeta.lab.v3 import (SB3_SETTINGS_METHODS, STARTS, STEP_METHODS, STEPS, TPE_RERUNS, EvaluationError,
+                              V3Evaluation, run_step)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,6 +161,8 @@ def test_every_step_runs_end_to_end_and_the_report_fills_every_target(small_plan
     tpe_tasks = V3Evaluation.tpe_tasks
     monkeypatch.setattr(V3Evaluation, "tpe_tasks", lambda self: tpe_tasks(self)[:2])
     ev = small_plan
+    stored = ev.meta2_runs.assign(timesteps=2000)  # meta2's stored runs, as if made at this test's budget
+    monkeypatch.setattr(V3Evaluation, "meta2_runs", property(lambda self: stored))
     ctl = LinearController.zeros(ev.problem.feature_mean, ev.problem.feature_std)
     ctl.weights[:, -1] = [0.4, -0.3]
     _ended_meta_training(tmp_path, ctl)
@@ -179,17 +181,24 @@ def test_every_step_runs_end_to_end_and_the_report_fills_every_target(small_plan
             == {"best-fixed": families + 1, "v2-winner": families + 1, "v2-winner-no-fallback": families + 1,
                 "v2-winner-structure-fallback": families + 1, "base": families + 1, "sb3-default": families + 1,
                 "hand-rule": families + 1, **{f"init-{s}": families for s in STARTS}, "init-best+controller": families,
-                "controller": families + 1 + len(ev.tpe_tasks()),
+                "controller": families + 1 + len(ev.tpe_tasks()), **{m: len(ev.tpe_tasks()) for m in TPE_RERUNS},
                 **{m: families for m in SB3_SETTINGS_METHODS}})
+    reproduced = ev.steps()["done"]["tpe"]["reproduced"]  # one task per family of the tpe tasks, trained again
+    assert set(reproduced["tasks"]) == {ev.tpe_tasks()[0]} and reproduced["identical"] in (0, 1)
+    assert ev.steps()["done"]["tpe"]["platform"].startswith("torch ")
     # the controller's runs carry the candidate's key; the SB3 confirmation ran in the SB3 runner
     assert set(ev.runs(["confirm"], "sb3")["method"]) == {"controller", "best-fixed"}
     assert ev.steps()["done"]["controller"]["controller"] == ctl.key
+    # the trajectories step trains the controller's runs on test seed 0 again, in another batch: the same curves
+    assert ev.steps()["done"]["trajectories"]["differ_from_stored"] == []
     text = render_v3_report(ev.plan_path, tmp_path / "report" / "report.md").read_text()
     targets = text.split("## Targets")[1].split("\n## ")[0]
     assert "not measured yet" not in targets and targets.count("**m") == 5 + families
     assert "Steps done: " + ", ".join(STEPS) + "; to do: none." in text
     assert "| controller - best-fixed |" in text.split("### SB3 confirmation")[1]
+    assert "| controller - rerun:optuna-tpe@20 |" in text and "Reproduction check before the step" in text
     assert "## Shipping (the plan's rule)" in text
+    assert "- Q-network starts (4 families): " in text.split("## CPU spent")[1]  # from the artifacts' manifests
     # --ship: what the rule allows goes into the (here: a temporary) package folder, the rest is removed
     from hypermeta.reports.v3_ship import ship_v3
     from hypermeta.qstart import QStart

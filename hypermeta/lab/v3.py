@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 
 from hypermeta.engine.measurement import Measurement
-from hypermeta.engine.pipeline import RUN_COLUMNS, RunStore, run_jobs_scoring_divergence
+from hypermeta.engine.pipeline import RUN_COLUMNS, RunStore, run_jobs_scoring_divergence, run_row
 from hypermeta.engine.runner import Job
-from hypermeta.files import git_commit, read_yaml, write_text_atomic
+from hypermeta.files import git_commit, platform_fingerprint, read_yaml, write_text_atomic
 from hypermeta.search.baselines import SB3_DEFAULT
 from hypermeta.seeds import CONTROL_VALIDATION_SEED_START, test_seeds
 from hypermeta.space import DQNConfig
@@ -67,6 +67,11 @@ CONTROLLER_STEPS = ("controller", "trajectories", "sb3-settings", "tpe", "confir
 #: The secondary comparison under SB3's default DQN settings: these methods, on the first contexts per family.
 SB3_SETTINGS_METHODS = ("sb3:controller", "sb3:sb3-default", "sb3:best-fixed")
 SB3_SETTINGS_PER_FAMILY = 2
+#: The ``tpe`` step: the controller, and the configurations of meta2's stored TPE and best-fixed test runs trained
+#: again on this machine (meta2's runs were made under another torch build and CPU, so they are not bit-identical
+#: to what this machine makes of the same jobs: the re-runs pair run by run; a deviation dated 2026-12-06).
+TPE_RERUNS = ("rerun:optuna-tpe@20", "rerun:optuna-tpe@50", "rerun:best-fixed")
+TPE_METHODS = ("controller", *TPE_RERUNS)
 V2_VARIANTS = {"v2-winner": True, "v2-winner-no-fallback": False, "v2-winner-structure-fallback": "structure"}
 
 
@@ -177,7 +182,7 @@ class V3Evaluation:
     def mark(self, step: str, **info: Any) -> None:
         state = self.steps()
         state["done"][step] = {"time": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": git_commit(),
-                               **info}
+                               "platform": platform_fingerprint(), **info}
         self.out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.out / "steps.json", json.dumps(state, indent=1) + "\n")
 
@@ -229,6 +234,8 @@ class V3Evaluation:
             control = controller if method == "init-best+controller" else None
         elif method == "controller":
             control = controller
+        elif method.startswith("rerun:"):  # a configuration of meta2's stored test runs, trained again here
+            config = self.meta2_config(method.removeprefix("rerun:"), task)
         elif method.startswith("sb3:"):
             inner = method.removeprefix("sb3:")
             config = SB3_DEFAULT.with_schedules(best) if inner != "sb3-default" else SB3_DEFAULT
@@ -239,7 +246,9 @@ class V3Evaluation:
                    init=None if init is None else str(init))
 
     def jobs(self, methods: tuple[str, ...] | list[str], tasks: list[str], n_seeds: int) -> list[Job]:
-        jobs = [self.method_job(m, t, s) for m in methods for t in tasks for s in test_seeds(n_seeds)]
+        """Task by task, seed by seed, every method: a step cut short leaves complete pairs behind (the keys, and so
+        the stored runs, do not depend on the order)."""
+        jobs = [self.method_job(m, t, s) for t in tasks for s in test_seeds(n_seeds) for m in methods]
         return [j for j in jobs if j is not None]
 
     @property
@@ -252,6 +261,22 @@ class V3Evaluation:
     def tpe_tasks(self) -> list[str]:
         return list(self.problem.plan.heldout_contexts)
 
+    @cached_property
+    def meta2_runs(self) -> pd.DataFrame:
+        """meta2's stored test runs on its held-out contexts (the ``tpe`` step's other side)."""
+        path = Path(self.problem.plan.path).parent / "heldout" / "runs_by_method.csv"
+        if not path.is_file():
+            raise EvaluationError(f"{path} does not exist: the tpe step pairs with meta2's stored test runs")
+        return pd.read_csv(path)
+
+    def meta2_config(self, method: str, task: str) -> DQNConfig:
+        """The configuration meta2's ``method`` (e.g. ``optuna-tpe@20``: that study's choice) ran on ``task``."""
+        configs = set(self.meta2_runs.loc[(self.meta2_runs["method"] == method) & (self.meta2_runs["task"] == task),
+                                          "config"])
+        if len(configs) != 1:
+            raise EvaluationError(f"meta2's {method!r} has {len(configs)} configurations on {task!r}, not one")
+        return DQNConfig.from_dict(json.loads(configs.pop()))
+
     def all_jobs(self, step: str) -> tuple[list[Job], str]:
         """A step's runs and the store they go to (``engine`` or ``sb3``)."""
         heldout = [*self.context_tasks, *self.family_tasks]
@@ -259,8 +284,8 @@ class V3Evaluation:
             return self.jobs(STEP_METHODS[step], heldout, self.test_seeds), "engine"
         if step == "sb3-settings":
             return self.jobs(SB3_SETTINGS_METHODS, self.sb3_settings_tasks(), self.test_seeds), "engine"
-        if step == "tpe":  # TPE's and best-fixed's test runs on these tasks are meta2's (studies/meta2/heldout)
-            return self.jobs(("controller",), self.tpe_tasks(), self.test_seeds), "engine"
+        if step == "tpe":  # TPE's and best-fixed's test runs on these tasks are meta2's (studies/meta2/heldout), and
+            return self.jobs(TPE_METHODS, self.tpe_tasks(), self.test_seeds), "engine"  # trained again here
         if step == "confirm":
             return self.jobs(("controller", "best-fixed"), heldout, CONFIRM_SEEDS), "sb3"
         raise ValueError(f"step {step!r} has no runs")
@@ -324,21 +349,26 @@ def choose_start(ev: V3Evaluation, workers: int = 1, progress: bool = False) -> 
     return choice
 
 
-def trajectories(ev: V3Evaluation, points: int = 101) -> tuple[pd.DataFrame, list[str]]:
+def trajectories(ev: V3Evaluation, points: int = 101) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The lr and epsilon a controller chose during runs (:attr:`~hypermeta.engine.measurement.Curve.control`) on
     a grid of ``points`` steps, beside its base schedules, on a few held-out tasks: ``eval/trajectories.csv``, and
     the tasks whose run failed (left out). The runs are the controller's held-out runs on test seed 0 again (the
-    engine is deterministic: the same runs), as the run store keeps curves, not control logs."""
+    engine is deterministic: the same runs), as the run store keeps curves, not control logs; the third list
+    names the tasks whose re-run's curve is not the stored run's (a determinism check: empty)."""
     from hypermeta.controller import ControlledSchedule
     from hypermeta.engine.batched import BatchedRunner
 
     tasks = [ts[0] for ts in ev.contexts.values()] + ev.family_tasks[:1]
     jobs = [ev.method_job("controller", t, test_seeds(1)[0]) for t in tasks]
-    rows, failed = [], []
+    store = ev.store("engine")
+    rows, failed, differ = [], [], []
     for job, curve in BatchedRunner().run_many(jobs):
         if isinstance(curve, BaseException):
             failed.append(job.task)
             continue
+        stored = store.get(job)
+        if stored is not None and json.loads(stored["curve"]) != curve.returns:
+            differ.append(job.task)  # the engine is deterministic: a different curve is a bug to report
         lr, eps = job.config.lr_schedule(), job.config.exploration_schedule()
         total = job.measurement.timesteps
         for step in np.linspace(0, total, points).round().astype(int):
@@ -349,7 +379,30 @@ def trajectories(ev: V3Evaluation, points: int = 101) -> tuple[pd.DataFrame, lis
     frame = pd.DataFrame(rows)
     ev.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(ev.out / "trajectories.csv", frame.to_csv(index=False))
-    return frame, failed
+    return frame, failed, differ
+
+
+def reproduce_meta2(ev: V3Evaluation) -> dict:
+    """Before the ``tpe`` step pairs new controller runs with meta2's stored ones: best-fixed on the first test seed
+    of the first ``tpe`` task of each family, trained again now, against meta2's stored run (identical AUC when the
+    engine still trains as it did; if not, the pairing by seed still holds but is noisier, and the report says so)."""
+    from hypermeta.engine.batched import BatchedRunner
+
+    stored = ev.meta2_runs
+    stored = stored[stored["method"] == "best-fixed"].set_index(["task", "seed"])
+    firsts: dict[str, str] = {}
+    for task in ev.tpe_tasks():
+        firsts.setdefault(task.partition(":")[0], task)
+    tasks = list(firsts.values())
+    seed = test_seeds(1)[0]
+    jobs = [ev.method_job("best-fixed", t, seed) for t in tasks]
+    rows = {}
+    for job, curve in BatchedRunner().run_many(jobs):
+        old = stored.loc[(job.task, seed)]
+        now = None if isinstance(curve, BaseException) else run_row(job, curve)
+        rows[job.task] = {"stored_auc": float(old["auc"]), "auc": None if now is None else float(now["auc"]),
+                          "same_curve": now is not None and now["curve"] == old["curve"]}
+    return {"seed": seed, "tasks": rows, "identical": sum(r["same_curve"] for r in rows.values())}
 
 
 def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = False) -> str:
@@ -369,16 +422,18 @@ def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = Fal
         return f"start of the 2 x 2: {choice['chosen']} (validation means {choice['means']})"
     controller = _check_ready(ev, step)
     if step == "trajectories":
-        frame, failed = trajectories(ev)
-        ev.mark(step, controller=controller, failed=failed)
+        frame, failed, differ = trajectories(ev)
+        ev.mark(step, controller=controller, failed=failed, differ_from_stored=differ)
         return (f"the controller's lr and epsilon on {frame['task'].nunique()} tasks -> {ev.out / 'trajectories.csv'}"
-                + (f"; failed runs: {failed}" if failed else ""))
+                + (f"; failed runs: {failed}" if failed else "")
+                + (f"; NOT the stored runs' curves: {differ}" if differ else "; the same curves as the stored runs"))
+    extra = {"reproduced": reproduce_meta2(ev)} if step == "tpe" else {}
     jobs, kind = ev.all_jobs(step)
     runner = "sb3" if kind == "sb3" else "batched"
     store = ev.store(kind)
     todo = sum(store.get(j) is None for j in jobs)
     run_jobs_scoring_divergence(jobs, store, workers=workers, progress=progress, runner=runner)
-    ev.mark(step, runs=len(jobs), **({"controller": controller} if controller else {}))
+    ev.mark(step, runs=len(jobs), **({"controller": controller} if controller else {}), **extra)
     return f"step {step}: {len(jobs)} runs ({todo} trained now) -> {store.path}"
 
 
