@@ -198,6 +198,8 @@ def test_every_step_runs_end_to_end_and_the_report_fills_every_target(small_plan
     assert "| controller - best-fixed |" in text.split("### SB3 confirmation")[1]
     assert "| controller - rerun:optuna-tpe@20 |" in text and "Reproduction check before the step" in text
     assert "## Shipping (the plan's rule)" in text
+    failures = text.split("## Failed runs")[1].split("\n## ")[0]
+    assert f"| failed on the {len(ev.context_tasks)} contexts |" in failures and "| init-reptile | 4 |" in failures
     assert "- Q-network starts (4 families): " in text.split("## CPU spent")[1]  # from the artifacts' manifests
     # --ship: what the rule allows goes into the (here: a temporary) package folder, the rest is removed
     from hypermeta.reports.v3_ship import ship_v3
