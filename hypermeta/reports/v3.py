@@ -194,7 +194,7 @@ def shipping_section(data: _Data) -> list[str]:
         return ["## Shipping (the plan's rule)", "", f"Not applicable: {exc}."]
     word = {True: "**ships**", False: "**does not ship**", None: "not decided yet"}
     lines = ["## Shipping (the plan's rule)", "",
-             f"`hypermeta meta-eval {data.ev.plan_path} --ship` applies it once every step is done. The controller "
+             f"`hypermeta meta-eval {data.ev.plan_path} --ship` applies it once every step is done. The controller: "
              f"{word[decision.controller]} (every condition must be met):", ""]
     lines += [f"- `{name}`: {t.text}" for name, t in decision.conditions.items()]
     lines += ["", "A family's chosen start ships where its start target is met:", ""]
