@@ -147,15 +147,13 @@ def platform_fingerprint() -> str:
 
     import torch
 
-    model, flags = platform.processor() or platform.machine(), set()
+    fields = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.partition(":")[2].strip()
-            elif line.startswith("flags"):
-                flags = set(line.partition(":")[2].split())
-                break
+        for line in Path("/proc/cpuinfo").read_text().splitlines():  # Linux; elsewhere the machine's name alone
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip(), value.strip())
     except OSError:
         pass
+    model, flags = fields.get("model name") or platform.machine(), set(fields.get("flags", "").split())
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
     return f"torch {torch.__version__}; {model}; {'+'.join(isa) or platform.machine()}"

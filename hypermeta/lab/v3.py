@@ -353,8 +353,9 @@ def trajectories(ev: V3Evaluation, points: int = 101) -> tuple[pd.DataFrame, lis
     """The lr and epsilon a controller chose during runs (:attr:`~hypermeta.engine.measurement.Curve.control`) on
     a grid of ``points`` steps, beside its base schedules, on a few held-out tasks: ``eval/trajectories.csv``, and
     the tasks whose run failed (left out). The runs are the controller's held-out runs on test seed 0 again (the
-    engine is deterministic: the same runs), as the run store keeps curves, not control logs; the third list
-    names the tasks whose re-run's curve is not the stored run's (a determinism check: empty)."""
+    engine is deterministic on one platform: the same runs), as the run store keeps curves, not control logs; the
+    third list names the tasks whose re-run's curve is not the stored run's (empty on the platform that made them,
+    which ``steps.json`` records)."""
     from hypermeta.controller import ControlledSchedule
     from hypermeta.engine.batched import BatchedRunner
 
@@ -368,7 +369,7 @@ def trajectories(ev: V3Evaluation, points: int = 101) -> tuple[pd.DataFrame, lis
             continue
         stored = store.get(job)
         if stored is not None and json.loads(stored["curve"]) != curve.returns:
-            differ.append(job.task)  # the engine is deterministic: a different curve is a bug to report
+            differ.append(job.task)  # one platform gives one curve: another platform (steps.json) or a bug
         lr, eps = job.config.lr_schedule(), job.config.exploration_schedule()
         total = job.measurement.timesteps
         for step in np.linspace(0, total, points).round().astype(int):
@@ -384,8 +385,8 @@ def trajectories(ev: V3Evaluation, points: int = 101) -> tuple[pd.DataFrame, lis
 
 def reproduce_meta2(ev: V3Evaluation) -> dict:
     """Before the ``tpe`` step pairs new controller runs with meta2's stored ones: best-fixed on the first test seed
-    of the first ``tpe`` task of each family, trained again now, against meta2's stored run (identical AUC when the
-    engine still trains as it did; if not, the pairing by seed still holds but is noisier, and the report says so)."""
+    of the first ``tpe`` task of each family, trained again now, against meta2's stored run (the same curve on the
+    platform that made it; on another, a different but equally valid run: the report says how many matched)."""
     from hypermeta.engine.batched import BatchedRunner
 
     stored = ev.meta2_runs
