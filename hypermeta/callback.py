@@ -191,9 +191,10 @@ class HyperMetaCallback(BaseCallback):
                 and not getattr(self.model, _START_LOADED, False)):
             from hypermeta.qstart import get_start, load_into_sb3
 
+            family = _family_of(self.training_env)
             if self.init is None:
-                self.init = get_start("default", _family_of(self.training_env))
-            load_into_sb3(self.model, self.init, _family_of(self.training_env))
+                self.init = get_start("default", family)
+            load_into_sb3(self.model, self.init, family)
             setattr(self.model, _START_LOADED, True)  # saved with the model: a loaded model keeps its weights
         if self.config is None:
             self.config = self._predict()
@@ -338,12 +339,10 @@ _START_LOADED = "_hypermeta_start_loaded"
 
 def _family_of(venv: Any) -> str | None:
     """The hypermeta family of a vec env's environments, when they carry a task id or a family's gymnasium id."""
-    from hypermeta.tasks.families import family_of_env_id
+    from hypermeta.tasks.families import family_name
 
     try:
-        task = venv.get_attr("hypermeta_task_id")[0]
-        return str(task).partition(":")[0]
+        return family_name(str(venv.get_attr("hypermeta_task_id")[0]))
     except (AttributeError, IndexError):
         spec = getattr(venv.envs[0], "spec", None) if hasattr(venv, "envs") else None
-        family = family_of_env_id(spec.id) if spec is not None else None
-        return None if family is None else family.name
+        return family_name(spec.id) if spec is not None else None

@@ -78,7 +78,7 @@ def test_the_callback_loads_a_start_into_both_networks_once(tmp_path):
 def test_init_default_loads_the_start_shipped_for_the_envs_family(tmp_path, monkeypatch):
     import hypermeta.qstart as qstart
     from hypermeta import HyperMetaCallback
-    from hypermeta.cli.train import _family_of_task
+    from hypermeta.tasks.families import family_name
     from hypermeta.engine.sb3 import build_model
 
     monkeypatch.setattr(qstart, "SHIPPED_STARTS", tmp_path / "starts")
@@ -86,7 +86,7 @@ def test_init_default_loads_the_start_shipped_for_the_envs_family(tmp_path, monk
         qstart.get_start("default", "cartpole")
     start = _start_for("cartpole", seed=5)
     start.save(tmp_path / "starts" / "cartpole")
-    assert qstart.get_start("default", _family_of_task("CartPole-v1")).key == start.key
+    assert qstart.get_start("default", family_name("CartPole-v1")).key == start.key
     with pytest.raises(ValueError, match=r"this env's family is unknown \(shipped: cartpole\)"):
         qstart.get_start("default", None)
     model = build_model("cartpole:gravity=12", CONFIG, seed=3)

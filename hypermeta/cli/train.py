@@ -23,11 +23,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.controller is not None or args.init is not None:  # unknown names and unsafe files fail before training
         from hypermeta.controller import get_controller
         from hypermeta.qstart import get_start
+        from hypermeta.tasks.families import family_name
 
         if args.controller is not None:
             get_controller(args.controller)
         if args.init is not None:
-            get_start(args.init, _family_of_task(args.task))
+            get_start(args.init, family_name(args.task))
     if sum(map(bool, (args.schedule, args.base, args.weights))) > 1:
         raise ValueError("give one of --schedule FILE (a fixed configuration), --base (the base configuration) "
                          "or --weights FILE (a meta-learner); without any, the shipped meta-learner predicts")
@@ -112,12 +113,3 @@ def _add_train(sub: Any) -> None:
 #: command name -> the function that adds its subparser, in the order ``hypermeta --help`` lists them
 PARSERS = {"train": _add_train}
 
-
-def _family_of_task(task: str) -> str | None:
-    """The hypermeta family of a task id (``cartpole:gravity=12``) or of a family's gymnasium id."""
-    from hypermeta.tasks.families import family_of_env_id, is_family_task
-
-    if is_family_task(task):
-        return task.partition(":")[0]
-    family = family_of_env_id(task)
-    return None if family is None else family.name

@@ -349,6 +349,11 @@ def choose_start(ev: V3Evaluation, workers: int = 1, progress: bool = False) -> 
     return choice
 
 
+def same_curve(row: Any, curve: Any) -> bool:
+    """Whether a stored run (its ``curve`` column: the evaluations' returns as JSON) is ``curve``'s run."""
+    return json.loads(row["curve"]) == curve.returns
+
+
 def trajectories(ev: V3Evaluation, points: int = 101) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The lr and epsilon a controller chose during runs (:attr:`~hypermeta.engine.measurement.Curve.control`) on
     a grid of ``points`` steps, beside its base schedules, on a few held-out tasks: ``eval/trajectories.csv``, and
@@ -368,7 +373,7 @@ def trajectories(ev: V3Evaluation, points: int = 101) -> tuple[pd.DataFrame, lis
             failed.append(job.task)
             continue
         stored = store.get(job)
-        if stored is not None and json.loads(stored["curve"]) != curve.returns:
+        if stored is not None and not same_curve(stored, curve):
             differ.append(job.task)  # one platform gives one curve: another platform (steps.json) or a bug
         lr, eps = job.config.lr_schedule(), job.config.exploration_schedule()
         total = job.measurement.timesteps
@@ -400,9 +405,9 @@ def reproduce_meta2(ev: V3Evaluation) -> dict:
     rows = {}
     for job, curve in BatchedRunner().run_many(jobs):
         old = stored.loc[(job.task, seed)]
-        now = None if isinstance(curve, BaseException) else run_row(job, curve)
-        rows[job.task] = {"stored_auc": float(old["auc"]), "auc": None if now is None else float(now["auc"]),
-                          "same_curve": now is not None and now["curve"] == old["curve"]}
+        failed = isinstance(curve, BaseException)
+        rows[job.task] = {"stored_auc": float(old["auc"]), "auc": None if failed else float(run_row(job, curve)["auc"]),
+                          "same_curve": not failed and same_curve(old, curve)}
     return {"seed": seed, "tasks": rows, "identical": sum(r["same_curve"] for r in rows.values())}
 
 

@@ -33,15 +33,10 @@ PROVENANCE = "v3.provenance.json"
 
 
 def package_weights() -> Path:
+    """The package's weights folder: ``controller.safetensors`` and ``starts/`` (``qstart.SHIPPED_STARTS``)."""
     from hypermeta.controller import SHIPPED_CONTROLLER
 
     return SHIPPED_CONTROLLER.parent
-
-
-def shipped_start_path(family: str, weights: Path | None = None) -> Path:
-    from hypermeta.qstart import SHIPPED_STARTS
-
-    return (weights / "starts" if weights is not None else SHIPPED_STARTS) / f"{family}.safetensors"
 
 
 def ship_v3(plan: str | Path, weights: str | Path | None = None) -> dict[str, Any]:
@@ -74,7 +69,7 @@ def ship_v3(plan: str | Path, weights: str | Path | None = None) -> dict[str, An
     method = ev.chosen_start()
     record["starts"] = {}
     for family, ship in decision.starts.items():
-        target = shipped_start_path(family, dest)
+        target = dest / "starts" / f"{family}.safetensors"
         entry = {"shipped": ship, "method": method, "verdict": decision.start_targets[family].text}
         source = ev.start_path(family, method)
         if ship and source is not None:

@@ -270,6 +270,14 @@ def family_of_env_id(env_id: str) -> TaskFamily | None:
     return next((f for f in families().values() if f.env_id == env_id), None)
 
 
+def family_name(env_id: str) -> str | None:
+    """The name of the family of a task id (``cartpole:gravity=12``) or of a family's gymnasium id, if any."""
+    if is_family_task(env_id):
+        return env_id.partition(":")[0]
+    family = family_of_env_id(env_id)
+    return None if family is None else family.name
+
+
 def _unknown_env_error(env_id: str) -> ValueError:
     candidates = list(gym.registry) + list(families())
     close = difflib.get_close_matches(env_id, candidates, n=3, cutoff=0.5)
