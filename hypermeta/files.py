@@ -139,6 +139,36 @@ def load_arrays(path: str | Path, what: str) -> tuple[dict, dict]:
     return dict(load_file(str(path))), json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
 
 
+def install_weights(source: str | Path, dest: str | Path, check: Any, provenance: dict | None = None) -> str:
+    """Copy the weights ``source`` (``.safetensors`` and its ``.json``) to ``dest`` (and ``provenance``, when given,
+    to ``<stem>.provenance.json``): every file staged beside its final name first, the staged weights loaded by
+    ``check`` (a loader that raises on a bad file, e.g. ``QStart.load``), then renamed back to back, so a failed
+    or killed install leaves the old files. Returns the installed weights' sha256."""
+    import hashlib
+    import json
+    import shutil
+
+    source, dest = Path(source), Path(dest).with_suffix(".safetensors")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staged = {dest.with_suffix(sfx): dest.with_name(f"{dest.stem}.staged{sfx}") for sfx in (".safetensors", ".json")}
+    try:
+        for final, tmp in staged.items():
+            shutil.copyfile(source.with_suffix(final.suffix), tmp)
+        check(staged[dest])
+        if provenance is not None:
+            staged[dest.with_name(f"{dest.stem}.provenance.json")] = tmp = dest.with_name(
+                f"{dest.stem}.staged.provenance.json")
+            tmp.write_text(json.dumps(provenance, indent=2) + "\n")
+    except BaseException:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    digest = hashlib.sha256(staged[dest].read_bytes()).hexdigest()
+    for final, tmp in staged.items():
+        tmp.replace(final)
+    return digest
+
+
 def platform_fingerprint() -> str:
     """What decides a run's floating-point results besides its code and seeds: the torch build and the CPU (its
     model and vector extensions). Runs made under different fingerprints are valid runs of the same jobs, not

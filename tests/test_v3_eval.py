@@ -262,3 +262,26 @@ def test_the_shipping_rule_needs_every_condition_and_a_finished_evaluation(small
     assert decided(sb3_confirmation_above_0=None).controller is None
     assert decided(sb3_confirmation_above_0=None, heldout_contexts=False).controller is False
     assert decided(**{"start:acrobot": False}).starts == {"cartpole": True, "acrobot": False}
+
+
+def test_a_weights_install_that_fails_its_check_leaves_the_old_files(tmp_path):
+    import numpy as np
+
+    from hypermeta.files import install_weights, load_arrays, save_arrays
+
+    def check(path):
+        return load_arrays(path, "the weights")
+
+    dest = save_arrays(tmp_path / "package" / "controller", {"w": np.zeros(3, np.float32)}, {"v": "old"})
+    good = save_arrays(tmp_path / "new", {"w": np.ones(3, np.float32)}, {"v": "new"})
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors")
+    bad.with_suffix(".json").write_text("{}")
+    with pytest.raises(Exception):
+        install_weights(bad, dest, check)
+    assert load_arrays(dest, "x")[1] == {"v": "old"} and sorted(p.name for p in dest.parent.iterdir()) == [
+        "controller.json", "controller.safetensors"]  # nothing staged is left behind
+    digest = install_weights(good, dest, check, provenance={"why": "a test"})
+    arrays, manifest = load_arrays(dest, "x")
+    assert manifest == {"v": "new"} and arrays["w"].tolist() == [1, 1, 1] and len(digest) == 64
+    assert json.loads(dest.with_name("controller.provenance.json").read_text()) == {"why": "a test"}

@@ -31,7 +31,7 @@ from hypermeta.lab.matrix import (MatrixPlan, collect_matrix, incomplete_tasks, 
 from hypermeta.engine.measurement import Measurement
 from hypermeta.engine.pipeline import RunStore, run_jobs_scoring_divergence, score_matrix
 from hypermeta.engine.runner import Job
-from hypermeta.files import git_commit, write_text_atomic
+from hypermeta.files import git_commit, install_weights, write_text_atomic
 from hypermeta.meta.data import MetaTrainConfig, tasks_from_frame
 from hypermeta.meta.model import MetaModel, meta_train
 from hypermeta.meta.selection import cv_table, cv_winner, fingerprint, loto_cv, ood_threshold
@@ -241,7 +241,7 @@ def ship_winner(plan: MatrixPlan, dest: str | Path | None = None) -> Path:
                   "training_tasks": len(selection["tasks"]), "fixed_settings": plan.fixed,
                   "sha256": hashlib.sha256(winner.read_bytes()).hexdigest(),
                   "shipped": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
-    _install(winner, dest, provenance)
+    install_weights(winner, dest, MetaModel.load, provenance)
     # `tune --sampler adapt` takes a network method's few-shot step; a winner without networks has none, so the
     # network method with the best CV score ships beside it as the adapt default (the few-shot plan's rule)
     adapt = dest.with_name("adapt.safetensors")
@@ -254,27 +254,11 @@ def ship_winner(plan: MatrixPlan, dest: str | Path | None = None) -> Path:
         return dest.with_suffix(".safetensors")
     best = max(networks, key=lambda row: row["cv_score"])
     source = weights / f"{best['method']}.safetensors"
-    _install(source, adapt, {**provenance, "role": "the adapt sampler's meta-learner: the network method with the "
-                             "highest CV score (the default weights' method has no networks)",
-                             "method": best["method"], "cv": best, "source": str(source),
-                             "sha256": hashlib.sha256(source.read_bytes()).hexdigest()})
+    install_weights(source, adapt, MetaModel.load, {
+        **provenance, "role": "the adapt sampler's meta-learner: the network method with the highest CV score (the "
+        "default weights' method has no networks)", "method": best["method"], "cv": best, "source": str(source),
+        "sha256": hashlib.sha256(source.read_bytes()).hexdigest()})
     return dest.with_suffix(".safetensors")
-
-
-def _install(source: Path, dest: Path, provenance: dict) -> None:
-    """Copy the weights ``source`` (``.safetensors`` and ``.json``) to ``dest`` with ``<stem>.provenance.json``:
-    all three staged first, the staged pair checked, then renamed back to back."""
-    import shutil
-
-    staged = {dest.with_suffix(sfx): dest.with_name(f"{dest.stem}.staged{sfx}") for sfx in (".safetensors", ".json")}
-    for final, tmp in staged.items():
-        shutil.copyfile(source.with_suffix(final.suffix), tmp)
-    MetaModel.load(staged[dest.with_suffix(".safetensors")])
-    record = dest.with_name(dest.stem + ".provenance.json")
-    staged[record] = dest.with_name(f"{dest.stem}.staged.provenance.json")
-    staged[record].write_text(json.dumps(provenance, indent=2) + "\n")
-    for final, tmp in staged.items():
-        tmp.replace(final)
 
 
 def named_schedules(plan: MatrixPlan, task: str) -> dict[str, DQNConfig]:

@@ -18,14 +18,12 @@ written to ``hypermeta/weights/v3.provenance.json``.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hypermeta.files import git_commit, write_text_atomic
+from hypermeta.files import git_commit, install_weights, write_text_atomic
 from hypermeta.lab.v3 import STEPS, EvaluationError, V3Evaluation, check_candidate
 from hypermeta.reports.v3 import _Data, shipping_decision
 
@@ -57,13 +55,14 @@ def ship_v3(plan: str | Path, weights: str | Path | None = None) -> dict[str, An
                               "shipped": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}
     controller = dest / "controller.safetensors"
     from hypermeta.controller import LinearController
+    from hypermeta.qstart import QStart
 
     record["controller"] = {"shipped": decision.controller, "key": key,
                             "generation": LinearController.load(ev.controller_path).meta.get("generation"),
                             "conditions": {n: {"met": t.met, "verdict": t.text}
                                            for n, t in decision.conditions.items()}}
     if decision.controller:
-        record["controller"]["sha256"] = _install(ev.controller_path, controller)
+        record["controller"]["sha256"] = install_weights(ev.controller_path, controller, LinearController.load)
     else:
         _remove(controller)
     method = ev.chosen_start()
@@ -73,21 +72,13 @@ def ship_v3(plan: str | Path, weights: str | Path | None = None) -> dict[str, An
         entry = {"shipped": ship, "method": method, "verdict": decision.start_targets[family].text}
         source = ev.start_path(family, method)
         if ship and source is not None:
-            entry["sha256"] = _install(source, target)
+            entry["sha256"] = install_weights(source, target, QStart.load)
         else:
             entry["shipped"] = False
             _remove(target)
         record["starts"][family] = entry
     write_text_atomic(dest / PROVENANCE, json.dumps(record, indent=2) + "\n")
     return record
-
-
-def _install(source: Path, dest: Path) -> str:
-    """Copy ``source`` (``.safetensors`` and its ``.json``) to ``dest``; returns the weights' sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in (".safetensors", ".json"):
-        shutil.copyfile(source.with_suffix(suffix), dest.with_suffix(suffix))
-    return hashlib.sha256(dest.read_bytes()).hexdigest()
 
 
 def _remove(dest: Path) -> None:
