@@ -31,7 +31,7 @@ def small_plan(tmp_path, monkeypatch):
     return ev
 
 
-def test_v2_step_runs_the_fallback_variants_paired_and_the_report_shows_them(small_plan, tmp_path):
+def test_v2_step_runs_the_fallback_variants_paired_and_the_report_shows_them(small_plan, tmp_path, monkeypatch):
     ev = small_plan
     with pytest.raises(EvaluationError, match="needs step 'predictions' first"):
         run_step(ev, "v2")
@@ -43,7 +43,13 @@ def test_v2_step_runs_the_fallback_variants_paired_and_the_report_shows_them(sma
     structure = preds[preds["variant"] == "v2-winner-structure-fallback"].set_index("task")["fallback"]
     assert structure.to_dict() == {t: t == "taxi" for t in [*ev.context_tasks, "taxi"]}
     assert not preds.loc[preds["variant"] == "v2-winner-no-fallback", "fallback"].any()
-    run_step(ev, "v2")
+    from hypermeta.engine.batched import BatchedRunner
+
+    sizes, batches = [], BatchedRunner.batches
+    monkeypatch.setattr(BatchedRunner, "batches", lambda self, jobs: [
+        sizes.append((self.max_agents, len(b))) or b for b in batches(self, jobs)])
+    run_step(ev, "v2", max_agents=2)  # --max-agents: smaller lock-step batches, each stored when it ends
+    assert {cap for cap, _ in sizes} == {2} and max(n for _, n in sizes) == 2
     runs = ev.runs(["v2"])
     assert len(runs) == 4 * 5 and set(runs["seed"]) == {10_000_000}
     # a fallback is best-fixed's own run (the same stored row)

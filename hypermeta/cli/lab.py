@@ -175,7 +175,8 @@ def cmd_meta_eval(args: argparse.Namespace) -> int:
     steps = [] if (args.render or args.ship) and not args.step else (args.step or list(STEPS))
     for step in steps:
         try:
-            print(run_step(ev, step, workers=args.workers, progress=args.progress), flush=True)
+            print(run_step(ev, step, workers=args.workers, progress=args.progress, max_agents=args.max_agents),
+                  flush=True)
         except EvaluationError as exc:
             if args.step:  # a step asked for by name that cannot run is an error
                 raise
@@ -344,6 +345,9 @@ def _add_meta_eval(sub: Any) -> None:
                    "record the decisions in hypermeta/weights/v3.provenance.json; then write the report")
     p.add_argument("--out", help="report path (default studies/reports/v3/report.md)")
     p.add_argument("--workers", type=positive_int, default=1)
+    p.add_argument("--max-agents", type=positive_int, help="engine steps: runs per lock-step batch (stored when the "
+                   "batch ends, so a kill loses at most one batch per worker; results do not depend on it; default: "
+                   "the engine's, up to 256)")
     p.add_argument("--progress", action="store_true")
     p.set_defaults(func=cmd_meta_eval)
 

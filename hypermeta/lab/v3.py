@@ -325,9 +325,11 @@ def predict_v2(ev: V3Evaluation) -> pd.DataFrame:
     return frame
 
 
-def choose_start(ev: V3Evaluation, workers: int = 1, progress: bool = False) -> dict:
+def choose_start(ev: V3Evaluation, workers: int = 1, progress: bool = False, max_agents: int | None = None) -> dict:
     """Reptile vs first-order MAML on the ES validation tasks (training contexts) and the start-choice seeds; the
     higher mean normalised AUC (meta2's normalisation, as meta-training's validation) is chosen."""
+    from hypermeta.engine.batched import BatchedRunner
+
     problem = ev.problem
     tasks = problem.validation_tasks(ev.es_settings)
     jobs = []
@@ -337,7 +339,7 @@ def choose_start(ev: V3Evaluation, workers: int = 1, progress: bool = False) -> 
             jobs += [Job(task, method, problem.base, ev.measurement(task), INIT_CHOICE_SEED_START + j, init=str(init))
                      for j in range(INIT_CHOICE_SEEDS)]
     rows = run_jobs_scoring_divergence(jobs, RunStore(ev.out / "init_choice_runs.csv"), workers=workers,
-                                       progress=progress, runner="batched")
+                                       progress=progress, runner=BatchedRunner(max_agents))
     rows["score"] = [problem.score(r) for _, r in rows.iterrows()]
     means = rows.groupby("method")["score"].mean()
     families = rows.assign(family=rows["task"].str.partition(":")[0]).pivot_table(
@@ -411,8 +413,10 @@ def reproduce_meta2(ev: V3Evaluation) -> dict:
     return {"seed": seed, "tasks": rows, "identical": sum(r["same_curve"] for r in rows.values())}
 
 
-def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = False) -> str:
-    """Run (or resume) one step; returns a line saying what it did."""
+def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = False, max_agents: int | None = None) -> str:
+    """Run (or resume) one step; returns a line saying what it did. ``max_agents``: the engine's runs per lock-step
+    batch (a batch's runs are stored when it ends, so smaller batches lose less to a kill; results do not depend on
+    it); default: the engine's own."""
     if step not in STEPS:
         raise EvaluationError(f"unknown step {step!r}: one of {', '.join(STEPS)}")
     if ev.done(step):  # a done step is never redone: its choices (the start, the predictions) stay as first made
@@ -423,7 +427,7 @@ def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = Fal
         ev.mark(step)
         return f"v2 predictions on {frame['task'].nunique()} held-out tasks -> {ev.out / 'predictions.csv'}"
     if step == "init-choice":
-        choice = choose_start(ev, workers, progress)
+        choice = choose_start(ev, workers, progress, max_agents)
         ev.mark(step, chosen=choice["chosen"])
         return f"start of the 2 x 2: {choice['chosen']} (validation means {choice['means']})"
     controller = _check_ready(ev, step)
@@ -435,7 +439,9 @@ def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = Fal
                 + (f"; NOT the stored runs' curves: {differ}" if differ else "; the same curves as the stored runs"))
     extra = {"reproduced": reproduce_meta2(ev)} if step == "tpe" else {}
     jobs, kind = ev.all_jobs(step)
-    runner = "sb3" if kind == "sb3" else "batched"
+    from hypermeta.engine.batched import BatchedRunner
+
+    runner = "sb3" if kind == "sb3" else BatchedRunner(max_agents)
     store = ev.store(kind)
     todo = sum(store.get(j) is None for j in jobs)
     run_jobs_scoring_divergence(jobs, store, workers=workers, progress=progress, runner=runner)
