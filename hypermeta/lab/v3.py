@@ -413,7 +413,8 @@ def reproduce_meta2(ev: V3Evaluation) -> dict:
     return {"seed": seed, "tasks": rows, "identical": sum(r["same_curve"] for r in rows.values())}
 
 
-def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = False, max_agents: int | None = None) -> str:
+def run_step(ev: V3Evaluation, step: str, workers: int = 1, progress: bool = False,
+             max_agents: int | None = None) -> str:
     """Run (or resume) one step; returns a line saying what it did. ``max_agents``: the engine's runs per lock-step
     batch (a batch's runs are stored when it ends, so smaller batches lose less to a kill; results do not depend on
     it); default: the engine's own."""
