@@ -270,6 +270,32 @@ def test_the_shipping_rule_needs_every_condition_and_a_finished_evaluation(small
     assert decided(**{"start:acrobot": False}).starts == {"cartpole": True, "acrobot": False}
 
 
+def test_a_target_is_judged_only_on_every_registered_seed_and_failures_on_the_same_runs(small_plan):
+    """A done step stores every run, so fewer pairs than registered mean missing runs: no verdict on them."""
+    import pandas as pd
+
+    from hypermeta.reports import v3 as report
+
+    ev = small_plan
+    ev.plan["evaluation"]["test_seeds"] = 2
+    rows = [{"task": t, "method": m, "seed": 10_000_000 + j, "score": 0.05 if m == "best-fixed" else 0.5,
+             "final_score": 0.5} for t in [*ev.context_tasks, *ev.family_tasks] for m in ("controller", "best-fixed")
+            for j in range(2)]
+    runs = pd.DataFrame(rows)
+
+    def targets(frame):
+        return report.target_results(report._Data(ev, frame, frame.iloc[:0], frame.iloc[:0], {}))
+
+    complete = targets(runs)
+    assert complete["heldout_contexts"].met is True and complete["failures"].met is True
+    one_seed = targets(runs[runs["seed"] == 10_000_000])
+    assert one_seed["heldout_contexts"].met is None
+    assert one_seed["heldout_contexts"].text == "not measured yet (only 1 of the 2 registered seeds paired)"
+    assert one_seed["failures"].met is None  # the registered seeds are not all there
+    lost = runs.drop(runs.index[(runs["method"] == "best-fixed") & (runs["task"] == ev.context_tasks[0])][:1])
+    assert targets(lost)["failures"].met is None  # best-fixed's failures would be counted on fewer runs
+    assert complete["sb3_confirmation_above_0"].met is None  # no SB3 runs
+
 def test_a_weights_install_that_fails_its_check_leaves_the_old_files(tmp_path):
     import numpy as np
 
