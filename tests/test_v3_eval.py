@@ -296,6 +296,7 @@ def test_a_target_is_judged_only_on_every_registered_seed_and_failures_on_the_sa
     assert targets(lost)["failures"].met is None  # best-fixed's failures would be counted on fewer runs
     assert complete["sb3_confirmation_above_0"].met is None  # no SB3 runs
 
+
 def test_a_weights_install_that_fails_its_check_leaves_the_old_files(tmp_path):
     import numpy as np
 
