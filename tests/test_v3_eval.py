@@ -207,6 +207,14 @@ def test_every_step_runs_end_to_end_and_the_report_fills_every_target(small_plan
     failures = text.split("## Failed runs")[1].split("\n## ")[0]
     assert f"| failed on the {len(ev.context_tasks)} contexts |" in failures and "| init-reptile | 4 |" in failures
     assert "- Q-network starts (4 families): " in text.split("## CPU spent")[1]  # from the artifacts' manifests
+    per_task = text.split("## Per held-out task")[1].split("\n## ")[0]
+    assert ("| task | best-fixed | controller - best-fixed | init-reptile - best-fixed | init-best+controller - "
+            "best-fixed |") in per_task
+    assert all(f"| {t} | " in per_task for t in [*ev.context_tasks, *ev.family_tasks])
+    assert "## Reading" not in text  # no findings.md yet; once written, it follows the shipping rule's section
+    (ev.root / "findings.md").write_text("- 2026-12-07: what the runs say.\n")
+    text = render_v3_report(ev.plan_path, tmp_path / "report" / "report.md").read_text()
+    assert "## Reading (written after the runs; dated)\n\n- 2026-12-07: what the runs say." in text
     # --ship: what the rule allows goes into the (here: a temporary) package folder, the rest is removed
     from hypermeta.reports.v3_ship import ship_v3
     from hypermeta.qstart import QStart

@@ -67,8 +67,9 @@ def render_v3_report(plan: str | Path, out: str | Path | None = None) -> Path:
     lines = [f"# Meta-learner v3: the in-run controller and the meta-learned Q-network start ({ev.plan_path})", "",
              generated_line(f"hypermeta meta-eval {ev.plan_path} --render"), "", *status_section(data), "",
              *deviations_section(ev), "", *targets_section(data), "", *shipping_section(data), "",
+             *reading_section(ev), "",
              *setup_section(data), "",
-             *per_family_section(data), "", *failures_section(data), "", *fallback_section(data), "",
+             *per_family_section(data), "", *per_context_section(data), "", *failures_section(data), "", *fallback_section(data), "",
              *starts_section(data), "", *meta_training_section(data), "", *trajectory_section(data, out.parent), "",
              *secondary_section(data), "", *cost_section(data), ""]
     return write_markdown(out, lines)
@@ -220,6 +221,14 @@ def deviations_section(ev: V3Evaluation) -> list[str]:
     return ["## Deviations from the plan", "", *body]
 
 
+def reading_section(ev: V3Evaluation) -> list[str]:
+    """What the numbers say, written by hand after the runs (``findings.md`` beside the plan; dated entries)."""
+    path = ev.root / "findings.md"
+    if not path.is_file():
+        return []
+    return ["## Reading (written after the runs; dated)", "", *path.read_text().strip().splitlines()]
+
+
 def setup_section(data: _Data) -> list[str]:
     ev = data.ev
     budgets = ", ".join(f"{f} {ev.budget(ts[0]):,}" for f, ts in ev.contexts.items())
@@ -256,6 +265,42 @@ def per_family_section(data: _Data) -> list[str]:
     means = [runs[(runs["method"] == "best-fixed") & runs["task"].isin(t)]["score"].mean() for t in groups.values()]
     lines.append("| *best-fixed's own mean* | " + " | ".join(f"{x:.3f}" for x in means) + " |")
     return lines
+
+
+def per_context_section(data: _Data) -> list[str]:
+    """Each held-out task: best-fixed's mean, then each controlled or started method's mean difference to it and on
+    how many seeds it is above / below (where the controller wins and where it loses)."""
+    ev, runs = data.ev, data.runs
+    methods = [m for m in ("controller", *_chosen_start_method(ev), "init-best+controller") if m in set(runs["method"])]
+    if "controller" not in methods:
+        return []
+    table = runs[runs["task"].isin([*ev.context_tasks, *ev.family_tasks])].pivot_table(
+        index=["task", "seed"], columns="method", values="score")
+    lines = ["## Per held-out task: where the controller wins and loses", "",
+             "Mean over the test seeds of the paired difference to best-fixed, then on how many seeds it is above / "
+             "below best-fixed (ties are neither). Within a family, tasks by the controller's difference.", "",
+             "| task | best-fixed | " + " | ".join(f"{m} - best-fixed" for m in methods) + " |",
+             "|---|---:|" + "---:|" * len(methods)]
+    groups = {**ev.contexts, ev.family_tasks[0]: ev.family_tasks}
+    for tasks in groups.values():
+        rows = []
+        for task in tasks:
+            sel = table.loc[task]
+            cells = []
+            for m in methods:
+                d = (sel[m] - sel["best-fixed"]).dropna() if m in sel else pd.Series(dtype=float)
+                cells.append("-" if d.empty else f"{d.mean():+.3f} ({int((d > 0).sum())} / {int((d < 0).sum())})")
+            key = (sel["controller"] - sel["best-fixed"]).mean()
+            rows.append((key, f"| {task} | {sel['best-fixed'].mean():.3f} | " + " | ".join(cells) + " |"))
+        lines += [row for _, row in sorted(rows, key=lambda r: r[0])]
+    return lines
+
+
+def _chosen_start_method(ev: V3Evaluation) -> list[str]:
+    try:
+        return [f"init-{ev.chosen_start()}"]
+    except EvaluationError:
+        return []
 
 
 def failures_section(data: _Data) -> list[str]:
