@@ -151,6 +151,7 @@ def test_trajectories_step_records_what_the_controller_chose_and_the_report_plot
     assert np.allclose(traj.loc[traj["step"] == 0, "lr"], traj.loc[traj["step"] == 0, "base_lr"])
     text = render_v3_report(ev.plan_path, tmp_path / "report" / "report.md").read_text()
     assert "![lr and epsilon chosen by the controller](trajectories.png)" in text
+    assert "No re-run's curve differs from its stored run's." in text
     assert (tmp_path / "report" / "trajectories.png").stat().st_size > 10_000
 
 

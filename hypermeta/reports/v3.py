@@ -416,8 +416,15 @@ def trajectory_section(data: _Data, folder: Path) -> list[str]:
     axes[0][-1].legend(fontsize=7)
     folder.mkdir(parents=True, exist_ok=True)
     save_figure(fig, folder / "trajectories.png")
+    record = data.steps.get("trajectories", {})
+    differ = record.get("differ_from_stored", [])
+    same = (f"On {len(tasks) - len(differ)} of the {len(tasks)} tasks the re-run's curve is the stored run's; on "
+            f"{', '.join(differ)} it is not, the re-run being made on another platform ({record.get('platform')}) "
+            "than the stored run: an equally valid run of the same job, not the same one."
+            if differ else "No re-run's curve differs from its stored run's.")
     return lines + ["The learning rate and epsilon in force along one run (test seed 10,000,000) on the first context of "
-                    "each family and the held-out family's default context, beside best-fixed's schedules:", "",
+                    "each family and the held-out family's default context, beside best-fixed's schedules (the "
+                    "controller's runs trained again: the run store keeps curves, not control logs). " + same, "",
                     "![lr and epsilon chosen by the controller](trajectories.png)"]
 
 
