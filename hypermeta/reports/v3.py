@@ -167,8 +167,8 @@ def _start_target(data: _Data, family: str, tasks: list[str]) -> Target:
         return Target(label, None, "not measured yet")
     met = auc["ci_low"] > 0 and final["ci_low"] > -0.03 and transfer["diff"] >= 0
     return Target(label, met, f"{'**met**' if met else '**missed**'}: `{start}` - random start {ci_text(auc)}; "
-                              f"final evaluation {ci_text(final)}; - plain transfer (mean AUC) "
-                              f"{transfer['diff']:+.3f}")
+                              f"final evaluation {ci_text(final)}; - plain transfer (mean AUC, the target needs "
+                              f">= 0) {ci_text(transfer)}")
 
 
 @dataclass
