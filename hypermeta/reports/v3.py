@@ -452,8 +452,9 @@ def _tpe_rerun_lines(data: _Data) -> list[str]:
     if info:
         check = (f" Reproduction check before the step: best-fixed on seed {info['seed']:,} of one task per family, "
                  f"trained again, gave meta2's stored curve on {info['identical']} of {len(info['tasks'])} tasks.")
-    return ["Meta2's stored runs were made under another torch build and CPU; trained again here (the same "
-            "configurations and seeds, each pair on one machine):" + check, "",
+    return ["The same configurations and seeds trained again on the step's machine (each pair on one machine; "
+            "planned because meta2's stored runs did not reproduce on an earlier session's CPU, deviations "
+            "2026-12-06 19:55):" + check, "",
             *paired_rows(data.tpe, [("controller", m) for m in TPE_RERUNS], data.ev.tpe_tasks())]
 
 
