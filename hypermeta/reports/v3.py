@@ -1,10 +1,12 @@
 """The report of meta-learner v3's evaluation (``hypermeta meta-eval PLAN --render``):
 ``studies/reports/v3/report.md``, from the runs of :mod:`hypermeta.lab.v3` only.
 
-Targets first (each met, missed, or not measured yet), then the deviations, the comparisons per family, the
-failure rates, the v2 fallback re-test, the Q-network starts (normalised AUC and the final evaluation
-separately), the secondary comparisons and the CPU spent. A method's rows appear once its step is done; the
-controller's held-out runs are made only after its meta-training has ended (:func:`hypermeta.lab.v3.run_step`).
+The status and the deviations, then the targets (each met, missed, or not measured yet) and the shipping rule's
+decision, the dated reading written after the runs (``findings.md`` beside the plan), the comparisons per family
+and per held-out task, the failure rates, the v2 fallback re-test, the Q-network starts (normalised AUC and the
+final evaluation separately), the secondary comparisons and the CPU spent. A method's rows appear once its step is
+done; the controller's held-out runs are made only after its meta-training has ended
+(:func:`hypermeta.lab.v3.run_step`).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def render_v3_report(plan: str | Path, out: str | Path | None = None) -> Path:
              *deviations_section(ev), "", *targets_section(data), "", *shipping_section(data), "",
              *reading_section(ev), "",
              *setup_section(data), "",
-             *per_family_section(data), "", *per_context_section(data), "", *failures_section(data), "", *fallback_section(data), "",
+             *per_family_section(data), "", *per_context_section(data), "", *failures_section(data), "",
+             *fallback_section(data), "",
              *starts_section(data), "", *meta_training_section(data), "", *trajectory_section(data, out.parent), "",
              *secondary_section(data), "", *cost_section(data), ""]
     return write_markdown(out, lines)
