@@ -289,12 +289,12 @@ def per_context_section(data: _Data) -> list[str]:
         rows = []
         for task in tasks:
             sel = table.loc[task]
-            cells = []
-            for m in methods:
-                d = (sel[m] - sel["best-fixed"]).dropna() if m in sel else pd.Series(dtype=float)
-                cells.append("-" if d.empty else f"{d.mean():+.3f} ({int((d > 0).sum())} / {int((d < 0).sum())})")
-            key = (sel["controller"] - sel["best-fixed"]).mean()
-            rows.append((key, f"| {task} | {sel['best-fixed'].mean():.3f} | " + " | ".join(cells) + " |"))
+            diffs = {m: (sel[m] - sel["best-fixed"]).dropna() if m in sel else pd.Series(dtype=float)
+                     for m in methods}
+            cells = ["-" if d.empty else f"{d.mean():+.3f} ({int((d > 0).sum())} / {int((d < 0).sum())})"
+                     for d in diffs.values()]
+            row = f"| {task} | {sel['best-fixed'].mean():.3f} | " + " | ".join(cells) + " |"
+            rows.append((diffs["controller"].mean(), row))
         lines += [row for _, row in sorted(rows, key=lambda r: r[0])]
     return lines
 
@@ -463,10 +463,10 @@ def _tpe_rerun_lines(data: _Data) -> list[str]:
 
 def _two_by_two(ev: V3Evaluation) -> list[tuple[str, str]]:
     """{random, chosen start} x {best-fixed's schedule, the controller}: each cell against the others."""
-    try:
-        start = f"init-{ev.chosen_start()}"
-    except ValueError:
+    chosen = _chosen_start_method(ev)
+    if not chosen:
         return [("init-best+controller", "best-fixed"), ("init-best+controller", "controller")]
+    start = chosen[0]
     return [("controller", "best-fixed"), (start, "best-fixed"), ("init-best+controller", "best-fixed"),
             ("init-best+controller", "controller"), ("init-best+controller", start)]
 
