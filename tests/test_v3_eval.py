@@ -202,7 +202,11 @@ def test_every_step_runs_end_to_end_and_the_report_fills_every_target(small_plan
     targets = text.split("## Targets")[1].split("\n## ")[0]
     assert "not measured yet" not in targets and targets.count("**m") == 5 + families
     assert "Steps done: " + ", ".join(STEPS) + "; to do: none." in text
-    assert "| controller - best-fixed |" in text.split("### SB3 confirmation")[1]
+    confirmation = text.split("### SB3 confirmation")[1].split("\n## ")[0]
+    assert "| controller - best-fixed |" in confirmation
+    assert "| tasks | SB3 runner | engine, same tasks x seeds |" in confirmation
+    assert all(f"| {family} ({len(tasks)}) | " in confirmation for family, tasks in ev.contexts.items())
+    assert "- Held-out runs: engine" in text  # every step done: not "so far"
     assert "| controller - rerun:optuna-tpe@20 |" in text and "Reproduction check before the step" in text
     assert "## Shipping (the plan's rule)" in text
     failures = text.split("## Failed runs")[1].split("\n## ")[0]

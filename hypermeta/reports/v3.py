@@ -443,7 +443,26 @@ def secondary_section(data: _Data) -> list[str]:
                                      ("controller", "best-fixed")], ev.tpe_tasks()),
              "", *_tpe_rerun_lines(data),
              "", f"### SB3 confirmation ({lab.CONFIRM_SEEDS} seeds, the SB3 runner)", "",
-             *paired_rows(data.sb3, [("controller", "best-fixed")], [*ev.context_tasks, *ev.family_tasks])]
+             *paired_rows(data.sb3, [("controller", "best-fixed")], [*ev.context_tasks, *ev.family_tasks]),
+             *_confirmation_by_family(data)]
+    return lines
+
+
+def _confirmation_by_family(data: _Data) -> list[str]:
+    """Controller - best-fixed per family in the SB3 runner beside the engine's on the same tasks and seeds
+    (descriptive: the plan's condition is the pooled mean above)."""
+    ev = data.ev
+    if data.sb3.empty:
+        return []
+    engine = data.runs[data.runs["seed"].isin(set(data.sb3["seed"]))]
+    groups = {"all held-out tasks": [*ev.context_tasks, *ev.family_tasks], **ev.contexts,
+              ev.family_tasks[0]: ev.family_tasks}
+    lines = ["", "Per family (descriptive, not a target), and the engine's difference on the same tasks and seeds:", "",
+             "| tasks | SB3 runner | engine, same tasks x seeds |", "|---|---:|---:|"]
+    for label, tasks in groups.items():
+        cells = [paired_diff(frame, "controller", "best-fixed", tasks) for frame in (data.sb3, engine)]
+        lines.append(f"| {label} ({len(tasks)}) | " + " | ".join("-" if d is None else ci_text(d) for d in cells)
+                     + " |")
     return lines
 
 
@@ -512,7 +531,7 @@ def cost_section(data: _Data) -> list[str]:
     return ["## CPU spent", "",
             f"- Controller meta-training: {es:.2f} CPU-hours (the runs' own time, one torch thread each).",
             *_starts_cost(data.ev),
-            f"- Held-out runs so far: engine {wall_hours(data.runs):.2f} h, SB3 {wall_hours(data.sb3):.2f} h "
+            f"- Held-out runs{'' if data.ev.done('confirm') else ' so far'}: engine {wall_hours(data.runs):.2f} h, SB3 {wall_hours(data.sb3):.2f} h "
             "(summed per-run wall time of the distinct runs)."]
 
 
