@@ -107,6 +107,13 @@ def shipped_families() -> list[str]:
     return sorted(p.stem for p in SHIPPED_STARTS.glob("*.safetensors"))
 
 
+def _none_shipped() -> str:
+    """Why no start is shipped: meta-learner v3's recorded decision (``--ship``), or that it is still to come."""
+    if (SHIPPED_STARTS.parent / "v3.provenance.json").is_file():
+        return "none: no family's start met meta-learner v3's target, studies/reports/v3/report.md"
+    return "none yet: meta-learner v3's evaluation has not decided"
+
+
 def get_start(init: str | Path | QStart, family: str | None = None) -> QStart:
     """A start from a ``.safetensors`` path, a :class:`QStart`, or ``"default"``: the start shipped for ``family``
     (a one-line ``ValueError`` naming the shipped families when there is none)."""
@@ -114,7 +121,7 @@ def get_start(init: str | Path | QStart, family: str | None = None) -> QStart:
         return init
     if str(init) == "default":
         if family is None or family not in shipped_families():
-            shipped = ", ".join(shipped_families()) or "none yet (studies/reports/v3/report.md says why)"
+            shipped = ", ".join(shipped_families()) or _none_shipped()
             where = "this env's family is unknown" if family is None else f"none is shipped for family {family!r}"
             raise ValueError(f"init='default' loads the Q-network start shipped for the env's family, but {where} "
                              f"(shipped: {shipped}); give a start's .safetensors (`hypermeta meta-init FAMILY`) "

@@ -84,6 +84,9 @@ def test_init_default_loads_the_start_shipped_for_the_envs_family(tmp_path, monk
     monkeypatch.setattr(qstart, "SHIPPED_STARTS", tmp_path / "starts")
     with pytest.raises(ValueError, match=r"none is shipped for family 'cartpole' \(shipped: none yet"):
         qstart.get_start("default", "cartpole")
+    (tmp_path / "v3.provenance.json").write_text("{}")  # once --ship has recorded its decision
+    with pytest.raises(ValueError, match=r"\(shipped: none: no family's start met meta-learner v3's target"):
+        qstart.get_start("default", "cartpole")
     start = _start_for("cartpole", seed=5)
     start.save(tmp_path / "starts" / "cartpole")
     assert qstart.get_start("default", family_name("CartPole-v1")).key == start.key
