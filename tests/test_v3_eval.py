@@ -207,6 +207,8 @@ def test_every_step_runs_end_to_end_and_the_report_fills_every_target(small_plan
     assert "| tasks | SB3 runner | engine, same tasks x seeds |" in confirmation
     assert all(f"| {family} ({len(tasks)}) | " in confirmation for family, tasks in ev.contexts.items())
     assert "- Held-out runs: engine" in text  # every step done: not "so far"
+    two_by_two = text.split("### The 2 x 2")[1].split("\n### ")[0]  # the chosen start (reptile) in its cells
+    assert "| init-reptile - best-fixed |" in two_by_two and "| init-best+controller - init-reptile |" in two_by_two
     assert "| controller - rerun:optuna-tpe@20 |" in text and "Reproduction check before the step" in text
     assert "## Shipping (the plan's rule)" in text
     failures = text.split("## Failed runs")[1].split("\n## ")[0]
@@ -331,3 +333,41 @@ def test_a_weights_install_that_fails_its_check_leaves_the_old_files(tmp_path):
     arrays, manifest = load_arrays(dest, "x")
     assert manifest == {"v": "new"} and arrays["w"].tolist() == [1, 1, 1] and len(digest) == 64
     assert json.loads(dest.with_name("controller.provenance.json").read_text()) == {"why": "a test"}
+
+
+def test_the_sb3_confirmation_per_family_pairs_the_engine_on_the_sb3_runners_tasks_and_seeds():
+    """The engine column uses only the (task, seed)s the SB3 runner has, so both columns compare the same pairs."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    from hypermeta.reports.common import ci_text, paired_diff
+    from hypermeta.reports.v3 import _confirmation_by_family
+
+    rng = np.random.default_rng(0)
+    tasks = {"cartpole": ["cartpole:a", "cartpole:b"], "acrobot": ["acrobot:a", "acrobot:b"]}
+    ev = SimpleNamespace(contexts=tasks, context_tasks=[t for ts in tasks.values() for t in ts],
+                         family_tasks=["taxi", "taxi:b"])
+    every = [*ev.context_tasks, *ev.family_tasks]
+
+    def frame(seeds_of, shift):
+        return pd.DataFrame([{"task": t, "method": m, "seed": s, "score": rng.normal() + (shift * (m == "controller"))}
+                             for t in every for s in seeds_of(t) for m in ("controller", "best-fixed")])
+
+    engine = frame(lambda t: range(6), 0.1)
+    # the SB3 runner's seeds differ by task: a filter on the union of its seeds would keep seeds 0-4 everywhere
+    sb3 = frame(lambda t: [0, 1, 2, 3] if t in ev.context_tasks else [0, 1, 2, 4], 0.2)
+    lines = _confirmation_by_family(SimpleNamespace(ev=ev, runs=engine, sb3=sb3))
+    rows = {line.split(" (")[0].lstrip("| "): line for line in lines if line.startswith("| ") and "(" in line}
+    assert set(rows) == {"all held-out tasks", "cartpole", "acrobot", "taxi"}
+    same = engine.merge(sb3[["task", "seed"]].drop_duplicates())
+    assert len(same) == len(sb3) < len(engine)
+    for label, group in [("all held-out tasks", every), ("cartpole", tasks["cartpole"]), ("taxi", ev.family_tasks)]:
+        sb3_cell, engine_cell = rows[label].strip("| ").split(" | ")[1:]
+        assert sb3_cell == ci_text(paired_diff(sb3, "controller", "best-fixed", group))
+        assert engine_cell == ci_text(paired_diff(same, "controller", "best-fixed", group))
+        union = engine[engine["seed"] <= 4]
+        assert engine_cell not in (ci_text(paired_diff(engine, "controller", "best-fixed", group)),
+                                   ci_text(paired_diff(union, "controller", "best-fixed", group)))
+    assert _confirmation_by_family(SimpleNamespace(ev=ev, runs=engine, sb3=sb3.iloc[:0])) == []

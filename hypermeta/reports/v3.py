@@ -454,7 +454,8 @@ def _confirmation_by_family(data: _Data) -> list[str]:
     ev = data.ev
     if data.sb3.empty:
         return []
-    engine = data.runs[data.runs["seed"].isin(set(data.sb3["seed"]))]
+    pairs = data.sb3[["task", "seed"]].drop_duplicates()
+    engine = data.runs.merge(pairs, on=["task", "seed"])  # the engine's runs of the SB3 runner's (task, seed)s
     groups = {"all held-out tasks": [*ev.context_tasks, *ev.family_tasks], **ev.contexts,
               ev.family_tasks[0]: ev.family_tasks}
     lines = ["", "Per family (descriptive, not a target), and the engine's difference on the same tasks and seeds:", "",
