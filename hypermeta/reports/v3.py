@@ -532,8 +532,8 @@ def cost_section(data: _Data) -> list[str]:
     return ["## CPU spent", "",
             f"- Controller meta-training: {es:.2f} CPU-hours (the runs' own time, one torch thread each).",
             *_starts_cost(data.ev),
-            f"- Held-out runs{'' if data.ev.done('confirm') else ' so far'}: engine {wall_hours(data.runs):.2f} h, SB3 {wall_hours(data.sb3):.2f} h "
-            "(summed per-run wall time of the distinct runs)."]
+            f"- Held-out runs{'' if data.ev.done('confirm') else ' so far'}: engine {wall_hours(data.runs):.2f} h, "
+            f"SB3 {wall_hours(data.sb3):.2f} h (summed per-run wall time of the distinct runs)."]
 
 
 def _starts_cost(ev: V3Evaluation) -> list[str]:
