@@ -347,9 +347,9 @@ def test_the_sb3_confirmation_per_family_pairs_the_engine_on_the_sb3_runners_tas
 
     rng = np.random.default_rng(0)
     tasks = {"cartpole": ["cartpole:a", "cartpole:b"], "acrobot": ["acrobot:a", "acrobot:b"]}
-    ev = SimpleNamespace(contexts=tasks, context_tasks=[t for ts in tasks.values() for t in ts],
-                         family_tasks=["taxi", "taxi:b"])
-    every = [*ev.context_tasks, *ev.family_tasks]
+    context_tasks = [t for ts in tasks.values() for t in ts]
+    every = [*context_tasks, "taxi", "taxi:b"]
+    ev = SimpleNamespace(contexts=tasks, context_tasks=context_tasks, family_tasks=every[-2:], held_out_tasks=every)
 
     def frame(seeds_of, shift):
         return pd.DataFrame([{"task": t, "method": m, "seed": s, "score": rng.normal() + (shift * (m == "controller"))}

@@ -135,6 +135,11 @@ class V3Evaluation:
     def context_tasks(self) -> list[str]:
         return [t for ts in self.contexts.values() for t in ts]
 
+    @property
+    def held_out_tasks(self) -> list[str]:
+        """Every held-out task: the new contexts, then the held-out family's tasks."""
+        return [*self.context_tasks, *self.family_tasks]
+
     def budget(self, task: str) -> int:
         family = task.partition(":")[0]
         held = self.plan["evaluation"]["heldout_family"]
@@ -279,15 +284,14 @@ class V3Evaluation:
 
     def all_jobs(self, step: str) -> tuple[list[Job], str]:
         """A step's runs and the store they go to (``engine`` or ``sb3``)."""
-        heldout = [*self.context_tasks, *self.family_tasks]
         if step in STEP_METHODS:
-            return self.jobs(STEP_METHODS[step], heldout, self.test_seeds), "engine"
+            return self.jobs(STEP_METHODS[step], self.held_out_tasks, self.test_seeds), "engine"
         if step == "sb3-settings":
             return self.jobs(SB3_SETTINGS_METHODS, self.sb3_settings_tasks(), self.test_seeds), "engine"
         if step == "tpe":  # TPE's and best-fixed's test runs on these tasks are meta2's (studies/meta2/heldout), and
             return self.jobs(TPE_METHODS, self.tpe_tasks(), self.test_seeds), "engine"  # trained again here
         if step == "confirm":
-            return self.jobs(("controller", "best-fixed"), heldout, CONFIRM_SEEDS), "sb3"
+            return self.jobs(("controller", "best-fixed"), self.held_out_tasks, CONFIRM_SEEDS), "sb3"
         raise ValueError(f"step {step!r} has no runs")
 
     def store(self, kind: str) -> RunStore:
@@ -312,7 +316,7 @@ def predict_v2(ev: V3Evaluation) -> pd.DataFrame:
 
     model = load_predictor(None)
     rows = []
-    for task in [*ev.context_tasks, *ev.family_tasks]:
+    for task in ev.held_out_tasks:
         features = probe_features(task, seed=FEATURE_SEED)
         for variant, fallback in V2_VARIANTS.items():
             p = model.predict(features, warn=False, fallback=fallback)

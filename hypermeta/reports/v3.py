@@ -128,7 +128,7 @@ def target_results(data: _Data) -> dict[str, Target]:
         "heldout_family": _judged(f"held-out family ({family}), controller - best-fixed with the CI's lower bound "
                                   "above -0.03", paired_diff(runs, "controller", "best-fixed", fam),
                                   lambda d: d["ci_low"] > -0.03, n),
-        "failures": _failure_target(runs, [*ctx, *fam], n),
+        "failures": _failure_target(runs, ev.held_out_tasks, n),
         "stretch": _judged("stretch, meta2's 16 held-out contexts, controller - optuna-tpe@20 with the CI above 0",
                            paired_diff(data.tpe, "controller", "optuna-tpe@20", ev.tpe_tasks()), above, n)}
     for name, tasks in ev.contexts.items():
@@ -136,7 +136,7 @@ def target_results(data: _Data) -> dict[str, Target]:
     results["sb3_confirmation_above_0"] = _judged(
         f"SB3 confirmation, controller - best-fixed > 0: the mean over every held-out task x {lab.CONFIRM_SEEDS} "
         "seeds, pooled (a condition of the plan's shipping rule, not a target)",
-        paired_diff(data.sb3, "controller", "best-fixed", [*ctx, *fam]), lambda d: d["diff"] > 0, lab.CONFIRM_SEEDS)
+        paired_diff(data.sb3, "controller", "best-fixed", ev.held_out_tasks), lambda d: d["diff"] > 0, lab.CONFIRM_SEEDS)
     return results
 
 
@@ -277,15 +277,14 @@ def per_context_section(data: _Data) -> list[str]:
     methods = [m for m in ("controller", *_chosen_start_method(ev), "init-best+controller") if m in set(runs["method"])]
     if "controller" not in methods:
         return []
-    table = runs[runs["task"].isin([*ev.context_tasks, *ev.family_tasks])].pivot_table(
+    table = runs[runs["task"].isin(ev.held_out_tasks)].pivot_table(
         index=["task", "seed"], columns="method", values="score")
     lines = ["## Per held-out task: where the controller wins and loses", "",
              "Mean over the test seeds of the paired difference to best-fixed, then on how many seeds it is above / "
              "below best-fixed (ties are neither). Within a family, tasks by the controller's difference.", "",
              "| task | best-fixed | " + " | ".join(f"{m} - best-fixed" for m in methods) + " |",
              "|---|---:|" + "---:|" * len(methods)]
-    groups = {**ev.contexts, ev.family_tasks[0]: ev.family_tasks}
-    for tasks in groups.values():
+    for tasks in _family_groups(ev).values():
         rows = []
         for task in tasks:
             sel = table.loc[task]
@@ -299,6 +298,11 @@ def per_context_section(data: _Data) -> list[str]:
     return lines
 
 
+def _family_groups(ev: V3Evaluation) -> dict[str, list[str]]:
+    """Each training family's new contexts, then the held-out family's tasks, under their family's name."""
+    return {**ev.contexts, ev.family_tasks[0]: ev.family_tasks}
+
+
 def _chosen_start_method(ev: V3Evaluation) -> list[str]:
     try:
         return [f"init-{ev.chosen_start()}"]
@@ -308,7 +312,7 @@ def _chosen_start_method(ev: V3Evaluation) -> list[str]:
 
 def failures_section(data: _Data) -> list[str]:
     ev = data.ev
-    runs = data.runs[data.runs["task"].isin([*ev.context_tasks, *ev.family_tasks])]  # not the tpe step's
+    runs = data.runs[data.runs["task"].isin(ev.held_out_tasks)]  # not the tpe step's
     if runs.empty:
         return ["## Failed runs", "", "No held-out runs yet."]
     lines = ["## Failed runs", "", f"Runs below {FAILURE} normalised AUC, per method, on all held-out tasks and on "
@@ -443,7 +447,7 @@ def secondary_section(data: _Data) -> list[str]:
                                      ("controller", "best-fixed")], ev.tpe_tasks()),
              "", *_tpe_rerun_lines(data),
              "", f"### SB3 confirmation ({lab.CONFIRM_SEEDS} seeds, the SB3 runner)", "",
-             *paired_rows(data.sb3, [("controller", "best-fixed")], [*ev.context_tasks, *ev.family_tasks]),
+             *paired_rows(data.sb3, [("controller", "best-fixed")], ev.held_out_tasks),
              *_confirmation_by_family(data)]
     return lines
 
@@ -456,8 +460,7 @@ def _confirmation_by_family(data: _Data) -> list[str]:
         return []
     pairs = data.sb3[["task", "seed"]].drop_duplicates()
     engine = data.runs.merge(pairs, on=["task", "seed"])  # the engine's runs of the SB3 runner's (task, seed)s
-    groups = {"all held-out tasks": [*ev.context_tasks, *ev.family_tasks], **ev.contexts,
-              ev.family_tasks[0]: ev.family_tasks}
+    groups = {"all held-out tasks": ev.held_out_tasks, **_family_groups(ev)}
     lines = ["", "Per family (descriptive, not a target), and the engine's difference on the same tasks and seeds:", "",
              "| tasks | SB3 runner | engine, same tasks x seeds |", "|---|---:|---:|"]
     for label, tasks in groups.items():
@@ -532,7 +535,7 @@ def cost_section(data: _Data) -> list[str]:
     return ["## CPU spent", "",
             f"- Controller meta-training: {es:.2f} CPU-hours (the runs' own time, one torch thread each).",
             *_starts_cost(data.ev),
-            f"- Held-out runs{'' if data.ev.done('confirm') else ' so far'}: engine {wall_hours(data.runs):.2f} h, "
+            f"- Held-out runs{'' if 'confirm' in data.steps else ' so far'}: engine {wall_hours(data.runs):.2f} h, "
             f"SB3 {wall_hours(data.sb3):.2f} h (summed per-run wall time of the distinct runs)."]
 
 
